@@ -1,0 +1,372 @@
+//! The Bedrock backend: InvokeModel through the official `aws-sdk-bedrockruntime` client,
+//! and the translation of SDK outcomes into [`BedrockReply`] / [`BedrockError`].
+//!
+//! The SDK's own retries are disabled: one `invoke` is exactly one HTTP call, and the
+//! worker's attempt loop (with [`crate::retry`]) decides about retries. Each call is bounded
+//! by what is left of its request's deadline. Credentials and region come from the standard
+//! AWS chain unless the config gives static ones (the emulator and tests do).
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
+use aws_sdk_bedrockruntime::operation::RequestId;
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::Client;
+use serde::Deserialize;
+
+use crate::request::Usage;
+
+/// Region used when neither the config nor the AWS chain names one.
+pub const FALLBACK_REGION: &str = "us-east-1";
+
+/// How to reach Bedrock Runtime.
+#[derive(Debug, Clone, Default)]
+pub struct BedrockConfig {
+    /// AWS region; `None` reads the standard chain (`AWS_REGION`, profile), then us-east-1.
+    pub region: Option<String>,
+    /// Endpoint override (an emulator, a VPC endpoint); `None` uses AWS's.
+    pub endpoint: Option<String>,
+    /// Fixed access key id and secret instead of the AWS chain (emulator, tests).
+    pub static_credentials: Option<(String, String)>,
+    /// TCP/TLS connect timeout; `None` keeps the SDK default.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// A cheap-to-clone handle on one SDK client (its connection pool is shared by clones).
+#[derive(Clone, Debug)]
+pub struct BedrockBackend {
+    /// The SDK client, built once with retries disabled.
+    client: Client,
+    /// The region requests are signed for; half of the throttle key.
+    region: String,
+    /// The resolved credentials chain, kept to check it at start-up.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+}
+
+/// A successful InvokeModel call, parsed.
+#[derive(Debug, Clone)]
+pub struct BedrockReply {
+    /// Concatenated `text` content blocks.
+    pub text: String,
+    /// The model id Bedrock reported.
+    pub model: String,
+    /// Why generation stopped.
+    pub stop_reason: Option<String>,
+    /// Token counts (Bedrock always reports them for Anthropic models).
+    pub usage: Option<Usage>,
+    /// Bedrock's request id.
+    pub request_id: Option<String>,
+}
+
+/// What kind of failure a call ended in; [`crate::retry`] decides what each kind means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Throttling,
+    ModelNotReady,
+    ServiceUnavailable,
+    InternalServer,
+    ModelTimeout,
+    Validation,
+    AccessDenied,
+    ResourceNotFound,
+    ModelError,
+    ServiceQuotaExceeded,
+    /// A 5xx whose body named no known error.
+    ServerError,
+    /// An error status outside 5xx that named no known error.
+    Unrecognized,
+    /// The connection could not be made or broke.
+    Connection,
+    /// The call ran out of time (its deadline budget or a connect timeout).
+    Timeout,
+    /// A 200 whose body could not be read or parsed.
+    InvalidResponse,
+    /// The request could not even be built.
+    Construction,
+}
+
+/// A failed call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BedrockError {
+    /// The classification the retry policy reads.
+    pub kind: ErrorKind,
+    /// The AWS error code (`ThrottlingException`, ...) or a name for a transport failure.
+    pub code: String,
+    /// The human message, Bedrock's own where it gave one.
+    pub message: String,
+}
+
+impl fmt::Display for BedrockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for BedrockError {}
+
+impl BedrockBackend {
+    /// Builds the client: region, endpoint and credentials from `config`, else the AWS chain.
+    pub async fn connect(config: &BedrockConfig) -> BedrockBackend {
+        // 1. Region: explicit, else the standard chain, else us-east-1.
+        let region_chain = aws_config::meta::region::RegionProviderChain::first_try(
+            config.region.clone().map(Region::new),
+        )
+        .or_default_provider()
+        .or_else(Region::from_static(FALLBACK_REGION));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region_chain);
+        // 2. Endpoint and credentials overrides.
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some((id, secret)) = &config.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "model-server-static",
+            ));
+        }
+        // 3. One attempt per call, bounded by our own deadline; only connect is capped here.
+        let mut timeouts = TimeoutConfig::builder();
+        if let Some(connect) = config.connect_timeout {
+            timeouts = timeouts.connect_timeout(connect);
+        }
+        loader = loader
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts.build());
+        let shared = loader.load().await;
+        let region = shared
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| FALLBACK_REGION.to_string());
+        BedrockBackend {
+            client: Client::new(&shared),
+            region,
+            credentials: shared.credentials_provider(),
+        }
+    }
+
+    /// The region calls are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Resolves credentials once, to warn at start-up when none can be found.
+    pub async fn check_credentials(&self) -> Result<(), String> {
+        use aws_sdk_bedrockruntime::config::ProvideCredentials;
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| "no credentials provider is configured".to_string())?;
+        provider
+            .provide_credentials()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+
+    /// One InvokeModel call with an Anthropic Messages `body`, given at most `budget`.
+    pub async fn invoke(
+        &self,
+        model: &str,
+        body: Vec<u8>,
+        budget: Duration,
+    ) -> Result<BedrockReply, BedrockError> {
+        let call = self
+            .client
+            .invoke_model()
+            .model_id(model)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send();
+        let output = match tokio::time::timeout(budget, call).await {
+            Err(_) => {
+                return Err(BedrockError {
+                    kind: ErrorKind::Timeout,
+                    code: "Timeout".into(),
+                    message: format!(
+                        "no answer within the {:.3} s left before the deadline",
+                        budget.as_secs_f64()
+                    ),
+                })
+            }
+            Ok(Err(e)) => return Err(classify(e)),
+            Ok(Ok(output)) => output,
+        };
+        let request_id = output.request_id().map(str::to_string);
+        parse_reply(output.body().as_ref(), request_id)
+    }
+}
+
+/// The part of Anthropic's Messages response the broker reads.
+#[derive(Deserialize)]
+struct MessagesResponse {
+    #[serde(default)]
+    content: Vec<ContentBlock>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct ContentBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// Parses a 200 body; a body that is not an Anthropic message is an `InvalidResponse`.
+pub fn parse_reply(body: &[u8], request_id: Option<String>) -> Result<BedrockReply, BedrockError> {
+    let parsed: MessagesResponse = serde_json::from_slice(body).map_err(|e| BedrockError {
+        kind: ErrorKind::InvalidResponse,
+        code: "InvalidResponse".into(),
+        message: format!("Bedrock's 200 body is not an Anthropic message ({e})"),
+    })?;
+    let text = parsed
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect::<String>();
+    Ok(BedrockReply {
+        text,
+        model: parsed.model.unwrap_or_default(),
+        stop_reason: parsed.stop_reason,
+        usage: parsed.usage,
+        request_id,
+    })
+}
+
+/// Maps an AWS error code to its kind.
+pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
+    Some(match code {
+        "ThrottlingException" => ErrorKind::Throttling,
+        "ModelNotReadyException" => ErrorKind::ModelNotReady,
+        "ServiceUnavailableException" => ErrorKind::ServiceUnavailable,
+        "InternalServerException" => ErrorKind::InternalServer,
+        "ModelTimeoutException" => ErrorKind::ModelTimeout,
+        "ValidationException" => ErrorKind::Validation,
+        "AccessDeniedException" => ErrorKind::AccessDenied,
+        "ResourceNotFoundException" => ErrorKind::ResourceNotFound,
+        "ModelErrorException" => ErrorKind::ModelError,
+        "ServiceQuotaExceededException" => ErrorKind::ServiceQuotaExceeded,
+        _ => return None,
+    })
+}
+
+/// Turns an SDK failure into a [`BedrockError`].
+fn classify(
+    err: SdkError<InvokeModelError, aws_sdk_bedrockruntime::config::http::HttpResponse>,
+) -> BedrockError {
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().map(str::to_string);
+            let message = service
+                .err()
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status} with no readable message"));
+            let kind = code
+                .as_deref()
+                .and_then(kind_of_code)
+                .unwrap_or(if status >= 500 {
+                    ErrorKind::ServerError
+                } else {
+                    ErrorKind::Unrecognized
+                });
+            BedrockError {
+                kind,
+                code: code.unwrap_or_else(|| format!("HTTP {status}")),
+                message,
+            }
+        }
+        SdkError::TimeoutError(_) => BedrockError {
+            kind: ErrorKind::Timeout,
+            code: "Timeout".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+        SdkError::DispatchFailure(failure) => BedrockError {
+            kind: if failure.is_timeout() {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Connection
+            },
+            code: if failure.is_timeout() {
+                "ConnectTimeout".into()
+            } else {
+                "ConnectionError".into()
+            },
+            message: DisplayErrorContext(&err).to_string(),
+        },
+        SdkError::ResponseError(_) => BedrockError {
+            kind: ErrorKind::InvalidResponse,
+            code: "InvalidResponse".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+        _ => BedrockError {
+            kind: ErrorKind::Construction,
+            code: "RequestConstruction".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_blocks_and_usage() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"m",
+            "content":[{"type":"text","text":"Hello"},{"type":"tool_use","id":"t"},{"type":"text","text":" world"}],
+            "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":2}}"#;
+        let reply = parse_reply(body, Some("rid".into())).unwrap();
+        assert_eq!(reply.text, "Hello world");
+        assert_eq!(reply.model, "m");
+        assert_eq!(reply.stop_reason.as_deref(), Some("end_turn"));
+        assert_eq!(
+            reply.usage,
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_or_non_json_bodies_are_invalid_responses() {
+        for body in [
+            &b"{\"content\":[{\"type\":\"te"[..],
+            b"<html>oops</html>",
+            b"",
+        ] {
+            let err = parse_reply(body, None).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidResponse, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn every_bedrock_error_code_has_a_kind() {
+        assert_eq!(
+            kind_of_code("ThrottlingException"),
+            Some(ErrorKind::Throttling)
+        );
+        assert_eq!(
+            kind_of_code("ValidationException"),
+            Some(ErrorKind::Validation)
+        );
+        assert_eq!(kind_of_code("SomethingNew"), None);
+    }
+}

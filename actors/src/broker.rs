@@ -1,0 +1,75 @@
+//! [`Broker`]: starts the actors in order and hands out their addresses.
+
+use std::collections::BTreeMap;
+
+use actix::prelude::*;
+
+use crate::bedrock::BedrockBackend;
+use crate::retry::RetryPolicy;
+use crate::router::Router;
+use crate::supervisor::{GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
+use crate::throttle::{GetThrottleStatus, ModelThrottleStatus, ThrottleActor, ThrottleConfig};
+use crate::worker::WorkerDeps;
+
+/// Everything the actor system is configured with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// The `claude` pool.
+    pub pool: PoolConfig,
+    /// The shared throttle.
+    pub throttle: ThrottleConfig,
+    /// Retries of non-throttle failures.
+    pub retry: RetryPolicy,
+}
+
+/// Addresses of the running actors; cheap to clone into every HTTP worker.
+#[derive(Clone)]
+pub struct Broker {
+    /// Where requests go.
+    pub router: Addr<Router>,
+    /// The shared throttle.
+    pub throttle: Addr<ThrottleActor>,
+    /// Each pool's supervisor, by worker type.
+    pub pools: BTreeMap<String, Addr<SupervisorActor>>,
+}
+
+/// The whole broker's state, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BrokerStatus {
+    /// Each pool's queue and workers.
+    pub pools: Vec<PoolStatus>,
+    /// Each model's throttle state.
+    pub throttle: Vec<ModelThrottleStatus>,
+}
+
+impl Broker {
+    /// Starts the throttle, the pools and the router on the current arbiter. Call it inside
+    /// a running actix System, before `HttpServer::new`.
+    pub fn start(config: BrokerConfig, backend: BedrockBackend) -> Broker {
+        let throttle = ThrottleActor::new(config.throttle).start();
+        let deps = WorkerDeps {
+            throttle: throttle.clone(),
+            backend,
+            retry: config.retry,
+        };
+        let mut pools = BTreeMap::new();
+        let worker_type = config.pool.worker_type.clone();
+        pools.insert(worker_type, SupervisorActor::new(config.pool, deps).start());
+        let router = Router::new(pools.clone()).start();
+        Broker {
+            router,
+            throttle,
+            pools,
+        }
+    }
+
+    /// Collects every pool's and model's state.
+    pub async fn status(&self) -> Result<BrokerStatus, MailboxError> {
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for pool in self.pools.values() {
+            pools.push(pool.send(GetPoolStatus).await?);
+        }
+        let throttle = self.throttle.send(GetThrottleStatus).await?;
+        Ok(BrokerStatus { pools, throttle })
+    }
+}

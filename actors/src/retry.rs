@@ -1,0 +1,152 @@
+//! The retry policy: which failed calls are retried, and how long to pause before the retry.
+//! This file is the only place that decides about retries; the worker's attempt loop applies
+//! it, and the SDK's own retries are off.
+//!
+//! - Retried (up to the request's `max_retries`, never past its deadline): ThrottlingException,
+//!   ModelNotReady, ServiceUnavailable, InternalServer, ModelTimeout, an unrecognised 5xx,
+//!   connection failures, timeouts, and a 200 whose body could not be read.
+//! - Never retried: ValidationException (the request itself is wrong), AccessDenied,
+//!   ResourceNotFound, ModelError, ServiceQuotaExceeded, other 4xx, and requests that could
+//!   not be built: the same call would fail the same way.
+//! - Pause: none after a throttle, because the shared brake in the ThrottleActor already
+//!   makes every caller of that model wait; after other retryable failures an exponential
+//!   pause `pause_base * 2^(retry-1)` capped at `pause_cap`, with "equal jitter" (half fixed,
+//!   half random) so retries of a failed burst spread out.
+
+use std::time::Duration;
+
+use crate::bedrock::ErrorKind;
+
+/// Settings of the pause between retries of non-throttle failures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Pause before the first retry of a non-throttle failure.
+    pub pause_base: Duration,
+    /// Longest pause.
+    pub pause_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            pause_base: Duration::from_millis(200),
+            pause_cap: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What to do after a failed call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryDecision {
+    /// Call again after this pause (and after the throttle's grant).
+    RetryAfter(Duration),
+    /// Answer the caller with this failure.
+    GiveUp,
+}
+
+/// Whether a failure of this kind may succeed if the same call is sent again.
+pub fn is_retryable(kind: ErrorKind) -> bool {
+    match kind {
+        ErrorKind::Throttling
+        | ErrorKind::ModelNotReady
+        | ErrorKind::ServiceUnavailable
+        | ErrorKind::InternalServer
+        | ErrorKind::ModelTimeout
+        | ErrorKind::ServerError
+        | ErrorKind::Connection
+        | ErrorKind::Timeout
+        | ErrorKind::InvalidResponse => true,
+        ErrorKind::Validation
+        | ErrorKind::AccessDenied
+        | ErrorKind::ResourceNotFound
+        | ErrorKind::ModelError
+        | ErrorKind::ServiceQuotaExceeded
+        | ErrorKind::Unrecognized
+        | ErrorKind::Construction => false,
+    }
+}
+
+impl RetryPolicy {
+    /// Decides after the `calls_made`-th call failed with `kind`, for a request allowing
+    /// `max_retries` retries. `unit` in [0, 1) is the jitter's random draw.
+    pub fn decide(
+        &self,
+        kind: ErrorKind,
+        calls_made: u32,
+        max_retries: u32,
+        unit: f64,
+    ) -> RetryDecision {
+        if !is_retryable(kind) || calls_made > max_retries {
+            return RetryDecision::GiveUp;
+        }
+        if kind == ErrorKind::Throttling {
+            return RetryDecision::RetryAfter(Duration::ZERO);
+        }
+        let doublings = calls_made.saturating_sub(1).min(20);
+        let full = self
+            .pause_base
+            .saturating_mul(1u32 << doublings)
+            .min(self.pause_cap);
+        RetryDecision::RetryAfter(full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_retry_at_once_until_max_retries() {
+        let p = RetryPolicy::default();
+        // max_retries = 3 allows calls 1..=4; the 4th failure gives up.
+        for calls in 1..=3 {
+            assert_eq!(
+                p.decide(ErrorKind::Throttling, calls, 3, 0.5),
+                RetryDecision::RetryAfter(Duration::ZERO)
+            );
+        }
+        assert_eq!(
+            p.decide(ErrorKind::Throttling, 4, 3, 0.5),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            p.decide(ErrorKind::Throttling, 1, 0, 0.5),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn client_errors_are_never_retried() {
+        let p = RetryPolicy::default();
+        for kind in [
+            ErrorKind::Validation,
+            ErrorKind::AccessDenied,
+            ErrorKind::ResourceNotFound,
+            ErrorKind::ServiceQuotaExceeded,
+        ] {
+            assert_eq!(
+                p.decide(kind, 1, 10, 0.5),
+                RetryDecision::GiveUp,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_pause_exponentially_with_equal_jitter() {
+        let p = RetryPolicy {
+            pause_base: Duration::from_millis(100),
+            pause_cap: Duration::from_millis(500),
+        };
+        let pause = |calls, unit| match p.decide(ErrorKind::ServiceUnavailable, calls, 10, unit) {
+            RetryDecision::RetryAfter(d) => d.as_millis(),
+            RetryDecision::GiveUp => panic!("should retry"),
+        };
+        assert_eq!(pause(1, 1.0), 100);
+        assert_eq!(pause(1, 0.0), 50);
+        assert_eq!(pause(2, 1.0), 200);
+        assert_eq!(pause(3, 1.0), 400);
+        assert_eq!(pause(4, 1.0), 500);
+        assert_eq!(pause(30, 1.0), 500);
+    }
+}

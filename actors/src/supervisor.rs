@@ -1,0 +1,523 @@
+//! SupervisorActor: owns one worker type's queue and its pool of workers.
+//!
+//! It admits jobs into a bounded FIFO queue, hands each to the live worker with the most free
+//! call slots (up to `worker_concurrency` each), grows and shrinks the pool by the pure rules
+//! in [`crate::scaling`], and replaces workers that die. It is the one place that knows the
+//! queue depth and the in-flight counts (actix has no mailbox-length API).
+//!
+//! Workers run on a small pool of arbiters (threads), `min(max_workers, cores)` of them,
+//! so a pool of several workers uses every core. A worker that stops responding (its actor
+//! died) or whose job task panicked is retired and a new one started; its jobs are not lost,
+//! because a dropped [`Job`] re-queues itself here or answers its caller (see `job.rs`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use crate::job::Job;
+use crate::request::InferError;
+use crate::scaling::{self, ScalingPolicy, WorkerLoad};
+use crate::worker::{ClaudeWorker, Retire, RunJob, WorkerDeps};
+
+/// Settings of one worker pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The `type` clients name to reach this pool (`"claude"`).
+    pub worker_type: String,
+    /// Workers kept even when idle.
+    pub min_workers: usize,
+    /// Most workers (seed: up to 20% of the CPU cores, at least one).
+    pub max_workers: usize,
+    /// Bedrock calls one worker may hold in flight.
+    pub worker_concurrency: usize,
+    /// Idle time after which a worker above the minimum is retired.
+    pub worker_idle_timeout: Duration,
+    /// Requests that may wait for a worker; past it, 503.
+    pub queue_capacity: usize,
+    /// How often the pool checks for dead workers, expired or abandoned queued jobs and idle workers.
+    pub maintenance_interval: Duration,
+}
+
+impl PoolConfig {
+    /// The seed's default pool bound: 20% of the CPU cores, rounded up, at least one.
+    pub fn default_max_workers() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores as f64 * 0.2).ceil().max(1.0) as usize
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            worker_type: "claude".into(),
+            min_workers: 1,
+            max_workers: PoolConfig::default_max_workers(),
+            worker_concurrency: 256,
+            worker_idle_timeout: Duration::from_secs(60),
+            queue_capacity: 10_000,
+            maintenance_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Admits a job into the queue (or answers it at once if it cannot be admitted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Job);
+
+/// Takes back a job that was dropped before any Bedrock call; it goes to the queue's front.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Requeue(pub Job);
+
+/// A job left a worker.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct JobDone {
+    /// The worker whose slot the job held.
+    pub worker: u64,
+    /// How it ended.
+    pub end: JobEnd,
+}
+
+/// How a job left its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Its caller got an answer.
+    Answered,
+    /// Its caller went away; the attempts stopped.
+    Abandoned,
+    /// The task running it panicked.
+    Panicked,
+}
+
+/// Asks for the pool's state, for `/status`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "PoolStatus")]
+pub struct GetPoolStatus;
+
+/// A pool's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, MessageResponse)]
+pub struct PoolStatus {
+    /// The pool's worker type.
+    pub worker_type: String,
+    /// Live workers (retiring ones excluded).
+    pub workers: usize,
+    /// Pool bounds.
+    pub min_workers: usize,
+    pub max_workers: usize,
+    /// Calls one worker may hold.
+    pub worker_concurrency: usize,
+    /// Jobs waiting for a worker.
+    pub queue_depth: usize,
+    /// Most jobs that may wait.
+    pub queue_capacity: usize,
+    /// Jobs held by workers (waiting for a grant, backing off, or calling Bedrock).
+    pub in_flight: usize,
+    /// Per worker: id, jobs held, retiring.
+    pub worker_detail: Vec<WorkerStatus>,
+    /// Totals since start.
+    pub counters: PoolCounters,
+}
+
+/// One worker's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerStatus {
+    pub id: u64,
+    pub in_flight: usize,
+    pub retiring: bool,
+}
+
+/// Totals since the pool started.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PoolCounters {
+    /// Jobs admitted into the queue.
+    pub admitted: u64,
+    /// Jobs answered by a worker.
+    pub completed: u64,
+    /// Jobs whose caller left while they waited in the queue (never sent to Bedrock).
+    pub abandoned_in_queue: u64,
+    /// Jobs whose caller left while a worker held them (attempts stopped).
+    pub abandoned_in_flight: u64,
+    /// Jobs whose deadline passed while they waited in the queue.
+    pub expired_in_queue: u64,
+    /// Jobs refused because the queue was full.
+    pub rejected_queue_full: u64,
+    /// Jobs handed back by a failed worker before any call.
+    pub requeued: u64,
+    /// Workers started (replacements included).
+    pub workers_started: u64,
+    /// Workers retired after idling.
+    pub workers_retired: u64,
+    /// Workers found dead or failed and replaced.
+    pub worker_failures: u64,
+}
+
+/// One worker as the supervisor sees it.
+struct WorkerSlot {
+    /// Id given at start.
+    id: u64,
+    /// The worker's address; `connected()` turns false if its actor died.
+    addr: Addr<ClaudeWorker>,
+    /// Jobs it holds.
+    in_flight: usize,
+    /// Since when it holds none.
+    idle_since: Option<Instant>,
+    /// No new jobs; the slot goes once its last job is done.
+    retiring: bool,
+}
+
+/// The actor owning one pool's queue and workers.
+pub struct SupervisorActor {
+    /// The pool's settings.
+    config: PoolConfig,
+    /// What every worker is built with.
+    deps: WorkerDeps,
+    /// Admitted jobs waiting for a worker, oldest first.
+    queue: VecDeque<Job>,
+    /// Live and retiring workers.
+    workers: Vec<WorkerSlot>,
+    /// The threads workers run on, created as the pool grows.
+    arbiters: Vec<Arbiter>,
+    /// Id for the next worker.
+    next_worker_id: u64,
+    /// Totals for `/status`.
+    counters: PoolCounters,
+}
+
+impl SupervisorActor {
+    /// A supervisor for `config`'s pool; workers start when the actor starts.
+    pub fn new(config: PoolConfig, deps: WorkerDeps) -> SupervisorActor {
+        SupervisorActor {
+            config,
+            deps,
+            queue: VecDeque::new(),
+            workers: Vec::new(),
+            arbiters: Vec::new(),
+            next_worker_id: 1,
+            counters: PoolCounters::default(),
+        }
+    }
+
+    fn policy(&self) -> ScalingPolicy {
+        ScalingPolicy {
+            min_workers: self.config.min_workers,
+            max_workers: self.config.max_workers,
+            worker_concurrency: self.config.worker_concurrency,
+            idle_timeout: self.config.worker_idle_timeout,
+        }
+    }
+
+    fn live_workers(&self) -> usize {
+        self.workers.iter().filter(|w| !w.retiring).count()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.workers.iter().map(|w| w.in_flight).sum()
+    }
+
+    /// Starts one worker on the next arbiter of the pool's thread pool.
+    fn start_worker(&mut self, ctx: &mut Context<Self>) {
+        let threads = self
+            .config
+            .max_workers
+            .min(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let id = self.next_worker_id;
+        self.next_worker_id += 1;
+        if self.arbiters.len() < threads {
+            self.arbiters.push(Arbiter::new());
+        }
+        let arbiter = &self.arbiters[(id as usize - 1) % self.arbiters.len()];
+        let supervisor = ctx.address();
+        let deps = self.deps.clone();
+        let worker_type = self.config.worker_type.clone();
+        let concurrency = self.config.worker_concurrency;
+        let addr = ClaudeWorker::start_in_arbiter(&arbiter.handle(), move |_| {
+            ClaudeWorker::new(id, worker_type, concurrency, supervisor, deps)
+        });
+        self.workers.push(WorkerSlot {
+            id,
+            addr,
+            in_flight: 0,
+            idle_since: Some(Instant::now()),
+            retiring: false,
+        });
+        self.counters.workers_started += 1;
+    }
+
+    /// Retires workers whose actor died, so they get no more jobs and are replaced.
+    fn reap_dead_workers(&mut self) {
+        for slot in self.workers.iter_mut().filter(|w| !w.retiring) {
+            if !slot.addr.connected() {
+                log::error!(
+                    "claude worker {} of {} pool died; replacing it",
+                    slot.id,
+                    self.config.worker_type
+                );
+                slot.retiring = true;
+                self.counters.worker_failures += 1;
+            }
+        }
+        self.workers.retain(|w| !(w.retiring && w.in_flight == 0));
+    }
+
+    /// Answers queued jobs whose caller left or whose deadline passed.
+    fn sweep_queue(&mut self) {
+        let now = Instant::now();
+        let waiting = std::mem::take(&mut self.queue);
+        for job in waiting {
+            if job.is_abandoned() {
+                self.counters.abandoned_in_queue += 1;
+                job.discard();
+            } else if job.deadline() <= now {
+                self.counters.expired_in_queue += 1;
+                let timeout = job.request().timeout;
+                job.answer(Err(InferError::DeadlineExceeded {
+                    timeout,
+                    attempts: 0,
+                    last_error: Some("no worker was free before the deadline".into()),
+                }));
+            } else {
+                self.queue.push_back(job);
+            }
+        }
+    }
+
+    /// Hands queued jobs to workers with free slots, then grows the pool if jobs still wait.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let concurrency = self.config.worker_concurrency;
+        while let Some(job) = self.queue.pop_front() {
+            if job.is_abandoned() {
+                self.counters.abandoned_in_queue += 1;
+                job.discard();
+                continue;
+            }
+            let free = self
+                .workers
+                .iter_mut()
+                .filter(|w| !w.retiring && w.in_flight < concurrency && w.addr.connected())
+                .min_by_key(|w| w.in_flight);
+            let Some(slot) = free else {
+                self.queue.push_front(job);
+                break;
+            };
+            slot.in_flight += 1;
+            slot.idle_since = None;
+            // If the worker died just now, the message is dropped and the job re-queues itself.
+            slot.addr.do_send(RunJob(job));
+        }
+        if !self.queue.is_empty() {
+            let start = scaling::workers_to_start(
+                &self.policy(),
+                self.live_workers(),
+                self.in_flight(),
+                self.queue.len(),
+            );
+            for _ in 0..start {
+                self.start_worker(ctx);
+            }
+            if start > 0 {
+                self.dispatch(ctx);
+            }
+        }
+    }
+
+    /// Periodic upkeep: dead workers, stale queued jobs, idle workers, the minimum pool.
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        self.reap_dead_workers();
+        self.sweep_queue();
+        self.retire_idle_workers();
+        let start = scaling::workers_to_start(
+            &self.policy(),
+            self.live_workers(),
+            self.in_flight(),
+            self.queue.len(),
+        );
+        for _ in 0..start {
+            self.start_worker(ctx);
+        }
+        self.dispatch(ctx);
+    }
+
+    /// Stops workers that idled past the idle timeout, down to the minimum.
+    fn retire_idle_workers(&mut self) {
+        let now = Instant::now();
+        let loads: Vec<WorkerLoad> = self
+            .workers
+            .iter()
+            .filter(|w| !w.retiring)
+            .map(|w| WorkerLoad {
+                id: w.id,
+                in_flight: w.in_flight,
+                idle_for: w
+                    .idle_since
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+            })
+            .collect();
+        let retire = scaling::workers_to_retire(&self.policy(), &loads, self.queue.len());
+        if retire.is_empty() {
+            return;
+        }
+        self.workers.retain(|w| {
+            if retire.contains(&w.id) {
+                log::info!(
+                    "Retiring idle claude worker {} of {} pool",
+                    w.id,
+                    self.config.worker_type
+                );
+                w.addr.do_send(Retire);
+                false
+            } else {
+                true
+            }
+        });
+        self.counters.workers_retired += retire.len() as u64;
+    }
+
+    fn status(&self) -> PoolStatus {
+        PoolStatus {
+            worker_type: self.config.worker_type.clone(),
+            workers: self.live_workers(),
+            min_workers: self.config.min_workers,
+            max_workers: self.config.max_workers,
+            worker_concurrency: self.config.worker_concurrency,
+            queue_depth: self.queue.len(),
+            queue_capacity: self.config.queue_capacity,
+            in_flight: self.in_flight(),
+            worker_detail: self
+                .workers
+                .iter()
+                .map(|w| WorkerStatus {
+                    id: w.id,
+                    in_flight: w.in_flight,
+                    retiring: w.retiring,
+                })
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl Actor for SupervisorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Admission control is the queue capacity below, not the mailbox.
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        for _ in 0..self.config.min_workers {
+            self.start_worker(ctx);
+        }
+        ctx.run_interval(self.config.maintenance_interval, |act, ctx| {
+            act.maintain(ctx)
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for job in self.queue.drain(..) {
+            job.answer(Err(InferError::ShuttingDown));
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<Enqueue> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        let job = msg.0;
+        if self.queue.len() >= self.config.queue_capacity {
+            self.counters.rejected_queue_full += 1;
+            job.answer(Err(InferError::Overloaded {
+                reason: format!(
+                    "the {} queue is full ({} requests waiting)",
+                    self.config.worker_type,
+                    self.queue.len()
+                ),
+                retry_after: Duration::from_secs(1),
+            }));
+            return;
+        }
+        self.counters.admitted += 1;
+        self.queue.push_back(job);
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<Requeue> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Requeue, ctx: &mut Context<Self>) {
+        self.counters.requeued += 1;
+        self.queue.push_front(msg.0);
+        self.reap_dead_workers();
+        self.maintain(ctx);
+    }
+}
+
+impl Handler<JobDone> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobDone, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if let Some(slot) = self.workers.iter_mut().find(|w| w.id == msg.worker) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            if slot.in_flight == 0 {
+                slot.idle_since = Some(now);
+            }
+            if msg.end == JobEnd::Panicked && !slot.retiring {
+                log::error!(
+                    "a job on claude worker {} panicked; retiring the worker and starting a new one",
+                    slot.id
+                );
+                slot.retiring = true;
+                slot.addr.do_send(Retire);
+                self.counters.worker_failures += 1;
+            }
+        }
+        match msg.end {
+            JobEnd::Answered => self.counters.completed += 1,
+            JobEnd::Abandoned => self.counters.abandoned_in_flight += 1,
+            JobEnd::Panicked => {}
+        }
+        self.workers.retain(|w| !(w.retiring && w.in_flight == 0));
+        if msg.end == JobEnd::Panicked {
+            self.maintain(ctx);
+        } else {
+            self.dispatch(ctx);
+        }
+    }
+}
+
+impl Handler<GetPoolStatus> for SupervisorActor {
+    type Result = PoolStatus;
+
+    fn handle(&mut self, _msg: GetPoolStatus, _ctx: &mut Context<Self>) -> PoolStatus {
+        self.status()
+    }
+}
+
+/// Makes one live worker's actor panic (test builds only). Answers whether there was one.
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CrashWorker;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<CrashWorker> for SupervisorActor {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: CrashWorker, _ctx: &mut Context<Self>) -> bool {
+        match self.workers.iter().find(|w| !w.retiring) {
+            Some(slot) => {
+                slot.addr.do_send(crate::worker::Crash);
+                true
+            }
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! ClaudeWorker: runs jobs against Bedrock, several at a time.
+//!
+//! For each job the worker runs the attempt loop: ask the [`ThrottleActor`] for a grant, sleep
+//! the granted delay (never past the deadline), call InvokeModel with what is left of the
+//! deadline, report the outcome, and on failure ask [`crate::retry`] whether to go again.
+//! If the caller goes away, the loop stops at once: no call is sent for a client that left.
+//!
+//! Each job runs as its own task on the worker's arbiter (`actix::spawn`), not as a future
+//! inside the actor's context: actix polls every future of a context whenever any of them
+//! wakes, which costs O(jobs) per event with hundreds of calls in flight. A task also makes
+//! one job the failure domain: a panic inside it drops only that job, whose `Drop` re-queues
+//! or answers it, while a guard tells the supervisor, which replaces the worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use crate::bedrock::{BedrockBackend, BedrockError, ErrorKind};
+use crate::job::{CallMarker, Job};
+use crate::request::{InferError, InferReply, InferRequest, InferResult};
+use crate::retry::{RetryDecision, RetryPolicy};
+use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
+use crate::throttle::{Acquire, CallOutcome, Report, ThrottleActor};
+
+/// What a worker needs to run jobs; cloned into every worker of a pool.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    /// The shared throttle every call asks first.
+    pub throttle: Addr<ThrottleActor>,
+    /// The Bedrock client (clones share one connection pool).
+    pub backend: BedrockBackend,
+    /// Which failures to retry and how long to pause.
+    pub retry: RetryPolicy,
+}
+
+/// A worker of the `claude` pool.
+pub struct ClaudeWorker {
+    /// Id given by the supervisor; in logs and `/status`.
+    id: u64,
+    /// Pool name, for the seed's creation log line.
+    worker_type: String,
+    /// Calls this worker may hold, for the creation log line.
+    concurrency: usize,
+    /// Where `JobDone` goes.
+    supervisor: Addr<SupervisorActor>,
+    /// Throttle, backend and retry policy.
+    deps: WorkerDeps,
+}
+
+impl ClaudeWorker {
+    /// A worker that reports to `supervisor`.
+    pub fn new(
+        id: u64,
+        worker_type: String,
+        concurrency: usize,
+        supervisor: Addr<SupervisorActor>,
+        deps: WorkerDeps,
+    ) -> ClaudeWorker {
+        ClaudeWorker {
+            id,
+            worker_type,
+            concurrency,
+            supervisor,
+            deps,
+        }
+    }
+}
+
+impl Actor for ClaudeWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The supervisor bounds what it sends; the mailbox must not refuse it.
+        ctx.set_mailbox_capacity(crate::MAILBOX_CAPACITY);
+        log::info!(
+            "Created claude worker for {} pool (worker {}, up to {} concurrent calls)",
+            self.worker_type,
+            self.id,
+            self.concurrency
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        log::info!(
+            "Stopped claude worker {} of {} pool",
+            self.id,
+            self.worker_type
+        );
+    }
+}
+
+/// Runs one job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunJob(pub Job);
+
+/// Stops the worker; jobs it already started run to completion.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<RunJob> for ClaudeWorker {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunJob, _ctx: &mut Context<Self>) {
+        let guard = InFlightGuard {
+            supervisor: self.supervisor.clone(),
+            worker: self.id,
+            end: JobEnd::Panicked,
+        };
+        actix::spawn(serve(msg.0, self.deps.clone(), guard));
+    }
+}
+
+impl Handler<Retire> for ClaudeWorker {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Makes the worker's actor panic, as a bug in a handler would (test builds only).
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Crash> for ClaudeWorker {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Context<Self>) {
+        panic!("test hook: claude worker {} crashed", self.id);
+    }
+}
+
+/// Tells the supervisor a job left this worker, however it left: the task may end normally
+/// or unwind from a panic, and either way the slot it held must be freed.
+struct InFlightGuard {
+    /// Receives `JobDone`.
+    supervisor: Addr<SupervisorActor>,
+    /// The worker whose slot this job holds.
+    worker: u64,
+    /// How the job ended; stays `Panicked` unless the task finishes normally.
+    end: JobEnd,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.supervisor.do_send(JobDone {
+            worker: self.worker,
+            end: self.end,
+        });
+    }
+}
+
+/// Runs `job` to its answer, or stops when its caller leaves.
+async fn serve(mut job: Job, deps: WorkerDeps, mut guard: InFlightGuard) {
+    let request = job.request().clone();
+    let marker = job.call_marker();
+    let deadline = job.deadline();
+    let outcome = tokio::select! {
+        result = attempt_loop(&request, deadline, &marker, &deps) => Some(result),
+        _ = job.abandoned() => None,
+    };
+    guard.end = match outcome {
+        Some(result) => {
+            job.answer(result);
+            JobEnd::Answered
+        }
+        None => {
+            log::debug!(
+                "job {} abandoned by its caller; its attempts stopped",
+                job.id()
+            );
+            job.discard();
+            JobEnd::Abandoned
+        }
+    };
+}
+
+/// Calls Bedrock until success, a final failure, exhausted retries or the deadline.
+async fn attempt_loop(
+    request: &Arc<InferRequest>,
+    deadline: Instant,
+    marker: &CallMarker,
+    deps: &WorkerDeps,
+) -> InferResult {
+    let mut calls: u32 = 0;
+    let mut last_error: Option<BedrockError> = None;
+    let deadline_error = |calls: u32, last: &Option<BedrockError>| InferError::DeadlineExceeded {
+        timeout: request.timeout,
+        attempts: calls,
+        last_error: last.as_ref().map(|e| e.to_string()),
+    };
+    loop {
+        // 1. Ask the shared throttle; it answers at once with the delay to wait.
+        let grant = deps
+            .throttle
+            .send(Acquire {
+                model: request.model.clone(),
+                reserved_tokens: request.reserved_tokens,
+            })
+            .await
+            .map_err(|e| InferError::Failed {
+                cause: format!("the throttle is unavailable ({e})"),
+                code: None,
+                attempts: calls,
+            })?;
+        // 2. Wait the granted delay, unless the deadline comes first.
+        let call_at = Instant::now() + grant.delay;
+        if call_at >= deadline {
+            return Err(deadline_error(calls, &last_error));
+        }
+        if !grant.delay.is_zero() {
+            tokio::time::sleep_until(call_at).await;
+        }
+        // 3. Call Bedrock with what is left of the deadline.
+        test_hook(&request.model, "before-call");
+        marker.mark();
+        test_hook(&request.model, "after-mark");
+        calls += 1;
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let result = deps
+            .backend
+            .invoke(&request.model, request.body.clone(), budget)
+            .await;
+        // 4. Report the outcome to the throttle.
+        deps.throttle.do_send(Report {
+            model: request.model.clone(),
+            outcome: match &result {
+                Ok(reply) => {
+                    let usage = reply.usage.unwrap_or_default();
+                    CallOutcome::Success {
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::Throttling => CallOutcome::Throttled,
+                Err(_) => CallOutcome::OtherFailure,
+            },
+        });
+        // 5. Answer, or decide about a retry.
+        let error = match result {
+            Ok(reply) => {
+                return Ok(InferReply {
+                    text: reply.text,
+                    model: reply.model,
+                    stop_reason: reply.stop_reason,
+                    usage: reply.usage,
+                    request_id: reply.request_id,
+                    attempts: calls,
+                })
+            }
+            Err(error) => error,
+        };
+        log::warn!("Claude API error ({}): {}", error.code, error.message);
+        if Instant::now() >= deadline {
+            return Err(deadline_error(calls, &Some(error)));
+        }
+        match deps
+            .retry
+            .decide(error.kind, calls, request.max_retries, fastrand::f64())
+        {
+            RetryDecision::GiveUp => return Err(final_error(error, calls, request.max_retries)),
+            RetryDecision::RetryAfter(pause) => {
+                if Instant::now() + pause >= deadline {
+                    return Err(deadline_error(calls, &Some(error)));
+                }
+                if pause > Duration::ZERO {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        last_error = Some(error);
+    }
+}
+
+/// The error a caller gets when the retry policy gives up.
+fn final_error(error: BedrockError, calls: u32, max_retries: u32) -> InferError {
+    if error.kind == ErrorKind::Validation {
+        return InferError::Rejected {
+            code: error.code,
+            message: error.message,
+        };
+    }
+    let cause = if crate::retry::is_retryable(error.kind) && calls > max_retries {
+        format!("{error} (retries exhausted: max_retries = {max_retries})")
+    } else {
+        error.to_string()
+    };
+    InferError::Failed {
+        cause,
+        code: Some(error.code),
+        attempts: calls,
+    }
+}
+
+/// Panics on purpose when a test asks for it through the model name (test builds only):
+/// a model named `test-hook/panic-<point>/<anything>` panics at that point of the attempt
+/// loop the first time that exact name gets there, and runs normally afterwards.
+#[cfg(feature = "test-hooks")]
+fn test_hook(model: &str, point: &str) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static FIRED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let Some(rest) = model.strip_prefix("test-hook/panic-") else {
+        return;
+    };
+    if rest.split('/').next() != Some(point) {
+        return;
+    }
+    let first = FIRED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(model.to_string());
+    if first {
+        panic!("test hook: panic {point} for {model}");
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_hook(_model: &str, _point: &str) {}

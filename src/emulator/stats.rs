@@ -1,0 +1,192 @@
+//! Call counters and the last request seen. Counters are atomics; the per-model map and the
+//! last request are behind short-held locks (the last body/headers are kept as cheap
+//! reference-counted copies and only decoded when a snapshot is taken).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use actix_web::http::header::HeaderMap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{lock, FaultKind};
+
+/// Name under which calls to operations the emulator does not implement are counted.
+pub(crate) const UNKNOWN_OPERATION: &str = "UnknownOperationException";
+
+/// Snapshot of what the emulator has served since start or the last reset.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct EmulatorStats {
+    /// Every request that reached a model route (`/model/{id}/...`).
+    pub calls: u64,
+    /// 200 replies with a full body.
+    pub ok: u64,
+    /// `ThrottlingException` replies (quota or injected/scripted).
+    pub throttled: u64,
+    /// Other faults by name (`ValidationException`, `hang`, `UnknownOperationException`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Calls per decoded model id.
+    pub per_model: BTreeMap<String, u64>,
+    /// Calls currently being served (including the latency sleep and hangs).
+    pub in_flight: u64,
+    /// Highest `in_flight` seen.
+    pub max_in_flight: u64,
+    /// The last InvokeModel body received (a JSON string of the raw text if it was not JSON).
+    pub last_body: Option<serde_json::Value>,
+    /// The last model-route request's headers (lower-case names; `authorization` cut to its
+    /// scheme, e.g. `AWS4-HMAC-SHA256` or `Bearer`).
+    pub last_headers: BTreeMap<String, String>,
+}
+
+const SLOTS: usize = FaultKind::ALL.len() + 1;
+const UNKNOWN_SLOT: usize = FaultKind::ALL.len();
+
+#[derive(Default)]
+struct Last {
+    headers: Option<HeaderMap>,
+    body: Option<Bytes>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    calls: AtomicU64,
+    ok: AtomicU64,
+    throttled: AtomicU64,
+    errors: [AtomicU64; SLOTS],
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    per_model: Mutex<HashMap<String, u64>>,
+    last: Mutex<Last>,
+}
+
+/// Decrements `in_flight` when the call ends (also when the client disconnects and actix drops
+/// the handler).
+pub(crate) struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Counters {
+    /// Counts a call to a model route and remembers its headers (and body, for InvokeModel).
+    pub(crate) fn call(&self, model: Option<&str>, headers: &HeaderMap, body: Option<&Bytes>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(model) = model {
+            let mut per_model = lock(&self.per_model);
+            match per_model.get_mut(model) {
+                Some(n) => *n += 1,
+                None => {
+                    per_model.insert(model.to_owned(), 1);
+                }
+            }
+        }
+        let headers = headers.clone();
+        let mut last = lock(&self.last);
+        last.headers = Some(headers);
+        if let Some(body) = body {
+            last.body = Some(body.clone());
+        }
+    }
+
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn ok(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fault(&self, kind: FaultKind) {
+        if kind == FaultKind::Throttling {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn unknown_operation(&self) {
+        self.errors[UNKNOWN_SLOT].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> EmulatorStats {
+        let mut errors = BTreeMap::new();
+        for (slot, n) in self.errors.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let name = FaultKind::ALL
+                    .get(slot)
+                    .map_or(UNKNOWN_OPERATION, |k| k.name());
+                errors.insert(name.to_owned(), n);
+            }
+        }
+        let per_model = lock(&self.per_model)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let (headers, body) = {
+            let last = lock(&self.last);
+            (last.headers.clone(), last.body.clone())
+        };
+        EmulatorStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            ok: self.ok.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            errors,
+            per_model,
+            in_flight: self.in_flight.load(Ordering::Acquire),
+            max_in_flight: self.max_in_flight.load(Ordering::Acquire),
+            last_body: body.map(|b| {
+                serde_json::from_slice(&b).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&b).into())
+                })
+            }),
+            last_headers: headers.map(|h| header_map(&h)).unwrap_or_default(),
+        }
+    }
+
+    /// Zeroes the counters; `max_in_flight` restarts from the calls in flight now.
+    pub(crate) fn reset(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.ok.store(0, Ordering::Relaxed);
+        self.throttled.store(0, Ordering::Relaxed);
+        for e in &self.errors {
+            e.store(0, Ordering::Relaxed);
+        }
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
+        lock(&self.per_model).clear();
+        *lock(&self.last) = Last::default();
+    }
+}
+
+fn header_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers.iter() {
+        let name = name.as_str().to_ascii_lowercase();
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let text = if name == "authorization" {
+            text.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            text.into_owned()
+        };
+        out.entry(name)
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&text);
+            })
+            .or_insert(text);
+    }
+    out
+}

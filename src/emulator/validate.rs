@@ -1,0 +1,247 @@
+//! Validation of an InvokeModel body the way Bedrock checks Anthropic Messages requests.
+//!
+//! Messages follow Bedrock's JSON-schema style:
+//! `Malformed input request: #: required key [messages] not found, please reformat your input and try again.`
+//! Only the first violation is reported.
+
+use serde_json::{Map, Value};
+
+/// Top-level keys Bedrock accepts for Anthropic models. `model` and `stream` are refused like
+/// Bedrock refuses them (`extraneous key [...] is not permitted`), and so is any other key.
+const ALLOWED_KEYS: &[&str] = &[
+    "anthropic_version",
+    "anthropic_beta",
+    "max_tokens",
+    "messages",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "tools",
+    "tool_choice",
+    "metadata",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "output_config",
+];
+
+fn malformed(violation: String) -> String {
+    format!("Malformed input request: {violation}, please reformat your input and try again.")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "Null",
+        Value::Bool(_) => "Boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "Integer",
+        Value::Number(_) => "Number",
+        Value::String(_) => "String",
+        Value::Array(_) => "JSONArray",
+        Value::Object(_) => "JSONObject",
+    }
+}
+
+fn required<'a>(obj: &'a Map<String, Value>, at: &str, key: &str) -> Result<&'a Value, String> {
+    obj.get(key)
+        .ok_or_else(|| malformed(format!("{at}: required key [{key}] not found")))
+}
+
+fn expect_type(v: &Value, at: &str, expected: &str, ok: bool) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed(format!(
+            "{at}: expected type: {expected}, found: {}",
+            type_name(v)
+        )))
+    }
+}
+
+/// `content` / `system`: a string, or an array of objects that each have a string `type`.
+fn check_blocks(v: &Value, at: &str) -> Result<(), String> {
+    match v {
+        Value::String(_) => Ok(()),
+        Value::Array(blocks) => {
+            for (i, block) in blocks.iter().enumerate() {
+                let here = format!("{at}/{i}");
+                let Value::Object(b) = block else {
+                    return expect_type(block, &here, "JSONObject", false);
+                };
+                let kind = required(b, &here, "type")?;
+                expect_type(kind, &format!("{here}/type"), "String", kind.is_string())?;
+                if kind == "text" {
+                    let text = required(b, &here, "text")?;
+                    expect_type(text, &format!("{here}/text"), "String", text.is_string())?;
+                }
+            }
+            Ok(())
+        }
+        other => expect_type(other, at, "String or JSONArray", false),
+    }
+}
+
+/// Parses and checks an Anthropic Messages body; `Err` carries the ValidationException message.
+pub(crate) fn anthropic_body(body: &[u8]) -> Result<Value, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "#: request body is not valid JSON ({e}); expected type: JSONObject"
+        ))
+    })?;
+    let Value::Object(obj) = &value else {
+        return Err(malformed(format!(
+            "#: expected type: JSONObject, found: {}",
+            type_name(&value)
+        )));
+    };
+
+    if let Some(extra) = obj.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
+        return Err(malformed(format!(
+            "#: extraneous key [{extra}] is not permitted"
+        )));
+    }
+
+    let version = required(obj, "#", "anthropic_version")?;
+    expect_type(
+        version,
+        "#/anthropic_version",
+        "String",
+        version.is_string(),
+    )?;
+
+    let max_tokens = required(obj, "#", "max_tokens")?;
+    match max_tokens {
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            if n.as_i64().is_some_and(|t| t < 1) {
+                return Err(malformed(format!(
+                    "#/max_tokens: expected minimum: 1, found: {n}"
+                )));
+            }
+        }
+        other => return expect_type(other, "#/max_tokens", "Integer", false).map(|_| value),
+    }
+
+    let messages = required(obj, "#", "messages")?;
+    let Value::Array(list) = messages else {
+        return expect_type(messages, "#/messages", "JSONArray", false).map(|_| value);
+    };
+    if list.is_empty() {
+        return Err(malformed(
+            "#/messages: expected minimum item count: 1, found: 0".to_owned(),
+        ));
+    }
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("#/messages/{i}");
+        let Value::Object(msg) = m else {
+            return expect_type(m, &at, "JSONObject", false).map(|_| value);
+        };
+        let role = required(msg, &at, "role")?;
+        match role.as_str() {
+            Some("user" | "assistant") => {}
+            Some(other) => {
+                return Err(malformed(format!(
+                    "{at}/role: {other} is not a valid enum value"
+                )))
+            }
+            None => {
+                return expect_type(role, &format!("{at}/role"), "String", false).map(|_| value)
+            }
+        }
+        check_blocks(required(msg, &at, "content")?, &format!("{at}/content"))?;
+    }
+
+    if let Some(system) = obj.get("system") {
+        check_blocks(system, "#/system")?;
+    }
+    if let Some(seqs) = obj.get("stop_sequences") {
+        let ok = seqs
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string));
+        expect_type(seqs, "#/stop_sequences", "JSONArray of String", ok)?;
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = obj.get(key) {
+            expect_type(v, &format!("#/{key}"), "Number", v.is_number())?;
+        }
+    }
+    if let Some(v) = obj.get("top_k") {
+        expect_type(v, "#/top_k", "Integer", v.is_u64() || v.is_i64())?;
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(body: &str) -> Result<Value, String> {
+        anthropic_body(body.as_bytes())
+    }
+
+    #[test]
+    fn accepts_valid_bodies() {
+        check(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        check(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"system":[{"type":"text","text":"s"}],"temperature":0.1,"top_k":3,"stop_sequences":["x"],
+            "messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image","source":{}}]},{"role":"assistant","content":"a"}]}"#).unwrap();
+    }
+
+    #[test]
+    fn rejects_like_bedrock() {
+        let cases = [
+            ("nope", "not valid JSON"),
+            ("[]", "#: expected type: JSONObject, found: JSONArray"),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5}"#,
+                "#: required key [messages] not found",
+            ),
+            (
+                r#"{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+                "required key [anthropic_version]",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#,
+                "#/max_tokens: expected minimum: 1, found: 0",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":"5","messages":[{"role":"user","content":"x"}]}"#,
+                "#/max_tokens: expected type: Integer, found: String",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}"#,
+                "#/max_tokens: expected type: Integer, found: Number",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[]}"#,
+                "minimum item count: 1",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"bot","content":"x"}]}"#,
+                "#/messages/0/role: bot is not a valid enum value",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user"}]}"#,
+                "#/messages/0: required key [content] not found",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":5}]}"#,
+                "#/messages/0/content: expected type",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":[{"text":"x"}]}]}"#,
+                "#/messages/0/content/0: required key [type]",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"model":"m","messages":[{"role":"user","content":"x"}]}"#,
+                "extraneous key [model] is not permitted",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = check(body).unwrap_err();
+            assert!(err.contains(want), "{body}: {err}");
+            assert!(err.starts_with("Malformed input request: "), "{err}");
+        }
+    }
+}

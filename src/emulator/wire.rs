@@ -1,0 +1,210 @@
+//! Bedrock Runtime's restJson1 wire shapes: model routes, model-id decoding, the success reply
+//! and the error reply.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+
+use super::faults::{self, FaultCall, FaultKind, Scripted};
+use super::stats::UNKNOWN_OPERATION;
+use super::{reply, validate, Shared};
+
+pub(crate) const REQUEST_ID: &str = "x-amzn-RequestId";
+pub(crate) const ERROR_TYPE: &str = "x-amzn-ErrorType";
+const INPUT_TOKENS: &str = "X-Amzn-Bedrock-Input-Token-Count";
+const OUTPUT_TOKENS: &str = "X-Amzn-Bedrock-Output-Token-Count";
+const INVOCATION_LATENCY: &str = "X-Amzn-Bedrock-Invocation-Latency";
+
+/// A uuid-v4-shaped request id.
+pub(crate) fn request_id() -> String {
+    let v = fastrand::u128(..);
+    let v = (v & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A Bedrock error: `{"message": ...}` + `x-amzn-ErrorType` + status.
+pub(crate) fn error_response(status: StatusCode, error_type: &str, message: &str) -> HttpResponse {
+    let body = serde_json::to_vec(&serde_json::json!({ "message": message })).unwrap_or_default();
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header((REQUEST_ID, request_id()))
+        .insert_header((ERROR_TYPE, error_type))
+        .body(body)
+}
+
+fn validation(message: &str) -> HttpResponse {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        FaultKind::Validation.name(),
+        message,
+    )
+}
+
+fn unknown_operation() -> HttpResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        UNKNOWN_OPERATION,
+        "not implemented by the emulator",
+    )
+}
+
+/// Status and headers of a successful InvokeModel reply, before the body.
+pub(crate) fn success_builder(reply: &reply::Reply) -> HttpResponseBuilder {
+    let mut b = HttpResponse::Ok();
+    b.content_type("application/json")
+        .insert_header((REQUEST_ID, request_id()))
+        .insert_header((INPUT_TOKENS, reply.input_tokens))
+        .insert_header((OUTPUT_TOKENS, reply.output_tokens));
+    b
+}
+
+/// Decodes the model id: one percent-encoded path segment (`%3A` -> `:`, `%2F` -> `/`).
+pub(crate) fn decode_model_id(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.is_empty() {
+        return None;
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .filter(|id| !id.trim().is_empty())
+}
+
+fn content_type_ok(req: &HttpRequest) -> Result<(), String> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/octet-stream")
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "The provided content type [{essence}] is not supported for this model; use application/json."
+        ))
+    }
+}
+
+/// Every request that no other route takes: the model routes, or 404 UnknownOperationException.
+pub(crate) async fn dispatch(
+    req: HttpRequest,
+    body: Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let path = req.uri().path();
+    let Some((raw_id, op)) = path
+        .strip_prefix("/model/")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return unknown_operation();
+    };
+    let stats = &shared.stats;
+    let is_invoke = op == "invoke" && req.method() == Method::POST;
+    let Some(model) = decode_model_id(raw_id) else {
+        stats.call(None, req.headers(), is_invoke.then_some(&body));
+        stats.fault(FaultKind::Validation);
+        return validation("The provided model identifier is invalid.");
+    };
+    stats.call(Some(&model), req.headers(), is_invoke.then_some(&body));
+    if !is_invoke {
+        stats.unknown_operation();
+        return unknown_operation();
+    }
+    invoke(&req, &model, &body, &shared).await
+}
+
+async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -> HttpResponse {
+    let started = Instant::now();
+    let stats = &shared.stats;
+    let _in_flight = stats.enter();
+    let config = shared.config();
+
+    let fault = |kind: FaultKind| {
+        stats.fault(kind);
+        faults::respond(
+            kind,
+            FaultCall {
+                model,
+                body,
+                latency: config.latency,
+                shutdown: &shared.shutdown,
+            },
+        )
+    };
+
+    let scripted = shared.scripts.pop(model);
+    match scripted {
+        Some(Scripted::Fault(kind)) => return fault(kind).await,
+        Some(Scripted::Ok) => {}
+        None => {
+            if let Some(quota) = &config.quota {
+                if !shared.buckets.try_take(model, quota) {
+                    return fault(FaultKind::Throttling).await;
+                }
+            }
+        }
+    }
+
+    let request = match content_type_ok(req).and_then(|()| validate::anthropic_body(body)) {
+        Ok(request) => request,
+        Err(message) => {
+            stats.fault(FaultKind::Validation);
+            return validation(&message);
+        }
+    };
+
+    if scripted.is_none() && !config.error_rates.is_empty() {
+        if let Some(kind) = shared.inject(&config.error_rates) {
+            return fault(kind).await;
+        }
+    }
+
+    if !config.latency.is_zero() {
+        tokio::time::sleep(config.latency).await;
+    }
+    let reply = reply::build(model, &request);
+    stats.ok();
+    let mut response = success_builder(&reply);
+    response.insert_header((INVOCATION_LATENCY, started.elapsed().as_millis() as u64));
+    response.body(reply.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_decode() {
+        assert_eq!(
+            decode_model_id("us.anthropic.claude-sonnet-4-20250514-v1%3A0").as_deref(),
+            Some("us.anthropic.claude-sonnet-4-20250514-v1:0")
+        );
+        assert_eq!(
+            decode_model_id("arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx%3A0")
+                .as_deref(),
+            Some("arn:aws:bedrock:us-east-1:1:inference-profile/x:0")
+        );
+        assert_eq!(decode_model_id(""), None);
+        assert_eq!(decode_model_id("%FF"), None);
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let a = request_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.as_bytes()[14], b'4');
+        assert_ne!(a, request_id());
+    }
+}

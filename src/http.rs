@@ -1,0 +1,205 @@
+//! The HTTP API: `POST /infer`, `GET /health`, `GET /status`, and JSON errors for anything
+//! else. Handlers only translate: validation is in [`crate::api`], the work is done by the
+//! actors, and status codes are decided in [`crate::error`].
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::{Broker, Infer, InferError, InferReply};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::api::{self, Limits};
+use crate::error::ApiError;
+
+/// How long a handler waits for the Router to take a request before answering 503.
+const ROUTER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra time past the deadline before the handler gives up on the broker's own 504, which
+/// says more (attempts, last error).
+const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Addresses of the actors.
+    pub broker: Broker,
+    /// Request limits from the settings.
+    pub limits: Limits,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// When the server started, for `/status`.
+    pub started_at: Instant,
+}
+
+/// Mounts the API on an actix-web app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/infer")
+            .route(web::post().to(infer))
+            .default_service(web::to(|req: HttpRequest| async move {
+                Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allowed: "POST",
+                })
+            })),
+    )
+    .route("/health", web::get().to(health))
+    .route("/status", web::get().to(status))
+    .default_service(web::to(|req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::NotFound {
+            path: req.path().to_string(),
+        })
+    }));
+}
+
+/// The success body: the seed's `response` plus additive fields.
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    response: &'a str,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<actors::request::Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    attempts: u32,
+}
+
+impl<'a> From<&'a InferReply> for InferResponse<'a> {
+    fn from(r: &'a InferReply) -> Self {
+        InferResponse {
+            response: &r.text,
+            model: &r.model,
+            stop_reason: r.stop_reason.as_deref(),
+            usage: r.usage,
+            request_id: r.request_id.as_deref(),
+            attempts: r.attempts,
+        }
+    }
+}
+
+/// `POST /infer`.
+async fn infer(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // 1. Read the JSON body, refusing oversize ones before reading them.
+    check_content_type(&req)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // 2. Validate it into the request the broker runs.
+    let request = api::parse_infer(&body, &state.limits)?;
+    drop(body);
+    // 3. Hand it to the Router with its deadline.
+    let timeout = request.timeout;
+    let deadline = Instant::now() + timeout;
+    let (reply, answer) = oneshot::channel();
+    state
+        .broker
+        .router
+        .send(Infer {
+            request,
+            deadline,
+            reply,
+        })
+        .timeout(ROUTER_SEND_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            reason: format!("the broker did not take the request ({e})"),
+        })?;
+    // 4. Wait for the one answer; the broker answers by the deadline, this is the backstop.
+    let result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => {
+            log::error!("a request was dropped inside the broker without an answer");
+            return Err(ApiError::Internal {
+                reason: "the request was lost inside the broker".into(),
+            });
+        }
+        Err(_) => Err(InferError::DeadlineExceeded {
+            timeout,
+            attempts: 0,
+            last_error: None,
+        }),
+    };
+    let reply = result?;
+    Ok(HttpResponse::Ok().json(InferResponse::from(&reply)))
+}
+
+/// Accepts `application/json` (any parameters, any `+json` type) or no Content-Type at all.
+fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("<not text>");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            content_type: text.to_string(),
+        })
+    }
+}
+
+/// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Invalid {
+            field: "body".into(),
+            reason: format!("could not be read ({e})"),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// `GET /health`: the process is up and serving HTTP.
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /status`: pools, queue depth, in-flight calls and throttle state.
+async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let broker = state
+        .broker
+        .status()
+        .await
+        .map_err(|e| ApiError::Unavailable {
+            reason: format!("the actors did not answer ({e})"),
+        })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started_at.elapsed().as_secs(),
+        "pools": broker.pools,
+        "throttle": broker.throttle,
+    })))
+}

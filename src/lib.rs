@@ -1,0 +1,32 @@
+//! ModelServer: an HTTP inference broker on an actor system. Clients `POST /infer` chat
+//! requests; the broker queues them, runs them on an autoscaling pool of Claude workers and
+//! calls Claude on AWS Bedrock Runtime, while one shared throttle keeps the whole pool
+//! inside the Bedrock quota.
+//!
+//! # Architecture
+//!
+//! ```text
+//!   client --POST /infer--> http (actix-web): read body (limit), api::parse_infer (400s)
+//!        --Infer{request, deadline, reply}--> actors::Router --Job--> actors::SupervisorActor
+//!        queue -> ClaudeWorker --Acquire/Grant--> ThrottleActor
+//!                 ClaudeWorker --InvokeModel (aws-sdk-bedrockruntime)--> Bedrock or emulator
+//!        reply (oneshot) --> http --> JSON response; error::ApiError decides the status
+//! ```
+//!
+//! This crate is the HTTP front and the process around the actors:
+//! - [`settings`]: the command line (every flag also a `MODEL_SERVER_*` variable);
+//! - [`api`]: the request format and its validation (every error names its field);
+//! - [`error`]: every HTTP error and its status code, in one `impl ResponseError`;
+//! - [`http`]: the routes; [`server`]: start-up order; [`logging`]: stderr and `--log-file`;
+//! - [`emulator`]: a Bedrock Runtime emulator speaking the real wire protocol, used by
+//!   `--emulator`, by the integration tests and by the benchmarks.
+//!
+//! The actor system itself (queue, workers, throttle, Bedrock client) is the `actors` crate.
+
+pub mod api;
+pub mod emulator;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,158 @@
+//! Starting the whole server: the optional in-process emulator, the Bedrock client, the
+//! actors, then the HTTP server (actors first, their addresses cloned into every HTTP worker).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use actors::{BedrockBackend, BedrockConfig, Broker};
+use tokio::time::Instant;
+
+use crate::api::Limits;
+use crate::emulator::{Emulator, EmulatorConfig, Quota};
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+
+/// A started server: bound, with its actors running, not yet awaited.
+pub struct RunningServer {
+    /// The address it listens on (the real port when bound to port 0).
+    pub addr: SocketAddr,
+    /// The actors' addresses.
+    pub broker: Broker,
+    /// The in-process emulator with `--emulator`.
+    pub emulator: Option<Emulator>,
+    /// The HTTP server future; it runs once awaited or spawned.
+    server: Server,
+}
+
+impl RunningServer {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A handle to stop the HTTP server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (a signal, or `handle().stop()`).
+    pub async fn run(self) -> io::Result<()> {
+        let RunningServer {
+            server, emulator, ..
+        } = self;
+        let result = server.await;
+        if let Some(emulator) = emulator {
+            emulator.stop().await;
+        }
+        result
+    }
+
+    /// Serves in the background on the current actix System; returns the handle and what
+    /// tests need (address, broker, emulator).
+    pub fn spawn(self) -> (ServerHandle, SocketAddr, Broker, Option<Emulator>) {
+        let handle = self.server.handle();
+        actix_web::rt::spawn(self.server);
+        (handle, self.addr, self.broker, self.emulator)
+    }
+}
+
+/// Starts everything `settings` describe. Call inside an actix System.
+pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
+    // 0. Bind first: a busy port must fail before anything else starts.
+    let listener = std::net::TcpListener::bind(&settings.bind)?;
+    let addr = listener.local_addr()?;
+    // 1. The Bedrock endpoint: the in-process emulator, an override, or AWS.
+    let emulator = if settings.emulator {
+        let config = EmulatorConfig {
+            latency: Duration::from_millis(settings.emulator_latency_ms),
+            quota: settings.emulator_quota_rps.map(|rps| Quota {
+                requests_per_second: rps,
+                burst: rps.max(1.0),
+            }),
+            ..EmulatorConfig::default()
+        };
+        Some(Emulator::start_in_thread("127.0.0.1:0", config, 1)?)
+    } else {
+        None
+    };
+    let bedrock = BedrockConfig {
+        // The emulator ignores the region; do not probe the AWS chain for one.
+        region: settings.region.clone().or_else(|| {
+            emulator
+                .as_ref()
+                .map(|_| actors::bedrock::FALLBACK_REGION.to_string())
+        }),
+        endpoint: emulator
+            .as_ref()
+            .map(Emulator::endpoint)
+            .or_else(|| settings.bedrock_endpoint.clone()),
+        static_credentials: emulator
+            .as_ref()
+            .map(|_| ("emulator".to_string(), "emulator".to_string())),
+        connect_timeout: Some(Duration::from_secs(5)),
+    };
+    let backend = BedrockBackend::connect(&bedrock).await;
+    let region = backend.region().to_string();
+    if emulator.is_none() {
+        warn_without_credentials(backend.clone());
+    }
+
+    // 2. The actors, before the HTTP server.
+    let broker_config = settings.broker_config(&region);
+    let pool = broker_config.pool.clone();
+    let broker = Broker::start(broker_config, backend);
+
+    // 3. The HTTP server, sharing the actors' addresses.
+    let state = AppState {
+        broker: broker.clone(),
+        limits: Limits {
+            max_timeout: Duration::from_secs_f64(settings.max_timeout_secs.max(0.001)),
+        },
+        max_body_bytes: settings.max_body_bytes,
+        started_at: Instant::now(),
+    };
+    let data = web::Data::new(state);
+    let mut server =
+        HttpServer::new(move || App::new().app_data(data.clone()).configure(http::configure))
+            // Stop a handler as soon as its client goes away, so the request leaves the queue
+            // (actix-web otherwise keeps running handlers of closed connections).
+            .h1_allow_half_closed(false)
+            .client_request_timeout(Duration::from_secs(30))
+            .client_disconnect_timeout(Duration::from_secs(2))
+            .max_connections(50_000);
+    if let Some(workers) = settings.http_workers {
+        server = server.workers(workers.max(1));
+    }
+    let server = server.listen(listener)?;
+    log::info!(
+        "ModelServer listening on http://{addr} (Bedrock {} in {region}; claude workers {}..{}, {} calls each)",
+        bedrock.endpoint.as_deref().unwrap_or("AWS endpoint"),
+        pool.min_workers,
+        pool.max_workers,
+        pool.worker_concurrency,
+    );
+    Ok(RunningServer {
+        addr,
+        broker,
+        emulator,
+        server: server.run(),
+    })
+}
+
+/// Warns, in the background, when no AWS credentials can be found (the chain may probe the
+/// instance metadata service, which takes seconds off EC2).
+fn warn_without_credentials(backend: BedrockBackend) {
+    actix_web::rt::spawn(async move {
+        if let Err(e) = backend.check_credentials().await {
+            log::warn!(
+                "No AWS credentials found ({e}). Bedrock calls will fail until credentials with \
+                 Bedrock access are configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 or AWS_PROFILE, or run `aws sso login`, or use an instance role. To try \
+                 ModelServer without AWS, start it with --emulator."
+            );
+        }
+    });
+}

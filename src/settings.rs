@@ -1,0 +1,165 @@
+//! The command line. Every flag also reads a `MODEL_SERVER_*` environment variable; `--help`
+//! lists them. [`Settings`] turns into the actor system's [`BrokerConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actors::backoff::BackoffSchedule;
+use actors::retry::RetryPolicy;
+use actors::{BrokerConfig, PoolConfig, ThrottleConfig};
+use clap::Parser;
+
+/// Seed port.
+pub const DEFAULT_BIND: &str = "127.0.0.1:1121";
+
+/// ModelServer: an inference broker that queues chat requests and runs them on Claude via
+/// AWS Bedrock Runtime, keeping a whole fleet of callers inside the Bedrock quota.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "model-server", version, about, long_about = None)]
+pub struct Settings {
+    /// Listen address.
+    #[arg(long, env = "MODEL_SERVER_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+
+    /// Bedrock Runtime endpoint override (an emulator, a VPC endpoint). Default: AWS's.
+    #[arg(long, env = "MODEL_SERVER_BEDROCK_ENDPOINT")]
+    pub bedrock_endpoint: Option<String>,
+
+    /// AWS region. Default: AWS_REGION / the AWS profile, else us-east-1.
+    #[arg(long, env = "MODEL_SERVER_REGION")]
+    pub region: Option<String>,
+
+    /// Start the built-in Bedrock emulator in-process and use it (no AWS account needed).
+    #[arg(long, env = "MODEL_SERVER_EMULATOR")]
+    pub emulator: bool,
+
+    /// Emulator: latency added to every reply, in milliseconds.
+    #[arg(long, env = "MODEL_SERVER_EMULATOR_LATENCY_MS", default_value_t = 50)]
+    pub emulator_latency_ms: u64,
+
+    /// Emulator: token-bucket quota per model in requests per second (burst = the same). Default: none.
+    #[arg(long, env = "MODEL_SERVER_EMULATOR_QUOTA_RPS")]
+    pub emulator_quota_rps: Option<f64>,
+
+    /// Workers kept even when idle.
+    #[arg(long, env = "MODEL_SERVER_MIN_WORKERS", default_value_t = 1)]
+    pub min_workers: usize,
+
+    /// Most workers. Default: 20% of the CPU cores, rounded up, at least 1 (the seed's rule).
+    #[arg(long, env = "MODEL_SERVER_MAX_WORKERS")]
+    pub max_workers: Option<usize>,
+
+    /// Bedrock calls one worker may hold in flight (waiting for a grant, backing off, or calling).
+    #[arg(long, env = "MODEL_SERVER_WORKER_CONCURRENCY", default_value_t = 256)]
+    pub worker_concurrency: usize,
+
+    /// Idle time after which a worker above the minimum is retired, in milliseconds.
+    #[arg(long, env = "MODEL_SERVER_WORKER_IDLE_MS", default_value_t = 60_000)]
+    pub worker_idle_ms: u64,
+
+    /// Requests that may wait for a worker; past it, 503 with Retry-After.
+    #[arg(long, env = "MODEL_SERVER_QUEUE_CAPACITY", default_value_t = 10_000)]
+    pub queue_capacity: usize,
+
+    /// Shared throttle: pre-emptive delay after the first throttle, in ms (doubles per throttle).
+    #[arg(long, env = "MODEL_SERVER_BACKOFF_BASE_MS", default_value_t = 1_000)]
+    pub backoff_base_ms: u64,
+
+    /// Shared throttle: longest pre-emptive delay, in ms.
+    #[arg(long, env = "MODEL_SERVER_BACKOFF_CAP_MS", default_value_t = 32_000)]
+    pub backoff_cap_ms: u64,
+
+    /// Shared throttle: quiet time after the last throttle that resets it, in ms.
+    #[arg(long, env = "MODEL_SERVER_BACKOFF_RESET_MS", default_value_t = 60_000)]
+    pub backoff_reset_ms: u64,
+
+    /// Pause before the first retry of a non-throttle failure (5xx, timeouts), in ms; doubles per retry.
+    #[arg(long, env = "MODEL_SERVER_RETRY_PAUSE_MS", default_value_t = 200)]
+    pub retry_pause_ms: u64,
+
+    /// Longest pause between retries of non-throttle failures, in ms.
+    #[arg(long, env = "MODEL_SERVER_RETRY_PAUSE_CAP_MS", default_value_t = 5_000)]
+    pub retry_pause_cap_ms: u64,
+
+    /// Longest `timeout` a request may ask for, in seconds.
+    #[arg(long, env = "MODEL_SERVER_MAX_TIMEOUT_SECS", default_value_t = 3_600.0)]
+    pub max_timeout_secs: f64,
+
+    /// Request bodies larger than this get 413 before they are read.
+    #[arg(long, env = "MODEL_SERVER_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// HTTP worker threads. Default: one per CPU core.
+    #[arg(long, env = "MODEL_SERVER_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+
+    /// Also write the log to this file (it is appended to).
+    #[arg(long, env = "MODEL_SERVER_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Settings as if the command line were only `args` (tests start servers this way).
+    pub fn from_args<I: IntoIterator<Item = &'static str>>(args: I) -> Settings {
+        Settings::parse_from(std::iter::once("model-server").chain(args))
+    }
+
+    /// Effective worker bound.
+    pub fn max_workers(&self) -> usize {
+        self.max_workers
+            .unwrap_or_else(PoolConfig::default_max_workers)
+            .max(self.min_workers)
+            .max(1)
+    }
+
+    /// The actor system's configuration, for a broker signing requests in `region`.
+    pub fn broker_config(&self, region: &str) -> BrokerConfig {
+        BrokerConfig {
+            pool: PoolConfig {
+                worker_type: "claude".into(),
+                min_workers: self.min_workers,
+                max_workers: self.max_workers(),
+                worker_concurrency: self.worker_concurrency.max(1),
+                worker_idle_timeout: Duration::from_millis(self.worker_idle_ms),
+                queue_capacity: self.queue_capacity,
+                maintenance_interval: Duration::from_millis(self.worker_idle_ms.clamp(10, 100)),
+            },
+            throttle: ThrottleConfig {
+                region: region.to_string(),
+                schedule: BackoffSchedule {
+                    base: Duration::from_millis(self.backoff_base_ms),
+                    cap: Duration::from_millis(self.backoff_cap_ms.max(self.backoff_base_ms)),
+                    reset_after: Duration::from_millis(self.backoff_reset_ms),
+                    ..BackoffSchedule::default()
+                },
+            },
+            retry: RetryPolicy {
+                pause_base: Duration::from_millis(self.retry_pause_ms),
+                pause_cap: Duration::from_millis(self.retry_pause_cap_ms.max(self.retry_pause_ms)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let s = Settings::from_args([]);
+        assert_eq!(s.bind, "127.0.0.1:1121");
+        let c = s.broker_config("us-east-1");
+        assert_eq!(c.throttle.schedule.base, Duration::from_secs(1));
+        assert_eq!(c.throttle.schedule.cap, Duration::from_secs(32));
+        assert_eq!(c.throttle.schedule.reset_after, Duration::from_secs(60));
+        assert_eq!(c.pool.min_workers, 1);
+        assert_eq!(c.pool.max_workers, PoolConfig::default_max_workers());
+    }
+
+    #[test]
+    fn max_workers_is_never_below_min_workers() {
+        let s = Settings::from_args(["--min-workers", "3", "--max-workers", "2"]);
+        assert_eq!(s.max_workers(), 3);
+    }
+}

@@ -1,0 +1,734 @@
+//! Conformance of the Bedrock Runtime emulator against the real `aws-sdk-bedrockruntime`
+//! client over loopback HTTP (and awc for the admin API).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_bedrockruntime::config::http::HttpResponse;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::invoke_model::{InvokeModelError, InvokeModelOutput};
+use aws_sdk_bedrockruntime::operation::RequestId;
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::Client;
+use model_server::emulator::{Emulator, EmulatorConfig, FaultKind, Quota, Scripted};
+use serde_json::{json, Value};
+
+const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+const PROFILE_ARN: &str =
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0";
+
+type InvokeError = SdkError<InvokeModelError, HttpResponse>;
+type InvokeResult = Result<InvokeModelOutput, InvokeError>;
+
+fn start(config: EmulatorConfig) -> Emulator {
+    Emulator::start("127.0.0.1:0", config, 1).expect("emulator starts")
+}
+
+fn client_with(emu: &Emulator, timeout: Option<TimeoutConfig>) -> Client {
+    let mut b = aws_sdk_bedrockruntime::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(emu.endpoint())
+        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+        .retry_config(RetryConfig::disabled());
+    if let Some(t) = timeout {
+        b = b.timeout_config(t);
+    }
+    Client::from_conf(b.build())
+}
+
+fn client(emu: &Emulator) -> Client {
+    client_with(emu, None)
+}
+
+fn body(text: &str) -> Value {
+    json!({
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": text}]
+    })
+}
+
+async fn invoke(client: &Client, model: &str, body: &Value) -> InvokeResult {
+    client
+        .invoke_model()
+        .model_id(model)
+        .body(Blob::new(serde_json::to_vec(body).unwrap()))
+        .send()
+        .await
+}
+
+fn reply_json(out: &InvokeModelOutput) -> Value {
+    serde_json::from_slice(out.body().as_ref()).expect("reply is JSON")
+}
+
+fn status_of(err: &InvokeError) -> u16 {
+    err.raw_response()
+        .map(|r| r.status().as_u16())
+        .expect("error has a raw response")
+}
+
+#[actix_web::test]
+async fn success_round_trip() {
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    let req = json!({
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 500,
+        "system": "You are terse.",
+        "messages": [
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": [{"type": "text", "text": "first answer"}]},
+            {"role": "user", "content": [{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]}
+        ]
+    });
+    let out = invoke(&c, SONNET, &req).await.expect("success");
+    assert_eq!(out.content_type(), "application/json");
+    let request_id = out.request_id().expect("x-amzn-RequestId").to_owned();
+    assert_eq!(request_id.len(), 36, "{request_id}");
+
+    let v = reply_json(&out);
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["model"], SONNET);
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["stop_sequence"], Value::Null);
+    let text = v["content"][0]["text"].as_str().unwrap();
+    assert_eq!(v["content"][0]["type"], "text");
+    assert!(text.contains("3 turn(s)"), "{text}");
+    assert!(
+        text.contains("last user message: \"What is 2+2?\""),
+        "{text}"
+    );
+    assert!(text.contains("system prompt: 14 chars"), "{text}");
+    // 14 + 14 + 12 + 12 chars -> 13 tokens.
+    assert_eq!(v["usage"]["input_tokens"], 13);
+    let output_tokens = v["usage"]["output_tokens"].as_u64().unwrap();
+    assert_eq!(output_tokens, text.chars().count().div_ceil(4) as u64);
+
+    // The same call with an explicit JSON content type; ids are unique.
+    let out2 = c
+        .invoke_model()
+        .model_id(SONNET)
+        .content_type("application/json")
+        .accept("application/json")
+        .body(Blob::new(serde_json::to_vec(&body("hello")).unwrap()))
+        .send()
+        .await
+        .expect("success with application/json");
+    assert_ne!(out2.request_id(), Some(request_id.as_str()));
+    assert_ne!(reply_json(&out2)["id"], v["id"]);
+
+    // max_tokens cuts the reply.
+    let mut short = body("hello");
+    short["max_tokens"] = json!(2);
+    let cut = reply_json(&invoke(&c, SONNET, &short).await.unwrap());
+    assert_eq!(cut["stop_reason"], "max_tokens");
+    assert_eq!(cut["usage"]["output_tokens"], 2);
+    assert_eq!(
+        cut["content"][0]["text"].as_str().unwrap().chars().count(),
+        8
+    );
+
+    let s = emu.stats();
+    assert_eq!((s.calls, s.ok, s.throttled), (3, 3, 0));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.last_body, Some(short));
+    assert_eq!(s.last_headers["authorization"], "AWS4-HMAC-SHA256");
+    assert_eq!(s.last_headers["content-type"], "application/octet-stream");
+    assert!(s.last_headers.contains_key("x-amz-date"));
+    assert_eq!(s.in_flight, 0);
+    assert!(s.max_in_flight >= 1);
+    emu.stop().await;
+}
+
+#[actix_web::test]
+async fn ten_error_names_map_to_sdk_variants_and_statuses() {
+    type Check = fn(&InvokeModelError) -> bool;
+    let cases: [(FaultKind, Check, u16); 10] = [
+        (
+            FaultKind::Throttling,
+            InvokeModelError::is_throttling_exception,
+            429,
+        ),
+        (
+            FaultKind::ModelNotReady,
+            InvokeModelError::is_model_not_ready_exception,
+            429,
+        ),
+        (
+            FaultKind::Validation,
+            InvokeModelError::is_validation_exception,
+            400,
+        ),
+        (
+            FaultKind::ServiceQuotaExceeded,
+            InvokeModelError::is_service_quota_exceeded_exception,
+            400,
+        ),
+        (
+            FaultKind::AccessDenied,
+            InvokeModelError::is_access_denied_exception,
+            403,
+        ),
+        (
+            FaultKind::ResourceNotFound,
+            InvokeModelError::is_resource_not_found_exception,
+            404,
+        ),
+        (
+            FaultKind::ModelTimeout,
+            InvokeModelError::is_model_timeout_exception,
+            408,
+        ),
+        (
+            FaultKind::ModelError,
+            InvokeModelError::is_model_error_exception,
+            424,
+        ),
+        (
+            FaultKind::InternalServer,
+            InvokeModelError::is_internal_server_exception,
+            500,
+        ),
+        (
+            FaultKind::ServiceUnavailable,
+            InvokeModelError::is_service_unavailable_exception,
+            503,
+        ),
+    ];
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    emu.script(
+        Some(SONNET),
+        cases.iter().map(|(k, _, _)| Scripted::Fault(*k)).collect(),
+    );
+    for (kind, is_variant, status) in cases {
+        let err = invoke(&c, SONNET, &body("x"))
+            .await
+            .expect_err("scripted fault");
+        assert_eq!(status_of(&err), status, "{kind}");
+        let raw = err.raw_response().unwrap();
+        assert!(
+            raw.headers().get("retry-after").is_none(),
+            "{kind}: no Retry-After"
+        );
+        assert!(raw.headers().get("x-amzn-requestid").is_some(), "{kind}");
+        let service = err.as_service_error().expect("a modeled service error");
+        assert!(is_variant(service), "{kind}: got {service:?}");
+        assert_eq!(service.code(), Some(kind.name()));
+        assert!(service.message().is_some_and(|m| !m.is_empty()), "{kind}");
+        if kind == FaultKind::Throttling {
+            assert_eq!(
+                service.message(),
+                Some("Too many requests, please wait before trying again.")
+            );
+        }
+    }
+    let s = emu.stats();
+    assert_eq!((s.calls, s.ok, s.throttled), (10, 0, 1));
+    assert_eq!(s.errors.len(), 9);
+    assert!(s.errors.values().all(|n| *n == 1), "{:?}", s.errors);
+    assert_eq!(s.errors["ModelErrorException"], 1);
+    // Scripts are used up: the next call succeeds.
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("ok after the script");
+}
+
+#[actix_web::test]
+async fn model_ids_with_colons_and_arns_arrive_decoded() {
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    for model in [SONNET, PROFILE_ARN, SONNET] {
+        let v = reply_json(&invoke(&c, model, &body("hi")).await.expect("success"));
+        assert_eq!(v["model"], model);
+    }
+    let s = emu.stats();
+    assert_eq!(s.per_model.len(), 2, "{:?}", s.per_model);
+    assert_eq!(s.per_model[SONNET], 2);
+    assert_eq!(s.per_model[PROFILE_ARN], 1);
+}
+
+#[actix_web::test]
+async fn quota_throttles_past_burst_and_recovers_after_refill() {
+    let quota = Quota {
+        requests_per_second: 5.0,
+        burst: 2.0,
+    };
+    let emu = start(EmulatorConfig {
+        quota: Some(quota),
+        ..EmulatorConfig::default()
+    });
+    let c = client(&emu);
+    invoke(&c, SONNET, &body("1")).await.expect("burst 1");
+    invoke(&c, SONNET, &body("2")).await.expect("burst 2");
+    let err = invoke(&c, SONNET, &body("3"))
+        .await
+        .expect_err("past the burst");
+    assert!(err.as_service_error().unwrap().is_throttling_exception());
+    assert_eq!(status_of(&err), 429);
+
+    // The bucket is per model id: another model still has its burst.
+    invoke(&c, PROFILE_ARN, &body("other"))
+        .await
+        .expect("own bucket");
+
+    // One token takes 1/rps seconds to come back.
+    tokio::time::sleep(
+        Duration::from_secs_f64(1.0 / quota.requests_per_second) + Duration::from_millis(20),
+    )
+    .await;
+    invoke(&c, SONNET, &body("4")).await.expect("refilled");
+    let again = invoke(&c, SONNET, &body("5"))
+        .await
+        .expect_err("empty again");
+    assert!(again.as_service_error().unwrap().is_throttling_exception());
+
+    let s = emu.stats();
+    assert_eq!((s.calls, s.ok, s.throttled), (6, 4, 2));
+
+    // Removing the quota lifts the limit at once.
+    emu.set_config(EmulatorConfig::default());
+    invoke(&c, SONNET, &body("6")).await.expect("unlimited");
+}
+
+#[actix_web::test]
+async fn validation_errors_for_bad_bodies() {
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    let no_messages = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10});
+    let err = invoke(&c, SONNET, &no_messages)
+        .await
+        .expect_err("no messages");
+    assert_eq!(status_of(&err), 400);
+    let service = err.as_service_error().unwrap();
+    assert!(service.is_validation_exception(), "{service:?}");
+    let msg = service.message().unwrap();
+    assert!(msg.contains("required key [messages] not found"), "{msg}");
+    assert!(msg.starts_with("Malformed input request"), "{msg}");
+
+    let mut with_model = body("x");
+    with_model["model"] = json!(SONNET);
+    let err = invoke(&c, SONNET, &with_model)
+        .await
+        .expect_err("model field");
+    let msg = err
+        .as_service_error()
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_owned();
+    assert!(msg.contains("extraneous key [model]"), "{msg}");
+
+    let mut zero = body("x");
+    zero["max_tokens"] = json!(0);
+    let err = invoke(&c, SONNET, &zero).await.expect_err("max_tokens 0");
+    assert!(err.as_service_error().unwrap().is_validation_exception());
+
+    let err = c
+        .invoke_model()
+        .model_id(SONNET)
+        .body(Blob::new(b"not json".to_vec()))
+        .send()
+        .await
+        .expect_err("not JSON");
+    assert!(err.as_service_error().unwrap().is_validation_exception());
+
+    let s = emu.stats();
+    assert_eq!(s.errors["ValidationException"], 4);
+    assert_eq!(s.ok, 0);
+    assert_eq!(s.last_body, Some(Value::String("not json".into())));
+}
+
+#[actix_web::test]
+async fn latency_is_applied_but_throttles_answer_at_once() {
+    let latency = Duration::from_millis(300);
+    let emu = start(EmulatorConfig {
+        latency,
+        quota: Some(Quota {
+            requests_per_second: 0.01,
+            burst: 1.0,
+        }),
+        ..EmulatorConfig::default()
+    });
+    let c = client(&emu);
+    let t = Instant::now();
+    invoke(&c, SONNET, &body("slow")).await.expect("success");
+    assert!(t.elapsed() >= latency, "{:?}", t.elapsed());
+
+    let t = Instant::now();
+    let err = invoke(&c, SONNET, &body("throttled"))
+        .await
+        .expect_err("throttled");
+    assert!(err.as_service_error().unwrap().is_throttling_exception());
+    assert!(t.elapsed() < latency, "throttle took {:?}", t.elapsed());
+
+    // Other faults wait the latency too; a scripted "ok" skips the quota.
+    emu.script(
+        None,
+        vec![Scripted::Fault(FaultKind::ModelError), Scripted::Ok],
+    );
+    let t = Instant::now();
+    let err = invoke(&c, SONNET, &body("x"))
+        .await
+        .expect_err("model error");
+    assert!(err.as_service_error().unwrap().is_model_error_exception());
+    assert!(t.elapsed() >= latency, "{:?}", t.elapsed());
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("scripted ok bypasses the quota");
+}
+
+#[actix_web::test]
+async fn scripted_outcomes_are_consumed_in_order_per_model() {
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    emu.script(
+        Some(SONNET),
+        vec![
+            Scripted::Fault(FaultKind::Throttling),
+            Scripted::Ok,
+            Scripted::Fault(FaultKind::ModelTimeout),
+        ],
+    );
+    emu.script(None, vec![Scripted::Fault(FaultKind::ServiceUnavailable)]);
+
+    // Another model takes the any-model queue.
+    let e = invoke(&c, PROFILE_ARN, &body("x")).await.unwrap_err();
+    assert!(e
+        .as_service_error()
+        .unwrap()
+        .is_service_unavailable_exception());
+    invoke(&c, PROFILE_ARN, &body("x"))
+        .await
+        .expect("any-model queue empty");
+
+    let e = invoke(&c, SONNET, &body("x")).await.unwrap_err();
+    assert!(e.as_service_error().unwrap().is_throttling_exception());
+    invoke(&c, SONNET, &body("x")).await.expect("scripted ok");
+    let e = invoke(&c, SONNET, &body("x")).await.unwrap_err();
+    assert!(e.as_service_error().unwrap().is_model_timeout_exception());
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("script used up");
+
+    // The own queue comes before the any-model queue.
+    emu.script(None, vec![Scripted::Fault(FaultKind::AccessDenied)]);
+    emu.script(
+        Some(SONNET),
+        vec![Scripted::Fault(FaultKind::ResourceNotFound)],
+    );
+    let e = invoke(&c, SONNET, &body("x")).await.unwrap_err();
+    assert!(e
+        .as_service_error()
+        .unwrap()
+        .is_resource_not_found_exception());
+    let e = invoke(&c, SONNET, &body("x")).await.unwrap_err();
+    assert!(e.as_service_error().unwrap().is_access_denied_exception());
+}
+
+#[actix_web::test]
+async fn random_injection_is_reproducible_by_seed() {
+    let config = EmulatorConfig {
+        error_rates: vec![
+            (FaultKind::Throttling, 0.3),
+            (FaultKind::InternalServer, 0.2),
+        ],
+        seed: 42,
+        ..EmulatorConfig::default()
+    };
+    let emu = start(config.clone());
+    let c = client(&emu);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        emu.set_config(config.clone());
+        let mut pattern = String::new();
+        for _ in 0..30 {
+            pattern.push(match invoke(&c, SONNET, &body("x")).await {
+                Ok(_) => '.',
+                Err(e) if e.as_service_error().unwrap().is_throttling_exception() => 'T',
+                Err(e) if e.as_service_error().unwrap().is_internal_server_exception() => 'I',
+                Err(e) => panic!("unexpected {e:?}"),
+            });
+        }
+        runs.push(pattern);
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert!(
+        runs[0].contains('T') && runs[0].contains('I') && runs[0].contains('.'),
+        "{}",
+        runs[0]
+    );
+}
+
+#[actix_web::test]
+async fn hang_ends_in_an_sdk_timeout_and_the_call_is_released() {
+    let emu = start(EmulatorConfig::default());
+    let timeouts = TimeoutConfig::builder()
+        .operation_timeout(Duration::from_millis(300))
+        .build();
+    let c = client_with(&emu, Some(timeouts));
+    emu.script(None, vec![Scripted::Fault(FaultKind::Hang)]);
+    let t = Instant::now();
+    let err = invoke(&c, SONNET, &body("x")).await.expect_err("hang");
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(emu.stats().errors["hang"], 1);
+
+    // The client dropped the connection; the emulator drops the hanging call.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while emu.stats().in_flight > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(emu.stats().in_flight, 0);
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("fine afterwards");
+}
+
+#[actix_web::test]
+async fn broken_bodies_give_errors_not_panics() {
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    emu.script(
+        None,
+        vec![
+            Scripted::Fault(FaultKind::TruncatedBody),
+            Scripted::Fault(FaultKind::NonJsonBody),
+            Scripted::Fault(FaultKind::NonJsonError),
+            Scripted::Fault(FaultKind::ResetMidBody),
+        ],
+    );
+
+    // InvokeModel's output is a blob: the SDK hands a broken 200 body over as is, and the
+    // failure shows when the caller parses it.
+    let out = invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("truncated 200 is a blob");
+    let bytes = out.body().as_ref();
+    assert!(!bytes.is_empty());
+    assert!(
+        serde_json::from_slice::<Value>(bytes).is_err(),
+        "cut-off JSON"
+    );
+    assert!(bytes.starts_with(b"{\"id\":\"msg_"));
+
+    let out = invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("non-JSON 200 is a blob");
+    assert_eq!(out.body().as_ref(), b"<html>oops</html>");
+    assert!(serde_json::from_slice::<Value>(out.body().as_ref()).is_err());
+
+    // An HTML error body defeats the error-code parsing: unhandled, no code.
+    let err = invoke(&c, SONNET, &body("x"))
+        .await
+        .expect_err("non-JSON 500");
+    assert_eq!(status_of(&err), 500);
+    let service = err.as_service_error().expect("service error");
+    assert_eq!(service.code(), None, "{service:?}");
+    assert!(!service.is_internal_server_exception());
+
+    let err = invoke(&c, SONNET, &body("x"))
+        .await
+        .expect_err("reset mid-body");
+    assert!(
+        matches!(
+            err,
+            SdkError::ResponseError(_) | SdkError::DispatchFailure(_)
+        ),
+        "{err:?}"
+    );
+
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("fine afterwards");
+    let s = emu.stats();
+    assert_eq!(s.ok, 1);
+    for name in [
+        "truncated_body",
+        "non_json_body",
+        "non_json_error",
+        "reset_mid_body",
+    ] {
+        assert_eq!(s.errors[name], 1, "{name}");
+    }
+}
+
+#[actix_web::test]
+async fn admin_api_over_http() {
+    let emu = start(EmulatorConfig::default());
+    let base = emu.endpoint();
+    let http = awc::Client::default();
+
+    let mut res = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+
+    // Partial config: latency + quota + rates; then read it back.
+    let mut res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({
+            "latency_ms": 5,
+            "quota": {"requests_per_second": 100, "burst": 50},
+            "error_rates": {"ModelNotReadyException": 0.0, "hang": 0.0}
+        }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cfg: Value = res.json().await.unwrap();
+    assert_eq!(cfg["latency_ms"], 5.0);
+    assert_eq!(cfg["quota"]["burst"], 50.0);
+    assert_eq!(cfg["error_rates"]["hang"], 0.0);
+    let live = emu.config();
+    assert_eq!(live.latency, Duration::from_millis(5));
+    assert_eq!(live.error_rates.len(), 2);
+
+    let mut res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({"quota": null}))
+        .await
+        .unwrap();
+    let cfg: Value = res.json().await.unwrap();
+    assert_eq!(cfg["quota"], Value::Null);
+    assert_eq!(cfg["latency_ms"], 5.0, "absent fields are kept");
+
+    let mut res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({"error_rates": {"NoSuchException": 0.5}}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("NoSuchException"),
+        "{err}"
+    );
+
+    // Script over HTTP, then a raw InvokeModel with a Bearer token and application/json.
+    let mut res = http
+        .post(format!("{base}/_emulator/script"))
+        .send_json(&json!({"model": SONNET, "outcomes": ["ThrottlingException", "ok"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["queued"], 2);
+    let res = http
+        .post(format!("{base}/_emulator/script"))
+        .send_json(&json!({"outcomes": ["sometimes"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    let url = format!(
+        "{base}/model/{}/invoke",
+        percent_encoding::utf8_percent_encode(SONNET, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let raw_invoke = || {
+        http.post(url.as_str())
+            .insert_header(("authorization", "Bearer secret-token"))
+            .insert_header(("content-type", "application/json"))
+            .send_body(serde_json::to_vec(&body("over awc")).unwrap())
+    };
+    let mut res = raw_invoke().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(
+        res.headers().get("x-amzn-ErrorType").unwrap(),
+        "ThrottlingException"
+    );
+    assert!(res.headers().get("retry-after").is_none());
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(
+        err,
+        json!({"message": "Too many requests, please wait before trying again."})
+    );
+
+    let mut res = raw_invoke().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    assert!(res.headers().get("x-amzn-RequestId").is_some());
+    let reply: Value = res.json().await.unwrap();
+    assert_eq!(
+        res.headers()
+            .get("X-Amzn-Bedrock-Input-Token-Count")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        reply["usage"]["input_tokens"].to_string()
+    );
+    assert_eq!(
+        res.headers()
+            .get("X-Amzn-Bedrock-Output-Token-Count")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        reply["usage"]["output_tokens"].to_string()
+    );
+
+    // Streaming and Converse are not implemented yet; unknown paths are not model calls.
+    for op in ["converse", "invoke-with-response-stream"] {
+        let res = http
+            .post(url.replace("/invoke", &format!("/{op}")))
+            .send_body("{}")
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{op}");
+        assert_eq!(
+            res.headers().get("x-amzn-ErrorType").unwrap(),
+            "UnknownOperationException"
+        );
+    }
+    let res = http.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    let mut res = http
+        .get(format!("{base}/_emulator/stats"))
+        .send()
+        .await
+        .unwrap();
+    let stats: Value = res.json().await.unwrap();
+    assert_eq!(stats["calls"], 4);
+    assert_eq!(stats["ok"], 1);
+    assert_eq!(stats["throttled"], 1);
+    assert_eq!(stats["errors"]["UnknownOperationException"], 2);
+    assert_eq!(stats["per_model"][SONNET], 4);
+    assert_eq!(stats["last_headers"]["authorization"], "Bearer");
+    assert_eq!(stats["last_body"], body("over awc"));
+    assert_eq!(stats["in_flight"], 0);
+
+    let res = http
+        .post(format!("{base}/_emulator/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let s = emu.stats();
+    assert_eq!((s.calls, s.ok, s.throttled), (0, 0, 0));
+    assert!(s.per_model.is_empty() && s.errors.is_empty() && s.last_body.is_none());
+}
+
+#[actix_web::test]
+async fn start_in_thread_serves_and_stops() {
+    let emu =
+        Emulator::start_in_thread("127.0.0.1:0", EmulatorConfig::default(), 1).expect("starts");
+    let addr = emu.addr();
+    let c = client(&emu);
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("served from its own thread");
+    emu.reset_stats();
+    assert_eq!(emu.stats().calls, 0);
+    emu.stop().await;
+    // Stopped: new connections are refused.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while std::net::TcpStream::connect(addr).is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
