@@ -15,7 +15,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:1121";
 /// ModelServer: an inference broker that queues chat requests and runs them on Claude via
 /// AWS Bedrock Runtime, keeping a whole fleet of callers inside the Bedrock quota.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "model-server", version, about, long_about = None)]
+#[command(name = "model-server", version, about, long_about = None, args_override_self = true)]
 pub struct Settings {
     /// Listen address.
     #[arg(long, env = "MODEL_SERVER_BIND", default_value = DEFAULT_BIND)]

@@ -675,6 +675,7 @@ async fn admin_api_over_http() {
     for op in ["converse", "invoke-with-response-stream"] {
         let res = http
             .post(url.replace("/invoke", &format!("/{op}")))
+            .insert_header(("authorization", "Bearer other-token"))
             .send_body("{}")
             .await
             .unwrap();

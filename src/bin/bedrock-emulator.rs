@@ -11,7 +11,7 @@ use model_server::emulator::{Emulator, EmulatorConfig, FaultKind, Quota, DEFAULT
 
 /// Bedrock Runtime emulator (InvokeModel over the real restJson1 wire protocol).
 #[derive(Parser, Debug)]
-#[command(name = "bedrock-emulator", version, about)]
+#[command(name = "bedrock-emulator", version)]
 struct Args {
     /// Listen address.
     #[arg(long, env = "BEDROCK_EMULATOR_BIND", default_value = DEFAULT_BIND)]

@@ -303,6 +303,6 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.shared.shutdown.send_replace(true);
         // The command is sent now; the returned future only waits for completion.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }

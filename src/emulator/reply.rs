@@ -45,6 +45,14 @@ struct Usage {
     output_tokens: u64,
 }
 
+/// `msg_bdrk_` + 24 random alphanumerics, like Bedrock's Anthropic message ids.
+fn message_id() -> String {
+    let mut id = String::with_capacity(33);
+    id.push_str("msg_bdrk_");
+    id.extend(std::iter::repeat_with(fastrand::alphanumeric).take(24));
+    id
+}
+
 /// `ceil(chars / 4)`.
 pub(crate) fn tokens_for(chars: usize) -> u64 {
     chars.div_ceil(4) as u64
@@ -159,7 +167,7 @@ pub(crate) fn build(model: &str, request: &Value) -> Reply {
 
     let input_tokens = tokens_for(input_chars);
     let message = Message {
-        id: format!("msg_bdrk_{}", fastrand::u128(..) & ((1u128 << 96) - 1)),
+        id: message_id(),
         kind: "message",
         role: "assistant",
         model,

@@ -1,0 +1,123 @@
+//! The `model-server` binary end to end, as an operator runs it: pointed at a Bedrock-compatible
+//! endpoint with `--bedrock-endpoint`, credentials from the AWS environment variables, logging
+//! to `--log-file`. Checks the seed's log lines and that prompts and credentials stay out of
+//! the log.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{post_raw, request, MODEL};
+use model_server::emulator::{Emulator, EmulatorConfig, Scripted};
+use serde_json::json;
+
+/// Kills the child when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary with `args`; returns it and its URL, read from its start-up log line.
+fn spawn(args: &[String]) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_model-server"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDBINARYTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "binary-test-secret")
+        .env("RUST_LOG", "info")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(rest) = line.split("ModelServer listening on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap().to_string();
+                    let _ = tx.send(url);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server logs its address");
+    (Server(child), url)
+}
+
+#[actix_web::test]
+async fn binary_serves_a_bedrock_endpoint_with_env_credentials_and_logs_the_seed_lines() {
+    let emulator = Emulator::start_in_thread("127.0.0.1:0", EmulatorConfig::default(), 1).unwrap();
+    let dir = std::env::temp_dir().join(format!("model-server-binary-{}", std::process::id()));
+    let log = dir.join("logs").join("model_server.log");
+    let (_server, url) = spawn(&[
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--bedrock-endpoint".into(),
+        emulator.endpoint(),
+        "--region".into(),
+        "us-west-2".into(),
+        "--log-file".into(),
+        log.display().to_string(),
+        "--backoff-base-ms".into(),
+        "20".into(),
+        "--backoff-cap-ms".into(),
+        "100".into(),
+    ]);
+
+    // Two throttles, then success: the shared brake engages and resets.
+    emulator.script(
+        Some(MODEL),
+        vec![
+            Scripted::Fault("ThrottlingException".parse().unwrap()),
+            Scripted::Fault("ThrottlingException".parse().unwrap()),
+        ],
+    );
+    let secret_prompt = "my private prompt 8c1f2e";
+    let reply = post_raw(
+        &url,
+        "/infer",
+        Some("application/json"),
+        request(MODEL, secret_prompt).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["attempts"], 3);
+    assert!(reply.json["response"].as_str().unwrap().contains(secret_prompt));
+    // Signed with SigV4 from the environment's credentials.
+    let auth = emulator.stats().last_headers.get("authorization").cloned();
+    assert_eq!(auth.as_deref(), Some("AWS4-HMAC-SHA256"));
+
+    // A validation error from Bedrock, for the error line.
+    emulator.script(Some(MODEL), vec![Scripted::Fault("ValidationException".parse().unwrap())]);
+    let reply = post_raw(&url, "/infer", None, json!(request(MODEL, "x")).to_string().into_bytes()).await;
+    assert_eq!(reply.status, 400);
+
+    let text = std::fs::read_to_string(&log).expect("--log-file is written");
+    for line in [
+        "Created claude worker for ",
+        "Claude API error (ThrottlingException): ",
+        "Pre-emptive backoff due to shared throttling...",
+        "Request succeeded, resetting shared throttle counter...",
+        "Claude API error (ValidationException): ",
+        "ModelServer listening on http://",
+    ] {
+        assert!(text.contains(line), "log lacks {line:?}:\n{text}");
+    }
+    for secret in [secret_prompt, "AKIDBINARYTEST", "binary-test-secret"] {
+        assert!(!text.contains(secret), "the log leaks {secret:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
