@@ -123,7 +123,11 @@ async fn pool_scales_up_under_queue_depth_and_back_down_when_idle() {
     for answer in answers {
         assert!(answer.await.unwrap().is_ok());
     }
-    assert_eq!(emulator.stats().max_in_flight, 3, "the calls ran in parallel");
+    assert_eq!(
+        emulator.stats().max_in_flight,
+        3,
+        "the calls ran in parallel"
+    );
     // Idle past the idle timeout: back to the minimum.
     assert!(eventually(LONG, || async { status(&broker).await.workers == 1 }).await);
     let counters = status(&broker).await.counters;
@@ -143,9 +147,18 @@ async fn jobs_wait_in_the_queue_when_every_slot_is_busy() {
     for answer in answers {
         assert!(answer.await.unwrap().is_ok());
     }
-    assert_eq!(emulator.stats().max_in_flight, 2, "never more calls than slots");
+    assert_eq!(
+        emulator.stats().max_in_flight,
+        2,
+        "never more calls than slots"
+    );
     // The slot is freed just after the answer is sent.
-    assert!(eventually(LONG, || async { status(&broker).await.counters.completed == 5 }).await);
+    assert!(
+        eventually(LONG, || async {
+            status(&broker).await.counters.completed == 5
+        })
+        .await
+    );
 }
 
 #[actix::test]
@@ -256,7 +269,10 @@ async fn throttle_follows_the_seed_schedule_and_resets_on_success_and_quiet() {
 #[actix::test]
 async fn retries_stop_at_max_retries() {
     let (broker, emulator) = broker(pool(1, 1, 4), 0).await;
-    emulator.script(Some(MODEL), vec![Scripted::Fault("ServiceUnavailableException".parse().unwrap()); 10]);
+    emulator.script(
+        Some(MODEL),
+        vec![Scripted::Fault("ServiceUnavailableException".parse().unwrap()); 10],
+    );
     let mut request = job(MODEL, LONG);
     request.max_retries = 4;
     match submit(&broker, request).await.await.unwrap() {
@@ -279,7 +295,10 @@ async fn the_deadline_bounds_the_call() {
         other => panic!("expected a deadline error, got {other:?}"),
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(200) && took < Duration::from_millis(1000), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1000),
+        "{took:?}"
+    );
 }
 
 #[actix::test]
@@ -312,19 +331,32 @@ async fn a_caller_that_leaves_while_queued_never_reaches_bedrock() {
     let second = submit(&broker, job(MODEL, LONG)).await;
     drop(second);
     assert!(first.await.unwrap().is_ok());
-    assert!(eventually(LONG, || async { status(&broker).await.counters.abandoned_in_queue == 1 }).await);
+    assert!(
+        eventually(LONG, || async {
+            status(&broker).await.counters.abandoned_in_queue == 1
+        })
+        .await
+    );
     assert_eq!(emulator.stats().calls, 1);
 }
 
 #[actix::test]
 async fn a_caller_that_leaves_during_backoff_stops_the_attempts() {
     let (broker, emulator) = broker(pool(1, 1, 4), 0).await;
-    emulator.script(Some(MODEL), vec![Scripted::Fault("ThrottlingException".parse().unwrap()); 10]);
+    emulator.script(
+        Some(MODEL),
+        vec![Scripted::Fault("ThrottlingException".parse().unwrap()); 10],
+    );
     let answer = submit(&broker, job(MODEL, LONG)).await;
     // Wait for the first throttled call, then leave.
     assert!(eventually(LONG, || async { emulator.stats().calls >= 1 }).await);
     drop(answer);
-    assert!(eventually(LONG, || async { status(&broker).await.counters.abandoned_in_flight == 1 }).await);
+    assert!(
+        eventually(LONG, || async {
+            status(&broker).await.counters.abandoned_in_flight == 1
+        })
+        .await
+    );
     let calls = emulator.stats().calls;
     assert!(calls < 4, "attempts went on after the caller left: {calls}");
 }

@@ -95,14 +95,26 @@ async fn binary_serves_a_bedrock_endpoint_with_env_credentials_and_logs_the_seed
     .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     assert_eq!(reply.json["attempts"], 3);
-    assert!(reply.json["response"].as_str().unwrap().contains(secret_prompt));
+    assert!(reply.json["response"]
+        .as_str()
+        .unwrap()
+        .contains(secret_prompt));
     // Signed with SigV4 from the environment's credentials.
     let auth = emulator.stats().last_headers.get("authorization").cloned();
     assert_eq!(auth.as_deref(), Some("AWS4-HMAC-SHA256"));
 
     // A validation error from Bedrock, for the error line.
-    emulator.script(Some(MODEL), vec![Scripted::Fault("ValidationException".parse().unwrap())]);
-    let reply = post_raw(&url, "/infer", None, json!(request(MODEL, "x")).to_string().into_bytes()).await;
+    emulator.script(
+        Some(MODEL),
+        vec![Scripted::Fault("ValidationException".parse().unwrap())],
+    );
+    let reply = post_raw(
+        &url,
+        "/infer",
+        None,
+        json!(request(MODEL, "x")).to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 400);
 
     let text = std::fs::read_to_string(&log).expect("--log-file is written");

@@ -15,11 +15,16 @@ async fn success_carries_the_answer_and_additive_fields() {
     let reply = server.infer(&request(MODEL, "Hello there")).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     let text = reply.json["response"].as_str().unwrap();
-    assert!(text.contains("1 turn(s)") && text.contains("Hello there"), "{text}");
+    assert!(
+        text.contains("1 turn(s)") && text.contains("Hello there"),
+        "{text}"
+    );
     assert_eq!(reply.json["model"], MODEL);
     assert_eq!(reply.json["stop_reason"], "end_turn");
     assert!(reply.json["usage"]["input_tokens"].as_u64().unwrap() > 0);
-    assert!(reply.json["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(reply.json["request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
     assert_eq!(reply.json["attempts"], 1);
     assert_eq!(server.stats().calls, 1);
 }
@@ -38,7 +43,10 @@ async fn seed_defaults_and_every_turn_are_forwarded() {
     });
     let reply = server.infer(&body).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
-    assert!(reply.json["response"].as_str().unwrap().contains("3 turn(s)"));
+    assert!(reply.json["response"]
+        .as_str()
+        .unwrap()
+        .contains("3 turn(s)"));
     let sent = server.stats().last_body.expect("the emulator saw the body");
     assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
     assert_eq!(sent["max_tokens"], 4000);
@@ -59,7 +67,13 @@ async fn other_anthropic_fields_pass_through_unchanged() {
     let reply = server.infer(&body).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     let sent = server.stats().last_body.unwrap();
-    for field in ["system", "stop_sequences", "top_k", "temperature", "metadata"] {
+    for field in [
+        "system",
+        "stop_sequences",
+        "top_k",
+        "temperature",
+        "metadata",
+    ] {
         assert_eq!(sent[field], body["payload"][field], "{field}");
     }
     assert_eq!(sent["max_tokens"], 100);
@@ -84,14 +98,52 @@ async fn bad_inputs_get_a_4xx_json_error_naming_the_field_and_never_reach_bedroc
         (with(&["model_name"], json!("")), 400, "model_name"),
         (with(&["model_name"], json!(null)), 400, "model_name"),
         (with(&["payload"], json!("hi")), 400, "payload"),
-        (with(&["payload", "messages"], json!([])), 400, "payload.messages"),
-        (with(&["payload", "messages"], json!([{"role": "system", "content": "x"}])), 400, "payload.messages[0].role"),
-        (with(&["payload", "messages"], json!([{"role": "user", "content": ""}])), 400, "payload.messages[0].content"),
-        (with(&["payload", "max_tokens"], json!(0)), 400, "payload.max_tokens"),
-        (with(&["payload", "max_tokens"], json!(1e20)), 400, "payload.max_tokens"),
-        (with(&["payload", "temperature"], json!(3)), 400, "payload.temperature"),
-        (with(&["payload", "stream"], json!(true)), 400, "payload.stream"),
-        (with(&["payload", "model"], json!("other")), 400, "payload.model"),
+        (
+            with(&["payload", "messages"], json!([])),
+            400,
+            "payload.messages",
+        ),
+        (
+            with(
+                &["payload", "messages"],
+                json!([{"role": "system", "content": "x"}]),
+            ),
+            400,
+            "payload.messages[0].role",
+        ),
+        (
+            with(
+                &["payload", "messages"],
+                json!([{"role": "user", "content": ""}]),
+            ),
+            400,
+            "payload.messages[0].content",
+        ),
+        (
+            with(&["payload", "max_tokens"], json!(0)),
+            400,
+            "payload.max_tokens",
+        ),
+        (
+            with(&["payload", "max_tokens"], json!(1e20)),
+            400,
+            "payload.max_tokens",
+        ),
+        (
+            with(&["payload", "temperature"], json!(3)),
+            400,
+            "payload.temperature",
+        ),
+        (
+            with(&["payload", "stream"], json!(true)),
+            400,
+            "payload.stream",
+        ),
+        (
+            with(&["payload", "model"], json!("other")),
+            400,
+            "payload.model",
+        ),
         (with(&["timeout"], json!(0)), 400, "timeout"),
         (with(&["timeout"], json!("soon")), 400, "timeout"),
         (with(&["max_retries"], json!(-1)), 400, "max_retries"),
@@ -111,25 +163,52 @@ async fn bad_inputs_get_a_4xx_json_error_naming_the_field_and_never_reach_bedroc
 
     // Bodies that are not JSON objects.
     for raw in [&b"{not json"[..], b"[1,2,3]", b"", b"\xff\xfe\xfd"] {
-        let reply = post_raw(&server.url, "/infer", Some("application/json"), raw.to_vec()).await;
+        let reply = post_raw(
+            &server.url,
+            "/infer",
+            Some("application/json"),
+            raw.to_vec(),
+        )
+        .await;
         assert_eq!(reply.status, 400, "{raw:?}");
         assert_eq!(reply.json["field"], "body");
     }
     // Wrong Content-Type.
-    let reply = post_raw(&server.url, "/infer", Some("text/plain"), ok.to_string().into_bytes()).await;
+    let reply = post_raw(
+        &server.url,
+        "/infer",
+        Some("text/plain"),
+        ok.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 415);
     assert!(reply.error().contains("Content-Type"));
     // Too large: 413 before the body is read.
-    let big = with(&["payload", "messages"], json!([{"role": "user", "content": "x".repeat(10_000)}]));
+    let big = with(
+        &["payload", "messages"],
+        json!([{"role": "user", "content": "x".repeat(10_000)}]),
+    );
     let reply = server.infer(&big).await;
     assert_eq!(reply.status, 413);
     assert!(reply.error().contains("4096"));
     // Deeply nested JSON.
     let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
-    let reply = post_raw(&server.url, "/infer", Some("application/json"), deep.into_bytes()).await;
+    let reply = post_raw(
+        &server.url,
+        "/infer",
+        Some("application/json"),
+        deep.into_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 413);
     let deep = format!("{{\"a\":{}1{}}}", "[".repeat(1_000), "]".repeat(1_000));
-    let reply = post_raw(&server.url, "/infer", Some("application/json"), deep.into_bytes()).await;
+    let reply = post_raw(
+        &server.url,
+        "/infer",
+        Some("application/json"),
+        deep.into_bytes(),
+    )
+    .await;
     assert_eq!(reply.status, 400);
 
     assert_eq!(server.stats().calls, 0, "no bad input may reach Bedrock");
@@ -145,7 +224,10 @@ async fn unknown_routes_and_methods_are_json_errors() {
     assert_eq!(reply.status, 405);
     assert!(reply.error().contains("POST"));
     let reply = server.get("/health").await;
-    assert_eq!((reply.status, reply.json["status"].as_str()), (200, Some("ok")));
+    assert_eq!(
+        (reply.status, reply.json["status"].as_str()),
+        (200, Some("ok"))
+    );
 }
 
 #[actix_web::test]
@@ -155,7 +237,11 @@ async fn validation_exception_is_a_400_with_bedrocks_message_and_is_not_retried(
     let reply = server.infer(&request(MODEL, "hi")).await;
     assert_eq!(reply.status, 400, "{:?}", reply.json);
     assert_eq!(reply.json["code"], "ValidationException");
-    assert!(reply.error().contains("ValidationException"), "{}", reply.error());
+    assert!(
+        reply.error().contains("ValidationException"),
+        "{}",
+        reply.error()
+    );
     assert_eq!(server.stats().calls, 1);
 }
 
@@ -167,7 +253,11 @@ async fn access_denied_and_missing_models_are_not_retried() {
         server.script(MODEL, &[code]);
         let reply = server.infer(&request(MODEL, "hi")).await;
         assert_eq!(reply.status, 500, "{:?}", reply.json);
-        assert!(reply.error().starts_with("Failed to get response: "), "{}", reply.error());
+        assert!(
+            reply.error().starts_with("Failed to get response: "),
+            "{}",
+            reply.error()
+        );
         assert_eq!(reply.json["code"], code);
         assert_eq!(reply.json["attempts"], 1);
         assert_eq!(server.stats().calls, 1, "{code}");
@@ -182,7 +272,13 @@ async fn repeated_throttling_makes_one_plus_max_retries_attempts_then_a_500() {
     body["max_retries"] = json!(2);
     let reply = server.infer(&body).await;
     assert_eq!(reply.status, 500, "{:?}", reply.json);
-    assert!(reply.error().starts_with("Failed to get response: ThrottlingException"), "{}", reply.error());
+    assert!(
+        reply
+            .error()
+            .starts_with("Failed to get response: ThrottlingException"),
+        "{}",
+        reply.error()
+    );
     assert_eq!(reply.json["attempts"], 3);
     assert_eq!(server.stats().calls, 3);
     assert_eq!(server.stats().throttled, 3);
@@ -199,7 +295,12 @@ async fn retryable_failures_are_retried_until_success() {
     let server = start(&[]).await;
     server.script(
         MODEL,
-        &["ThrottlingException", "InternalServerException", "ServiceUnavailableException", "ModelNotReadyException"],
+        &[
+            "ThrottlingException",
+            "InternalServerException",
+            "ServiceUnavailableException",
+            "ModelNotReadyException",
+        ],
     );
     let mut body = request(MODEL, "hi");
     body["max_retries"] = json!(5);
@@ -219,8 +320,14 @@ async fn the_request_timeout_is_honoured_with_a_504() {
     let took = started.elapsed();
     assert_eq!(reply.status, 504, "{:?}", reply.json);
     assert!(reply.error().contains("deadline"), "{}", reply.error());
-    assert!(took >= Duration::from_millis(300), "answered before the deadline: {took:?}");
-    assert!(took < Duration::from_millis(1300), "answered long after the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1300),
+        "answered long after the deadline: {took:?}"
+    );
 }
 
 #[actix_web::test]
@@ -239,13 +346,20 @@ async fn a_throttle_on_one_request_delays_other_requests_to_the_same_model() {
     let reply = server.infer(&request(MODEL, "second")).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     let same_model = started.elapsed();
-    assert!(same_model >= Duration::from_millis(350), "no pre-emptive backoff: {same_model:?}");
+    assert!(
+        same_model >= Duration::from_millis(350),
+        "no pre-emptive backoff: {same_model:?}"
+    );
 
     // Its success reset the counter: the next call goes at once.
     let started = Instant::now();
     let reply = server.infer(&request(MODEL, "third")).await;
     assert_eq!(reply.status, 200);
-    assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A throttle on one model does not slow another model.
     server.script(MODEL, &["ThrottlingException"]);
@@ -253,7 +367,11 @@ async fn a_throttle_on_one_request_delays_other_requests_to_the_same_model() {
     let started = Instant::now();
     let reply = server.infer(&request(other, "elsewhere")).await;
     assert_eq!(reply.status, 200);
-    assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[actix_web::test]

@@ -138,7 +138,7 @@ mod tests {
             pause_base: Duration::from_millis(100),
             pause_cap: Duration::from_millis(500),
         };
-        let pause = |calls, unit| match p.decide(ErrorKind::ServiceUnavailable, calls, 10, unit) {
+        let pause = |calls, unit| match p.decide(ErrorKind::ServiceUnavailable, calls, 40, unit) {
             RetryDecision::RetryAfter(d) => d.as_millis(),
             RetryDecision::GiveUp => panic!("should retry"),
         };

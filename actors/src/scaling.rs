@@ -72,7 +72,7 @@ pub fn workers_to_retire(
         .iter()
         .filter(|w| w.in_flight == 0 && w.idle_for >= policy.idle_timeout)
         .collect();
-    idle.sort_by(|a, b| b.idle_for.cmp(&a.idle_for));
+    idle.sort_by_key(|w| std::cmp::Reverse(w.idle_for));
     idle.into_iter().take(spare).map(|w| w.id).collect()
 }
 

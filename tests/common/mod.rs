@@ -80,7 +80,13 @@ impl TestServer {
 
     /// `POST /infer` with a JSON body.
     pub async fn infer(&self, body: &Value) -> Reply {
-        post_raw(&self.url, "/infer", Some("application/json"), body.to_string().into_bytes()).await
+        post_raw(
+            &self.url,
+            "/infer",
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
     }
 
     /// `GET path`.
