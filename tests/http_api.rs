@@ -163,13 +163,7 @@ async fn bad_inputs_get_a_4xx_json_error_naming_the_field_and_never_reach_bedroc
 
     // Bodies that are not JSON objects.
     for raw in [&b"{not json"[..], b"[1,2,3]", b"", b"\xff\xfe\xfd"] {
-        let reply = post_raw(
-            &server.url,
-            "/infer",
-            Some("application/json"),
-            raw.to_vec(),
-        )
-        .await;
+        let reply = server.infer_raw(raw.to_vec()).await;
         assert_eq!(reply.status, 400, "{raw:?}");
         assert_eq!(reply.json["field"], "body");
     }
@@ -193,22 +187,10 @@ async fn bad_inputs_get_a_4xx_json_error_naming_the_field_and_never_reach_bedroc
     assert!(reply.error().contains("4096"));
     // Deeply nested JSON.
     let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
-    let reply = post_raw(
-        &server.url,
-        "/infer",
-        Some("application/json"),
-        deep.into_bytes(),
-    )
-    .await;
+    let reply = server.infer_raw(deep.into_bytes()).await;
     assert_eq!(reply.status, 413);
     let deep = format!("{{\"a\":{}1{}}}", "[".repeat(1_000), "]".repeat(1_000));
-    let reply = post_raw(
-        &server.url,
-        "/infer",
-        Some("application/json"),
-        deep.into_bytes(),
-    )
-    .await;
+    let reply = server.infer_raw(deep.into_bytes()).await;
     assert_eq!(reply.status, 400);
 
     assert_eq!(server.stats().calls, 0, "no bad input may reach Bedrock");

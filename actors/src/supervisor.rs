@@ -309,27 +309,13 @@ impl SupervisorActor {
             // If the worker died just now, the message is dropped and the job re-queues itself.
             slot.addr.do_send(RunJob(job));
         }
-        if !self.queue.is_empty() {
-            let start = scaling::workers_to_start(
-                &self.policy(),
-                self.live_workers(),
-                self.in_flight(),
-                self.queue.len(),
-            );
-            for _ in 0..start {
-                self.start_worker(ctx);
-            }
-            if start > 0 {
-                self.dispatch(ctx);
-            }
+        if !self.queue.is_empty() && self.grow_to_demand(ctx) > 0 {
+            self.dispatch(ctx);
         }
     }
 
-    /// Periodic upkeep: dead workers, stale queued jobs, idle workers, the minimum pool.
-    fn maintain(&mut self, ctx: &mut Context<Self>) {
-        self.reap_dead_workers();
-        self.sweep_queue();
-        self.retire_idle_workers();
+    /// Starts the workers the scaling policy wants for the current load; returns how many.
+    fn grow_to_demand(&mut self, ctx: &mut Context<Self>) -> usize {
         let start = scaling::workers_to_start(
             &self.policy(),
             self.live_workers(),
@@ -339,6 +325,15 @@ impl SupervisorActor {
         for _ in 0..start {
             self.start_worker(ctx);
         }
+        start
+    }
+
+    /// Periodic upkeep: dead workers, stale queued jobs, idle workers, the minimum pool.
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        self.reap_dead_workers();
+        self.sweep_queue();
+        self.retire_idle_workers();
+        self.grow_to_demand(ctx);
         self.dispatch(ctx);
     }
 

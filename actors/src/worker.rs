@@ -148,6 +148,13 @@ struct InFlightGuard {
     end: JobEnd,
 }
 
+impl InFlightGuard {
+    /// Frees the slot now, reporting how the job ended.
+    fn finish(mut self, end: JobEnd) {
+        self.end = end;
+    }
+}
+
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.supervisor.do_send(JobDone {
@@ -158,7 +165,7 @@ impl Drop for InFlightGuard {
 }
 
 /// Runs `job` to its answer, or stops when its caller leaves.
-async fn serve(mut job: Job, deps: WorkerDeps, mut guard: InFlightGuard) {
+async fn serve(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
     let request = job.request().clone();
     let marker = job.call_marker();
     let deadline = job.deadline();
@@ -166,20 +173,22 @@ async fn serve(mut job: Job, deps: WorkerDeps, mut guard: InFlightGuard) {
         result = attempt_loop(&request, deadline, &marker, &deps) => Some(result),
         _ = job.abandoned() => None,
     };
-    guard.end = match outcome {
+    // Free the slot before answering, so a caller that asks `/status` after its answer sees
+    // the job gone from the pool.
+    match outcome {
         Some(result) => {
+            guard.finish(JobEnd::Answered);
             job.answer(result);
-            JobEnd::Answered
         }
         None => {
+            guard.finish(JobEnd::Abandoned);
             log::debug!(
                 "job {} abandoned by its caller; its attempts stopped",
                 job.id()
             );
             job.discard();
-            JobEnd::Abandoned
         }
-    };
+    }
 }
 
 /// Calls Bedrock until success, a final failure, exhausted retries or the deadline.

@@ -80,13 +80,12 @@ impl TestServer {
 
     /// `POST /infer` with a JSON body.
     pub async fn infer(&self, body: &Value) -> Reply {
-        post_raw(
-            &self.url,
-            "/infer",
-            Some("application/json"),
-            body.to_string().into_bytes(),
-        )
-        .await
+        self.infer_raw(body.to_string().into_bytes()).await
+    }
+
+    /// `POST /infer` with raw bytes declared as JSON.
+    pub async fn infer_raw(&self, body: Vec<u8>) -> Reply {
+        post_raw(&self.url, "/infer", Some("application/json"), body).await
     }
 
     /// `GET path`.
