@@ -147,11 +147,12 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
 fn warn_without_credentials(backend: BedrockBackend) {
     actix_web::rt::spawn(async move {
         if let Err(e) = backend.check_credentials().await {
+            let cause = e.split_whitespace().collect::<Vec<_>>().join(" ");
             log::warn!(
-                "No AWS credentials found ({e}). Bedrock calls will fail until credentials with \
+                "No AWS credentials found: Bedrock calls will fail until credentials with \
                  Bedrock access are configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
                  or AWS_PROFILE, or run `aws sso login`, or use an instance role. To try \
-                 ModelServer without AWS, start it with --emulator."
+                 ModelServer without AWS, start it with --emulator. (Cause: {cause})"
             );
         }
     });

@@ -23,38 +23,80 @@ impl Drop for Server {
     }
 }
 
-/// Starts the binary with `args`; returns it and its URL, read from its start-up log line.
-fn spawn(args: &[String]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_model-server"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "AKIDBINARYTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "binary-test-secret")
+/// A command for the binary with `args`, no AWS settings from this machine, and credentials
+/// from the environment variables when `credentials` is set.
+fn command(args: &[String], credentials: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_model-server"));
+    cmd.args(args)
         .env("RUST_LOG", "info")
+        .env("AWS_CONFIG_FILE", "/nonexistent/model-server-test")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/model-server-test",
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_BEARER_TOKEN_BEDROCK")
         .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
+        .stdout(Stdio::null());
+    if credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", "AKIDBINARYTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "binary-test-secret");
+    }
+    cmd
+}
+
+/// Starts `cmd`; returns it and the first stderr line for which `wanted` gives a value.
+fn spawn_until<F>(mut cmd: Command, mut wanted: F) -> (Server, String)
+where
+    F: FnMut(&str) -> Option<String> + Send + 'static,
+{
+    let mut child = cmd.spawn().expect("the binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent {
-                if let Some(rest) = line.split("ModelServer listening on ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap().to_string();
-                    let _ = tx.send(url);
+                if let Some(found) = wanted(&line) {
+                    let _ = tx.send(found);
                     sent = true;
                 }
             }
         }
     });
-    let url = rx
+    let found = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its address");
-    (Server(child), url)
+        .expect("the server logs the expected line");
+    (Server(child), found)
+}
+
+/// Starts the binary with credentials; returns it and its URL, read from its start-up line.
+fn spawn(args: &[String]) -> (Server, String) {
+    spawn_until(command(args, true), |line| {
+        line.split("ModelServer listening on ")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+    })
+}
+
+#[test]
+fn without_credentials_or_emulator_the_server_warns_how_to_fix_it() {
+    let args = ["--bind".to_string(), "127.0.0.1:0".to_string()];
+    let (_server, line) = spawn_until(command(&args, false), |line| {
+        line.contains("No AWS credentials found")
+            .then(|| line.to_string())
+    });
+    assert!(
+        line.contains("AWS_ACCESS_KEY_ID") && line.contains("--emulator"),
+        "{line}"
+    );
 }
 
 #[actix_web::test]
