@@ -1,6 +1,8 @@
 //! Conformance of the Bedrock Runtime emulator against the real `aws-sdk-bedrockruntime`
 //! client over loopback HTTP (and awc for the admin API).
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_bedrockruntime::config::http::HttpResponse;
@@ -12,7 +14,9 @@ use aws_sdk_bedrockruntime::operation::invoke_model::{InvokeModelError, InvokeMo
 use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::Client;
-use model_server::emulator::{Emulator, EmulatorConfig, FaultKind, Quota, Scripted};
+use model_server::emulator::{
+    Emulator, EmulatorConfig, FaultKind, Quota, Scripted, TokenQuota, WindowQuota,
+};
 use serde_json::{json, Value};
 
 const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
@@ -63,6 +67,49 @@ async fn invoke(client: &Client, model: &str, body: &Value) -> InvokeResult {
 fn reply_json(out: &InvokeModelOutput) -> Value {
     serde_json::from_slice(out.body().as_ref()).expect("reply is JSON")
 }
+
+const TOO_MANY_REQUESTS: &str = "Too many requests, please wait before trying again.";
+const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
+
+/// A one-message body asking for `max_tokens`.
+fn body_max(text: &str, max_tokens: u64) -> Value {
+    let mut b = body(text);
+    b["max_tokens"] = json!(max_tokens);
+    b
+}
+
+/// The throttle message of a call that must be a ThrottlingException (429).
+fn throttle_message(result: InvokeResult) -> String {
+    let err = result.expect_err("throttled");
+    assert_eq!(status_of(&err), 429);
+    let service = err.as_service_error().expect("service error");
+    assert!(service.is_throttling_exception(), "{service:?}");
+    service.message().unwrap_or_default().to_owned()
+}
+
+/// `(input_tokens, output_tokens)` of a successful reply.
+fn usage(out: &InvokeModelOutput) -> (u64, u64) {
+    let v = reply_json(out);
+    (
+        v["usage"]["input_tokens"].as_u64().unwrap(),
+        v["usage"]["output_tokens"].as_u64().unwrap(),
+    )
+}
+
+/// Sleeps until `at` (at once if it is past).
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
+}
+
+/// Sets `config` and returns an instant at or after the quota clock's restart (windows and
+/// schedule steps start at most this late).
+fn set_config_at(emu: &Emulator, config: EmulatorConfig) -> Instant {
+    emu.set_config(config);
+    Instant::now()
+}
+
+/// Margin added to computed waits (timer slack, loopback round trips).
+const MARGIN: Duration = Duration::from_millis(40);
 
 fn status_of(err: &InvokeError) -> u16 {
     err.raw_response()
@@ -732,4 +779,375 @@ async fn start_in_thread_serves_and_stops() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[actix_web::test]
+async fn window_quota_throttles_until_the_next_aligned_window() {
+    let window = Duration::from_millis(600);
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    let t0 = set_config_at(
+        &emu,
+        EmulatorConfig {
+            window_quota: Some(WindowQuota {
+                requests: 2,
+                window,
+            }),
+            ..EmulatorConfig::default()
+        },
+    );
+    // First calls halfway through window 0.
+    sleep_until(t0 + window / 2).await;
+    invoke(&c, SONNET, &body("1"))
+        .await
+        .expect("window 0, call 1");
+    invoke(&c, SONNET, &body("2"))
+        .await
+        .expect("window 0, call 2");
+    assert_eq!(
+        throttle_message(invoke(&c, SONNET, &body("3")).await),
+        TOO_MANY_REQUESTS
+    );
+    // Per model id.
+    invoke(&c, PROFILE_ARN, &body("other"))
+        .await
+        .expect("own window");
+
+    // Window 1 starts at t0 + window, only half a window after the first call: aligned to the
+    // config, not to the first call.
+    sleep_until(t0 + window + MARGIN).await;
+    invoke(&c, SONNET, &body("4"))
+        .await
+        .expect("window 1, call 1");
+    invoke(&c, SONNET, &body("5"))
+        .await
+        .expect("window 1, call 2");
+    assert_eq!(
+        throttle_message(invoke(&c, SONNET, &body("6")).await),
+        TOO_MANY_REQUESTS
+    );
+    let s = emu.stats();
+    assert_eq!((s.ok, s.throttled, s.throttled_tokens), (5, 2, 0));
+}
+
+#[actix_web::test]
+async fn token_quota_reserves_max_tokens_and_refunds_the_unused_part() {
+    // 5 tokens/s, capacity 300.
+    let quota = TokenQuota {
+        tokens_per_minute: 300.0,
+        burst_tokens: 300.0,
+    };
+    let per_sec = quota.tokens_per_minute / 60.0;
+    let config = EmulatorConfig {
+        token_quota: Some(quota),
+        ..EmulatorConfig::default()
+    };
+    let emu = start(config.clone());
+    let c = client(&emu);
+    let (mut ins, mut outs) = (0, 0);
+    let mut ok = |out: InvokeModelOutput, max_tokens: u64, level: &mut f64| {
+        let (i, o) = usage(&out);
+        assert!(o <= max_tokens);
+        ins += i;
+        outs += o;
+        // Reserved i + max_tokens, refunded max_tokens - o.
+        *level -= (i + o) as f64;
+    };
+    // The level without refill, as the test tracks it (the refill only adds).
+    let mut level = quota.burst_tokens;
+
+    // A reservation larger than the capacity never passes; a small one does.
+    assert_eq!(
+        throttle_message(invoke(&c, SONNET, &body_max("hi", 1000)).await),
+        TOO_MANY_TOKENS
+    );
+    let out = invoke(&c, SONNET, &body_max("hi", 10))
+        .await
+        .expect("small");
+    ok(out, 10, &mut level);
+
+    // 1 + 250 reserved twice: the second fits only because the first gave back its unused
+    // part (without refunds: 300 - 11 - 251 = 38 left).
+    for _ in 0..2 {
+        let out = invoke(&c, SONNET, &body_max("hi", 250))
+            .await
+            .expect("fits after the refund");
+        ok(out, 250, &mut level);
+    }
+
+    // Reserve 10 tokens more than the bucket holds: throttled, then wait exactly the refill.
+    let reserve = level + 10.0;
+    let max_tokens = reserve as u64 - 1; // "hi" is 1 input token.
+    assert_eq!(
+        throttle_message(invoke(&c, SONNET, &body_max("hi", max_tokens)).await),
+        TOO_MANY_TOKENS
+    );
+    let throttled_at = Instant::now();
+    sleep_until(throttled_at + Duration::from_secs_f64(10.0 / per_sec) + MARGIN).await;
+    let out = invoke(&c, SONNET, &body_max("hi", max_tokens))
+        .await
+        .expect("refilled");
+    ok(out, max_tokens, &mut level);
+
+    // A call failing after admission gives back max_tokens (the bucket is per model id).
+    emu.set_config(EmulatorConfig {
+        error_rates: vec![(FaultKind::ModelError, 1.0)],
+        ..config.clone()
+    });
+    let err = invoke(&c, PROFILE_ARN, &body_max("hi", 250))
+        .await
+        .expect_err("injected");
+    assert!(err.as_service_error().unwrap().is_model_error_exception());
+    emu.set_config(config);
+    let out = invoke(&c, PROFILE_ARN, &body_max("hi", 250))
+        .await
+        .expect("the failed call's max_tokens came back");
+    let mut other = quota.burst_tokens;
+    ok(out, 250, &mut other);
+
+    let s = emu.stats();
+    assert_eq!((s.ok, s.throttled, s.throttled_tokens), (5, 2, 2));
+    assert_eq!(s.errors["ModelErrorException"], 1);
+    assert_eq!((s.input_tokens, s.output_tokens), (ins, outs));
+}
+
+#[actix_web::test]
+async fn quota_schedule_halves_then_restores_the_window() {
+    let step = Duration::from_millis(400);
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    let t0 = set_config_at(
+        &emu,
+        EmulatorConfig {
+            window_quota: Some(WindowQuota {
+                requests: 4,
+                window: step,
+            }),
+            quota_schedule: vec![(step, 0.5), (step * 2, 1.0)],
+            ..EmulatorConfig::default()
+        },
+    );
+    for (at, factor, admitted) in [
+        (Duration::ZERO, 1.0, 4),
+        (step + MARGIN, 0.5, 2),
+        (step * 2 + MARGIN, 1.0, 4),
+    ] {
+        sleep_until(t0 + at).await;
+        assert_eq!(emu.quota_factor(), factor);
+        for i in 0..admitted {
+            invoke(&c, SONNET, &body("x"))
+                .await
+                .unwrap_or_else(|e| panic!("factor {factor}, call {i}: {e:?}"));
+        }
+        assert_eq!(
+            throttle_message(invoke(&c, SONNET, &body("x")).await),
+            TOO_MANY_REQUESTS,
+            "factor {factor}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn quota_schedule_halves_the_token_bucket_rate_and_clamps_its_level() {
+    let quota = Quota {
+        requests_per_second: 5.0,
+        burst: 4.0,
+    };
+    let step = Duration::from_millis(300);
+    let emu = start(EmulatorConfig::default());
+    let c = client(&emu);
+    let t0 = set_config_at(
+        &emu,
+        EmulatorConfig {
+            quota: Some(quota),
+            quota_schedule: vec![(step, 0.5)],
+            ..EmulatorConfig::default()
+        },
+    );
+    invoke(&c, SONNET, &body("x")).await.expect("3 left");
+    // Halved: capacity 2 (the 3 left are clamped to 2), rate 2.5/s.
+    sleep_until(t0 + step + MARGIN).await;
+    invoke(&c, SONNET, &body("x")).await.expect("1 left");
+    invoke(&c, SONNET, &body("x")).await.expect("0 left");
+    throttle_message(invoke(&c, SONNET, &body("x")).await);
+    let empty = Instant::now();
+    // At the full rate one call would be back after 1/5 s; at half, only after 1/2.5 s.
+    let full = Duration::from_secs_f64(1.0 / quota.requests_per_second);
+    let halved = full * 2;
+    sleep_until(empty + full + MARGIN).await;
+    throttle_message(invoke(&c, SONNET, &body("x")).await);
+    sleep_until(empty + halved + MARGIN).await;
+    invoke(&c, SONNET, &body("x"))
+        .await
+        .expect("refilled at the halved rate");
+}
+
+#[actix_web::test]
+async fn quota_modes_over_the_admin_api() {
+    let emu = start(EmulatorConfig::default());
+    let base = emu.endpoint();
+    let http = awc::Client::default();
+    let mut res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({
+            "window_quota": {"requests": 7, "window_secs": 30},
+            "token_quota": {"tokens_per_minute": 600},
+            "quota_schedule": [[30, 0.5], [60, 1.0]]
+        }))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cfg: Value = res.json().await.unwrap();
+    assert_eq!(
+        cfg["window_quota"],
+        json!({"requests": 7, "window_secs": 30.0})
+    );
+    assert_eq!(
+        cfg["token_quota"],
+        json!({"tokens_per_minute": 600.0, "burst_tokens": 100.0})
+    );
+    assert_eq!(cfg["quota_schedule"], json!([[30.0, 0.5], [60.0, 1.0]]));
+    assert_eq!(cfg["quota_factor"], 1.0);
+    let live = emu.config();
+    assert_eq!(
+        live.window_quota,
+        Some(WindowQuota {
+            requests: 7,
+            window: Duration::from_secs(30)
+        })
+    );
+    assert_eq!(live.token_quota, Some(TokenQuota::per_minute(600.0)));
+    assert_eq!(live.quota_schedule[1], (Duration::from_secs(60), 1.0));
+
+    // Over HTTP: the token throttle, and the token totals in the stats.
+    let url = format!(
+        "{base}/model/{}/invoke",
+        percent_encoding::utf8_percent_encode(SONNET, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let mut res = http
+        .post(url.as_str())
+        .send_body(serde_json::to_vec(&body_max("x", 500)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(
+        res.headers().get("x-amzn-ErrorType").unwrap(),
+        "ThrottlingException"
+    );
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({ "message": TOO_MANY_TOKENS })
+    );
+    let mut res = http
+        .post(url.as_str())
+        .send_body(serde_json::to_vec(&body_max("x", 50)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let reply: Value = res.json().await.unwrap();
+    let stats: Value = http
+        .get(format!("{base}/_emulator/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["throttled"], 1);
+    assert_eq!(stats["throttled_tokens"], 1);
+    assert_eq!(stats["input_tokens"], reply["usage"]["input_tokens"]);
+    assert_eq!(stats["output_tokens"], reply["usage"]["output_tokens"]);
+
+    let res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({"quota_schedule": [[-1, 0.5]]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let mut res = http
+        .post(format!("{base}/_emulator/config"))
+        .send_json(&json!({"window_quota": null, "token_quota": null, "quota_schedule": []}))
+        .await
+        .unwrap();
+    let cfg: Value = res.json().await.unwrap();
+    assert_eq!(cfg["window_quota"], Value::Null);
+    assert_eq!(cfg["token_quota"], Value::Null);
+    assert_eq!(cfg["quota_schedule"], json!([]));
+    assert!(!emu.config().has_quota());
+}
+
+#[actix_web::test]
+async fn binary_flags_set_the_quota_modes() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BEDROCK_EMULATOR_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.args([
+        "--bind",
+        "127.0.0.1:0",
+        "--window-requests",
+        "5",
+        "--window-secs",
+        "2.5",
+        "--tpm",
+        "6000",
+        "--quota-schedule",
+        "30=0.5,60=1",
+    ])
+    .env("BEDROCK_EMULATOR_TPM_BURST", "700")
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("bedrock-emulator starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let endpoint = rx.recv_timeout(Duration::from_secs(20));
+    let cfg = match &endpoint {
+        Ok(endpoint) => awc::Client::default()
+            .get(format!("{endpoint}/_emulator/config"))
+            .send()
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let cfg: Option<Value> = match cfg {
+        Some(mut res) => res.json().await.ok(),
+        None => None,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let cfg = cfg.unwrap_or_else(|| panic!("no config from {endpoint:?}"));
+    assert_eq!(
+        cfg["window_quota"],
+        json!({"requests": 5, "window_secs": 2.5})
+    );
+    assert_eq!(
+        cfg["token_quota"],
+        json!({"tokens_per_minute": 6000.0, "burst_tokens": 700.0})
+    );
+    assert_eq!(cfg["quota_schedule"], json!([[30.0, 0.5], [60.0, 1.0]]));
+    assert_eq!(cfg["quota"], Value::Null);
+
+    // --window-secs needs --window-requests; a bad schedule step is refused.
+    for args in [
+        &["--window-secs", "5"][..],
+        &["--quota-schedule", "30=-1"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"))
+            .args(args)
+            .args(["--bind", "127.0.0.1:0"])
+            .env_remove("BEDROCK_EMULATOR_WINDOW_REQUESTS")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+    }
 }

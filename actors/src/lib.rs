@@ -45,6 +45,7 @@ pub mod backoff;
 pub mod bedrock;
 pub mod broker;
 pub mod job;
+pub mod pacing;
 pub mod request;
 pub mod retry;
 pub mod router;

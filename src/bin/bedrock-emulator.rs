@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use clap::Parser;
-use model_server::emulator::{Emulator, EmulatorConfig, FaultKind, Quota, DEFAULT_BIND};
+use model_server::emulator::{
+    parse_schedule_step, Emulator, EmulatorConfig, FaultKind, Quota, TokenQuota, WindowQuota,
+    DEFAULT_BIND,
+};
 
 /// Bedrock Runtime emulator (InvokeModel over the real restJson1 wire protocol).
 #[derive(Parser, Debug)]
@@ -28,6 +31,49 @@ struct Args {
     /// Token-bucket capacity (default: the quota rate, at least 1). Needs --quota-rps.
     #[arg(long, env = "BEDROCK_EMULATOR_BURST", requires = "quota_rps")]
     burst: Option<f64>,
+
+    /// Fixed-window quota per model id: at most N calls per window (windows start at the
+    /// emulator's start, then every --window-secs).
+    #[arg(long, env = "BEDROCK_EMULATOR_WINDOW_REQUESTS", value_name = "N")]
+    window_requests: Option<u64>,
+
+    /// Window length in seconds for --window-requests [default: 60].
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_WINDOW_SECS",
+        value_name = "S",
+        requires = "window_requests",
+        value_parser = parse_positive_secs
+    )]
+    window_secs: Option<f64>,
+
+    /// Tokens-per-minute quota per model id: each call reserves input + max_tokens, gives back
+    /// the unused part when it ends; throttled with "Too many tokens" when short.
+    #[arg(long, env = "BEDROCK_EMULATOR_TPM", value_name = "N", value_parser = parse_non_negative)]
+    tpm: Option<f64>,
+
+    /// Capacity of the token bucket [default: --tpm / 6, ten seconds' worth]. A call needing
+    /// more is always throttled. Needs --tpm.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_TPM_BURST",
+        value_name = "B",
+        requires = "tpm",
+        value_parser = parse_non_negative
+    )]
+    tpm_burst: Option<f64>,
+
+    /// Quota changes over time, SECS=FACTOR (repeatable; comma-separated): from SECS after
+    /// the start every quota rate and capacity is multiplied by FACTOR (absolute, not
+    /// cumulative), e.g. `30=0.5,60=1` halves the quotas at 30 s and restores them at 60 s.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_QUOTA_SCHEDULE",
+        value_name = "SECS=FACTOR",
+        value_delimiter = ',',
+        value_parser = parse_schedule_step
+    )]
+    quota_schedule: Vec<(Duration, f64)>,
 
     /// Inject a fault into a fraction of calls, NAME=FRACTION (repeatable; comma-separated in
     /// the env var). NAME: ThrottlingException, ModelNotReadyException, ValidationException,
@@ -68,6 +114,21 @@ fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {
     Ok((kind, rate))
 }
 
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(x) => Err(format!("expected a number >= 0, got {x}")),
+        Err(e) => Err(format!("bad number {s:?}: {e}")),
+    }
+}
+
+fn parse_positive_secs(s: &str) -> Result<f64, String> {
+    match parse_non_negative(s)? {
+        x if x > 0.0 => Ok(x),
+        x => Err(format!("expected seconds > 0, got {x}")),
+    }
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -99,6 +160,17 @@ fn main() -> std::io::Result<()> {
             requests_per_second: rps,
             burst: args.burst.unwrap_or(rps.max(1.0)),
         }),
+        window_quota: args.window_requests.map(|requests| WindowQuota {
+            requests,
+            window: args
+                .window_secs
+                .map_or(WindowQuota::DEFAULT_WINDOW, Duration::from_secs_f64),
+        }),
+        token_quota: args.tpm.map(|tpm| TokenQuota {
+            tokens_per_minute: tpm,
+            burst_tokens: args.tpm_burst.unwrap_or(tpm / 6.0),
+        }),
+        quota_schedule: args.quota_schedule,
         error_rates: args.error_rates,
         seed: args.seed,
     };
@@ -111,10 +183,13 @@ fn main() -> std::io::Result<()> {
     actix_rt::System::new().block_on(async move {
         let emulator = Emulator::start(&args.bind, config.clone(), workers)?;
         log::info!(
-            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, quota {:?}, error rates {:?}, seed {})",
+            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, quota {:?}, window quota {:?}, token quota {:?}, quota schedule {:?}, error rates {:?}, seed {})",
             emulator.endpoint(),
             config.latency,
             config.quota,
+            config.window_quota,
+            config.token_quota,
+            config.quota_schedule,
             config.error_rates,
             config.seed
         );

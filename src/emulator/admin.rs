@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{EmulatorConfig, FaultKind, Quota, Scripted, Shared};
+use super::{EmulatorConfig, FaultKind, Quota, Scripted, Shared, TokenQuota, WindowQuota};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
@@ -30,14 +30,27 @@ async fn stats(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(shared.stats.snapshot())
 }
 
-/// The config as JSON: `{"latency_ms", "quota", "error_rates": {name: fraction}, "seed"}`.
+/// The config as JSON: `{"latency_ms", "quota", "window_quota", "token_quota",
+/// "quota_schedule": [[secs, factor], ...], "quota_factor", "error_rates": {name: fraction},
+/// "seed", "scripted_pending"}`.
 #[derive(Serialize)]
 struct ConfigView {
     latency_ms: f64,
     quota: Option<Quota>,
+    window_quota: Option<WindowView>,
+    token_quota: Option<TokenQuota>,
+    quota_schedule: Vec<(f64, f64)>,
+    /// The schedule factor in force now.
+    quota_factor: f64,
     error_rates: BTreeMap<String, f64>,
     seed: u64,
     scripted_pending: usize,
+}
+
+#[derive(Serialize)]
+struct WindowView {
+    requests: u64,
+    window_secs: f64,
 }
 
 fn view(shared: &Shared) -> ConfigView {
@@ -45,6 +58,17 @@ fn view(shared: &Shared) -> ConfigView {
     ConfigView {
         latency_ms: c.latency.as_secs_f64() * 1000.0,
         quota: c.quota,
+        window_quota: c.window_quota.map(|w| WindowView {
+            requests: w.requests,
+            window_secs: w.window.as_secs_f64(),
+        }),
+        token_quota: c.token_quota,
+        quota_schedule: c
+            .quota_schedule
+            .iter()
+            .map(|(at, f)| (at.as_secs_f64(), *f))
+            .collect(),
+        quota_factor: shared.quotas.factor(&c),
         error_rates: c
             .error_rates
             .iter()
@@ -67,13 +91,35 @@ struct QuotaPatch {
     burst: Option<f64>,
 }
 
-/// Absent field = keep; `"quota": null` = remove the quota.
+/// `window_quota` in a patch: `{"requests": N, "window_secs": S}` (S defaults to 60).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowPatch {
+    requests: u64,
+    window_secs: Option<f64>,
+}
+
+/// `token_quota` in a patch: `{"tokens_per_minute": N, "burst_tokens": B}` (B defaults to N/6).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenPatch {
+    tokens_per_minute: f64,
+    burst_tokens: Option<f64>,
+}
+
+/// Absent field = keep; `null` = remove the quota (or the schedule).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigPatch {
     latency_ms: Option<f64>,
     #[serde(default, deserialize_with = "present")]
     quota: Option<Option<QuotaPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    window_quota: Option<Option<WindowPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    token_quota: Option<Option<TokenPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    quota_schedule: Option<Option<Vec<(f64, f64)>>>,
     error_rates: Option<BTreeMap<String, f64>>,
     seed: Option<u64>,
 }
@@ -111,6 +157,60 @@ fn apply(patch: ConfigPatch, mut config: EmulatorConfig) -> Result<EmulatorConfi
                 })
             }
         };
+    }
+    if let Some(window) = patch.window_quota {
+        config.window_quota = match window {
+            None => None,
+            Some(w) => {
+                let secs = w.window_secs.unwrap_or(60.0);
+                let window = Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        format!("window_quota.window_secs must be a positive number, got {secs}")
+                    })?;
+                Some(WindowQuota {
+                    requests: w.requests,
+                    window,
+                })
+            }
+        };
+    }
+    if let Some(tokens) = patch.token_quota {
+        config.token_quota = match tokens {
+            None => None,
+            Some(t) => {
+                let q = TokenQuota {
+                    tokens_per_minute: t.tokens_per_minute,
+                    burst_tokens: t.burst_tokens.unwrap_or(t.tokens_per_minute / 6.0),
+                };
+                if !q.tokens_per_minute.is_finite()
+                    || q.tokens_per_minute < 0.0
+                    || !q.burst_tokens.is_finite()
+                    || q.burst_tokens < 0.0
+                {
+                    return Err(
+                        "token_quota needs tokens_per_minute >= 0 and burst_tokens >= 0 (finite)"
+                            .to_owned(),
+                    );
+                }
+                Some(q)
+            }
+        };
+    }
+    if let Some(schedule) = patch.quota_schedule {
+        let mut steps = Vec::new();
+        for (secs, factor) in schedule.unwrap_or_default() {
+            let at = Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("quota_schedule: offsets must be seconds >= 0, got {secs}"))?;
+            if !factor.is_finite() || factor < 0.0 {
+                return Err(format!(
+                    "quota_schedule: factors must be finite and >= 0, got {factor}"
+                ));
+            }
+            steps.push((at, factor));
+        }
+        config.quota_schedule = steps;
     }
     if let Some(rates) = patch.error_rates {
         let mut parsed = Vec::with_capacity(rates.len());
@@ -174,4 +274,67 @@ async fn post_script(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
 async fn reset(shared: web::Data<Shared>) -> HttpResponse {
     shared.reset();
     HttpResponse::Ok().json(serde_json::json!({ "reset": true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patch(json: &str, config: EmulatorConfig) -> Result<EmulatorConfig, String> {
+        let patch: ConfigPatch = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        apply(patch, config)
+    }
+
+    #[test]
+    fn quota_modes_patch_with_defaults_and_null() {
+        let c = patch(
+            r#"{"window_quota": {"requests": 10}, "token_quota": {"tokens_per_minute": 600},
+                "quota_schedule": [[30, 0.5], [60.5, 1]]}"#,
+            EmulatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.window_quota, Some(WindowQuota::per_minute(10)));
+        assert_eq!(c.token_quota, Some(TokenQuota::per_minute(600.0)));
+        assert_eq!(c.token_quota.unwrap().burst_tokens, 100.0);
+        assert_eq!(
+            c.quota_schedule,
+            vec![
+                (Duration::from_secs(30), 0.5),
+                (Duration::from_millis(60_500), 1.0)
+            ]
+        );
+
+        let c = patch(
+            r#"{"window_quota": {"requests": 3, "window_secs": 0.5},
+                "token_quota": {"tokens_per_minute": 60, "burst_tokens": 300}}"#,
+            c,
+        )
+        .unwrap();
+        assert_eq!(c.window_quota.unwrap().window, Duration::from_millis(500));
+        assert_eq!(c.token_quota.unwrap().burst_tokens, 300.0);
+        assert_eq!(c.quota_schedule.len(), 2, "absent: kept");
+
+        let c = patch(
+            r#"{"window_quota": null, "token_quota": null, "quota_schedule": null}"#,
+            c,
+        )
+        .unwrap();
+        assert_eq!(c, EmulatorConfig::default());
+    }
+
+    #[test]
+    fn bad_quota_patches_are_refused() {
+        for bad in [
+            r#"{"window_quota": {"requests": -1}}"#,
+            r#"{"window_quota": {"requests": 1, "window_secs": 0}}"#,
+            r#"{"window_quota": {"requests": 1, "window": 5}}"#,
+            r#"{"token_quota": {"tokens_per_minute": -5}}"#,
+            r#"{"token_quota": {"tokens_per_minute": 5, "burst_tokens": -1}}"#,
+            r#"{"quota_schedule": [[-1, 0.5]]}"#,
+            r#"{"quota_schedule": [[1, -0.5]]}"#,
+            r#"{"quota_schedule": [[1]]}"#,
+        ] {
+            assert!(patch(bad, EmulatorConfig::default()).is_err(), "{bad}");
+        }
+    }
 }

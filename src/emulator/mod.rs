@@ -19,11 +19,31 @@
 //!
 //! # Order of decisions for one InvokeModel call
 //! 1. A scripted outcome queued for this model id, else one queued for any model
-//!    ([`Emulator::script`]); `ok` skips steps 2 and 4.
-//! 2. The quota ([`Quota`], a token bucket per model id): no token -> `ThrottlingException`.
-//! 3. Body validation -> `ValidationException`.
-//! 4. Random injection by [`EmulatorConfig::error_rates`] (seeded by `seed`).
-//! 5. Success after [`EmulatorConfig::latency`].
+//!    ([`Emulator::script`]); a scripted fault is answered whatever the body; `ok` skips
+//!    steps 2, 4 and 5 (every quota and the injection).
+//! 2. The request quotas, checked without taking anything: the token bucket ([`Quota`]) and the
+//!    fixed window ([`WindowQuota`]). No room in either -> `ThrottlingException`
+//!    `Too many requests, please wait before trying again.`
+//! 3. Body validation (content type, then the body) -> `ValidationException`. An invalid body
+//!    takes nothing from any quota.
+//! 4. Admission, all or nothing under one short lock: one call from the request bucket, one
+//!    from the window, and a reservation of `input_tokens + max_tokens` from the token quota
+//!    ([`TokenQuota`]). Request quotas out (a concurrent call took the last one since step 2)
+//!    -> `Too many requests, ...`; token bucket short of the reservation ->
+//!    `ThrottlingException` `Too many tokens, please wait before trying again.` (counted in
+//!    [`EmulatorStats::throttled_tokens`] too). A throttled call takes nothing.
+//! 5. Random injection by [`EmulatorConfig::error_rates`] (seeded by `seed`): the fault is
+//!    answered after the latency, then the call's reservation gives back `max_tokens`.
+//! 6. Success after [`EmulatorConfig::latency`]; the reservation gives back
+//!    `max_tokens - output_tokens`. A call dropped before it ends (the client went away)
+//!    gives back `max_tokens`.
+//!
+//! Every quota is per model id and scaled by [`EmulatorConfig::quota_schedule`]; windows and
+//! the schedule count from the quota clock `t0`, which starts with the emulator and restarts
+//! on every config change and on reset. Buckets start full and are refilled (forgotten) when
+//! a quota or the schedule changes, and on reset; a token reservation larger than the token
+//! capacity is always throttled; a shrinking factor clamps the bucket levels to the new
+//! capacities. See [`Quota`], [`WindowQuota`], [`TokenQuota`].
 //!
 //! Throttles and validation errors are answered at once; other faults after the latency.
 //! Besides the ten Bedrock errors, [`FaultKind`] has transport faults (`hang`,
@@ -32,19 +52,31 @@
 //! # Admin API (JSON)
 //! - `GET /health` -> 200 `{"status":"ok"}`.
 //! - `GET /_emulator/stats` -> [`EmulatorStats`].
-//! - `GET /_emulator/config` -> `{"latency_ms", "quota", "error_rates", "seed", "scripted_pending"}`.
+//! - `GET /_emulator/config` -> `{"latency_ms", "quota", "window_quota", "token_quota",
+//!   "quota_schedule", "quota_factor", "error_rates", "seed", "scripted_pending"}`
+//!   (`quota_factor`: the schedule factor in force now).
 //! - `POST /_emulator/config` with a partial
 //!   `{"latency_ms": 50, "quota": {"requests_per_second": 5, "burst": 10} | null,
+//!   "window_quota": {"requests": 100, "window_secs": 60} | null,
+//!   "token_quota": {"tokens_per_minute": 100000, "burst_tokens": 20000} | null,
+//!   "quota_schedule": [[30, 0.5], [60, 1.0]] | null,
 //!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01}, "seed": 7}`: absent fields are
-//!   kept, `"quota": null` removes the quota, `error_rates` replaces the whole set. Answers the
-//!   new config; 400 `{"error": ...}` on bad input.
+//!   kept, `null` removes a quota (or the schedule), `quota_schedule` and `error_rates` replace
+//!   the whole list. Defaults: `burst` = the rate (at least 1), `window_secs` = 60,
+//!   `burst_tokens` = `tokens_per_minute / 6`. Schedule steps are `[offset_secs, factor]`.
+//!   Every accepted patch restarts the quota clock. Answers the new config; 400
+//!   `{"error": ...}` on bad input.
 //! - `POST /_emulator/script` with `{"model": "id" (optional), "outcomes": ["ThrottlingException",
 //!   "ok", "hang", ...]}`: queues forced outcomes.
-//! - `POST /_emulator/reset`: zeroes the stats, drops queued scripts, refills the quota buckets.
+//! - `POST /_emulator/reset`: zeroes the stats, drops queued scripts, refills the quota buckets
+//!   and restarts the quota clock.
 //!
 //! # Performance
 //! No lock is held across an await; counters are atomics; the config is an `Arc` swapped under
-//! a short `RwLock`; nothing is logged per request above `debug`.
+//! a short `RwLock`; the quota state of every model sits in one map under one mutex held only
+//! for the arithmetic (twice per call when a quota is configured, not at all otherwise); the
+//! schedule factor is computed from the elapsed time (no timers); nothing is logged per
+//! request above `debug`.
 
 mod admin;
 mod faults;
@@ -62,7 +94,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 pub use faults::{FaultKind, Scripted, UnknownFault};
-pub use quota::Quota;
+pub use quota::{parse_schedule_step, Quota, TokenQuota, WindowQuota};
 pub use stats::EmulatorStats;
 
 /// Default listen address of the `bedrock-emulator` binary.
@@ -85,18 +117,47 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct EmulatorConfig {
     /// Added before every reply except throttles and validation errors (default 0).
     pub latency: Duration,
-    /// Token bucket per model id; `None` = unlimited.
+    /// Token bucket in requests per model id; `None` = unlimited.
     pub quota: Option<Quota>,
+    /// Fixed-window request count per model id; `None` = unlimited.
+    pub window_quota: Option<WindowQuota>,
+    /// Tokens-per-minute bucket with reservation per model id; `None` = unlimited.
+    pub token_quota: Option<TokenQuota>,
+    /// `(offset, factor)` steps: from `offset` after the quota clock started (emulator start,
+    /// config change or reset) every quota's rates and capacities are multiplied by `factor`.
+    /// Factors are absolute (`[(30 s, 0.5), (60 s, 1.0)]` halves at 30 s and restores at
+    /// 60 s); 1 before the first step; order does not matter.
+    pub quota_schedule: Vec<(Duration, f64)>,
     /// Random injection: the fraction of calls answered with each fault (stacked in order).
     pub error_rates: Vec<(FaultKind, f64)>,
     /// Seed of the injection RNG (re-applied on every config change), so runs are reproducible.
     pub seed: u64,
 }
 
+impl EmulatorConfig {
+    /// The schedule factor in force `elapsed` after the quota clock started (1 without a
+    /// step yet; a negative factor acts as 0, a non-finite one as 1).
+    pub fn quota_factor_at(&self, elapsed: Duration) -> f64 {
+        quota::factor_at(&self.quota_schedule, elapsed)
+    }
+
+    /// True if any quota is configured.
+    pub fn has_quota(&self) -> bool {
+        self.quota.is_some() || self.window_quota.is_some() || self.token_quota.is_some()
+    }
+
+    fn same_quotas(&self, other: &EmulatorConfig) -> bool {
+        self.quota == other.quota
+            && self.window_quota == other.window_quota
+            && self.token_quota == other.token_quota
+            && self.quota_schedule == other.quota_schedule
+    }
+}
+
 /// State shared by every HTTP worker.
 pub(crate) struct Shared {
     config: RwLock<Arc<EmulatorConfig>>,
-    buckets: quota::Buckets,
+    quotas: quota::Quotas,
     scripts: faults::Scripts,
     rng: Mutex<fastrand::Rng>,
     stats: stats::Counters,
@@ -109,7 +170,7 @@ impl Shared {
         Shared {
             rng: Mutex::new(fastrand::Rng::with_seed(config.seed)),
             config: RwLock::new(Arc::new(config)),
-            buckets: quota::Buckets::default(),
+            quotas: quota::Quotas::default(),
             scripts: faults::Scripts::default(),
             stats: stats::Counters::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -129,9 +190,7 @@ impl Shared {
             &mut *self.config.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(config.clone()),
         );
-        if old.quota != config.quota {
-            self.buckets.reset();
-        }
+        self.quotas.restart(!old.same_quotas(&config));
     }
 
     pub(crate) fn inject(&self, rates: &[(FaultKind, f64)]) -> Option<FaultKind> {
@@ -141,7 +200,7 @@ impl Shared {
     pub(crate) fn reset(&self) {
         self.stats.reset();
         self.scripts.clear();
-        self.buckets.reset();
+        self.quotas.restart(true);
     }
 }
 
@@ -263,10 +322,15 @@ impl Emulator {
         (*self.shared.config()).clone()
     }
 
-    /// Replaces the config live. Re-seeds the injection RNG; refills the buckets if the quota
-    /// changed.
+    /// Replaces the config live. Re-seeds the injection RNG and restarts the quota clock
+    /// (windows and schedule); refills the buckets if any quota or the schedule changed.
     pub fn set_config(&self, config: EmulatorConfig) {
         self.shared.set_config(config);
+    }
+
+    /// The schedule factor in force now (1 without a schedule).
+    pub fn quota_factor(&self) -> f64 {
+        self.shared.quotas.factor(&self.shared.config())
     }
 
     /// Queues forced outcomes for the next calls to `model` (or to any model when `None`),
@@ -280,8 +344,8 @@ impl Emulator {
         self.shared.stats.reset();
     }
 
-    /// Zeroes the stats, drops queued scripts and refills the quota buckets
-    /// (`POST /_emulator/reset`).
+    /// Zeroes the stats, drops queued scripts, refills the quota buckets and restarts the
+    /// quota clock (`POST /_emulator/reset`).
     pub fn reset(&self) {
         self.shared.reset();
     }

@@ -1,18 +1,48 @@
-//! The emulated account quota: one token bucket per model id.
+//! The emulated account quotas. All are per model id and can be combined: a call must pass
+//! every one that is configured.
 //!
-//! A bucket holds at most `burst` tokens and refills at `requests_per_second`. A call takes one
-//! token; a call that finds less than one token is answered with `ThrottlingException` at once.
-//! A new bucket (first call for a model, or after the quota changed) starts full.
+//! - [`Quota`], a token bucket in requests: it holds at most `burst` requests and refills at
+//!   `requests_per_second`. A call takes one.
+//! - [`WindowQuota`], fixed windows: at most `requests` calls per `window`. Windows are aligned
+//!   to the start of the quota clock (see below): they reset at `t0 + k * window`, whenever the
+//!   calls came.
+//! - [`TokenQuota`], a token bucket in model tokens with reservation: it holds at most
+//!   `burst_tokens` and refills at `tokens_per_minute / 60` per second. Admission reserves
+//!   `input_tokens + max_tokens` (input counted like the reply counts it: `ceil(chars / 4)`
+//!   over the system prompt and every message). A bucket holding less than the reservation
+//!   throttles the call with [`TOO_MANY_TOKENS`]. A successful call gives back
+//!   `max_tokens - output_tokens`; a call that fails after admission (injected fault, client
+//!   gone) gives back `max_tokens` and keeps the input. Refunds are capped at the capacity.
+//!   A call whose reservation is larger than the capacity can never pass: it is always
+//!   throttled.
+//! - `EmulatorConfig::quota_schedule`, `(offset, factor)` steps: from each offset on, every
+//!   configured rate and capacity is multiplied by `factor` (absolute, not cumulative; 1 before
+//!   the first step). Window `requests` scale to `floor(requests * factor)`; a token-bucket
+//!   `burst` scaled below 1 acts as 1 unless the factor is 0 (which throttles everything).
+//!   The factor is looked up from the elapsed time on each call (no timers); a refill uses the
+//!   factor in force at the time of the call for the whole time since the bucket's last
+//!   update, and a level above a shrunken capacity is clamped to it.
+//!
+//! The quota clock `t0` starts with the emulator and restarts on every config change and on
+//! reset. Buckets start full (at the capacity in force when the model is first seen); they are
+//! forgotten (so start full again) when any quota setting or the schedule changes, and on reset.
+//!
+//! All per-model state sits in one map under one mutex, held only for the arithmetic. A
+//! throttled call takes nothing from any quota.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::lock;
+use super::{lock, EmulatorConfig};
 
-/// Token-bucket quota applied per model id.
+/// Message of the `ThrottlingException` given by the token quota.
+pub(crate) const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
+
+/// Token-bucket quota in requests applied per model id; a call takes one. A schedule factor
+/// scales both fields (a scaled `burst` below 1 acts as 1, unless the factor is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quota {
     /// Refill rate in tokens (calls) per second. `<= 0` means no refill.
@@ -39,101 +69,747 @@ impl Quota {
     }
 
     fn rate(&self) -> f64 {
-        if self.requests_per_second.is_finite() {
-            self.requests_per_second.max(0.0)
-        } else {
-            0.0
+        non_negative(self.requests_per_second)
+    }
+}
+
+/// Fixed-window quota applied per model id: at most `requests` calls per `window`. Windows
+/// are aligned to the quota clock's start `t0` (emulator start, config change or reset): they
+/// reset at `t0 + k * window`, whenever the calls came. A schedule factor scales `requests`
+/// to `floor(requests * factor)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowQuota {
+    /// Calls admitted per window (0 admits none).
+    pub requests: u64,
+    /// Window length ([`WindowQuota::DEFAULT_WINDOW`] unless chosen). Zero acts as 1 ns.
+    pub window: Duration,
+}
+
+impl WindowQuota {
+    /// The usual window: one minute.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+
+    /// `requests` per minute.
+    pub fn per_minute(requests: u64) -> WindowQuota {
+        WindowQuota {
+            requests,
+            window: WindowQuota::DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// Tokens-per-minute quota with reservation, applied per model id: a bucket of `burst_tokens`
+/// refilled at `tokens_per_minute / 60` per second.
+///
+/// Admission (after body validation) reserves `input_tokens + max_tokens`, input counted like
+/// the reply counts it (`ceil(chars / 4)` over the system prompt and every message). With
+/// fewer tokens in the bucket the call gets `ThrottlingException` `Too many tokens, please
+/// wait before trying again.` and nothing is taken. A success gives back
+/// `max_tokens - output_tokens`; a call failing after admission (injected fault, client gone)
+/// gives back `max_tokens` and keeps the input; refunds are capped at the capacity. A call
+/// whose reservation exceeds the capacity is always throttled.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenQuota {
+    /// Refill rate in tokens per minute (`tokens_per_minute / 60` per second). `<= 0`: no refill.
+    pub tokens_per_minute: f64,
+    /// Bucket capacity in tokens. A call needing more than this is always throttled; `<= 0`
+    /// throttles every call.
+    pub burst_tokens: f64,
+}
+
+impl TokenQuota {
+    /// A quota whose capacity is ten seconds' worth (`tokens_per_minute / 6`).
+    pub fn per_minute(tokens_per_minute: f64) -> TokenQuota {
+        TokenQuota {
+            tokens_per_minute,
+            burst_tokens: tokens_per_minute / 6.0,
+        }
+    }
+
+    fn capacity(&self) -> f64 {
+        non_negative(self.burst_tokens)
+    }
+
+    fn rate(&self) -> f64 {
+        non_negative(self.tokens_per_minute) / 60.0
+    }
+}
+
+fn non_negative(x: f64) -> f64 {
+    if x.is_finite() {
+        x.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// The factor in force `elapsed` after the quota clock started: the factor of the step with the
+/// largest offset `<= elapsed` (the later one in the list on a tie), 1 before the first step.
+/// A negative factor acts as 0, a non-finite one as 1.
+pub(crate) fn factor_at(schedule: &[(Duration, f64)], elapsed: Duration) -> f64 {
+    let mut best: Option<(Duration, f64)> = None;
+    for &(at, factor) in schedule {
+        if at <= elapsed && best.is_none_or(|(b, _)| at >= b) {
+            best = Some((at, factor));
+        }
+    }
+    match best {
+        Some((_, f)) if f.is_finite() => f.max(0.0),
+        _ => 1.0,
+    }
+}
+
+/// Parses one quota-schedule step written `SECS=FACTOR` (`30=0.5`: from 30 s on, every quota
+/// at half its rate): seconds may be fractional, both must be finite and `>= 0`. The
+/// `--quota-schedule` flag of `bedrock-emulator` takes a comma-separated list of them.
+pub fn parse_schedule_step(s: &str) -> Result<(Duration, f64), String> {
+    let (secs, factor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected SECS=FACTOR, got {s:?}"))?;
+    let at = secs
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| format!("bad offset {secs:?}: expected seconds >= 0"))?;
+    let factor = factor
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .ok_or_else(|| format!("bad factor {factor:?}: expected a number >= 0"))?;
+    Ok((at, factor))
+}
+
+/// Offset from the clock's start of the window that contains `elapsed`: `k * window`.
+pub(crate) fn window_offset(elapsed: Duration, window: Duration) -> Duration {
+    let w = window.as_nanos().max(1);
+    let start = elapsed.as_nanos() / w * w;
+    Duration::from_nanos(u64::try_from(start).unwrap_or(u64::MAX))
+}
+
+/// What the token quota reserves for a call.
+pub(crate) fn reservation(input_tokens: u64, max_tokens: u64) -> f64 {
+    input_tokens as f64 + max_tokens as f64
+}
+
+/// What a successful call gives back to the token quota.
+pub(crate) fn success_refund(max_tokens: u64, output_tokens: u64) -> f64 {
+    max_tokens.saturating_sub(output_tokens) as f64
+}
+
+/// Refill rate and capacity of a bucket at one moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rate {
+    per_sec: f64,
+    capacity: f64,
+}
+
+/// The limits in force at one moment: the configured quotas scaled by the schedule's factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Limits {
+    requests: Option<Rate>,
+    window: Option<(u64, Duration)>,
+    tokens: Option<Rate>,
+}
+
+impl Limits {
+    fn scaled(config: &EmulatorConfig, factor: f64) -> Limits {
+        Limits {
+            requests: config.quota.map(|q| Rate {
+                per_sec: q.rate() * factor,
+                capacity: if factor > 0.0 {
+                    (q.capacity() * factor).max(1.0)
+                } else {
+                    0.0
+                },
+            }),
+            window: config.window_quota.map(|w| {
+                let n = if factor == 1.0 {
+                    w.requests
+                } else {
+                    (w.requests as f64 * factor).floor() as u64
+                };
+                (n, w.window)
+            }),
+            tokens: config.token_quota.map(|t| Rate {
+                per_sec: t.rate() * factor,
+                capacity: t.capacity() * factor,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    level: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// A full bucket: the first refill clamps the level to the capacity then in force.
+    fn full(now: Instant) -> Bucket {
+        Bucket {
+            level: f64::INFINITY,
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        if now > self.last {
+            self.level += (now - self.last).as_secs_f64() * rate.per_sec;
+            self.last = now;
+        }
+        self.level = self.level.min(rate.capacity);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    used: u64,
+}
+
+/// Why admission failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// The request bucket or the window is out ("Too many requests").
+    Requests,
+    /// The token bucket holds less than the reservation ([`TOO_MANY_TOKENS`]).
+    Tokens,
+}
+
+/// One model id's quota state (each part used only if its quota is configured).
+#[derive(Clone, Copy, Debug)]
+struct ModelState {
+    requests: Bucket,
+    window: Window,
+    tokens: Bucket,
+}
+
+impl ModelState {
+    fn new(epoch: Instant, now: Instant) -> ModelState {
+        ModelState {
+            requests: Bucket::full(now),
+            window: Window {
+                start: epoch,
+                used: 0,
+            },
+            tokens: Bucket::full(now),
+        }
+    }
+
+    /// Brings the state to `now`: refills the buckets, starts a new window if one began.
+    fn refresh(&mut self, limits: &Limits, epoch: Instant, now: Instant) {
+        if let Some(rate) = limits.requests {
+            self.requests.refill(rate, now);
+        }
+        if let Some((_, window)) = limits.window {
+            let start = epoch + window_offset(now.saturating_duration_since(epoch), window);
+            if start != self.window.start {
+                self.window = Window { start, used: 0 };
+            }
+        }
+        if let Some(rate) = limits.tokens {
+            self.tokens.refill(rate, now);
+        }
+    }
+
+    /// Would the request quotas (bucket and window) admit one more call?
+    fn requests_ok(&self, limits: &Limits) -> bool {
+        limits.requests.is_none_or(|_| self.requests.level >= 1.0)
+            && limits.window.is_none_or(|(n, _)| self.window.used < n)
+    }
+
+    /// Takes one call from the request quotas and `reserve` tokens, or nothing.
+    fn admit(&mut self, limits: &Limits, reserve: f64) -> Result<(), Throttle> {
+        if !self.requests_ok(limits) {
+            return Err(Throttle::Requests);
+        }
+        if limits.tokens.is_some() && self.tokens.level < reserve {
+            return Err(Throttle::Tokens);
+        }
+        if limits.requests.is_some() {
+            self.requests.level -= 1.0;
+        }
+        if limits.window.is_some() {
+            self.window.used += 1;
+        }
+        if limits.tokens.is_some() {
+            self.tokens.level -= reserve;
+        }
+        Ok(())
+    }
+
+    /// Gives `tokens` back to the token bucket, capped at its capacity.
+    fn refund(&mut self, limits: &Limits, tokens: f64) {
+        if let Some(rate) = limits.tokens {
+            self.tokens.level = (self.tokens.level + tokens).min(rate.capacity);
         }
     }
 }
 
 #[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
+struct State {
+    /// `t0` of the quota clock (windows and schedule).
+    epoch: Instant,
+    models: HashMap<String, ModelState>,
 }
 
-impl TokenBucket {
-    fn full(quota: &Quota, now: Instant) -> TokenBucket {
-        TokenBucket {
-            tokens: quota.capacity(),
-            last: now,
-        }
-    }
+/// Every model's quota state, keyed by decoded model id.
+#[derive(Debug)]
+pub(crate) struct Quotas {
+    state: Mutex<State>,
+}
 
-    fn try_take(&mut self, quota: &Quota, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * quota.rate()).min(quota.capacity());
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            state: Mutex::new(State {
+                epoch: Instant::now(),
+                models: HashMap::new(),
+            }),
         }
     }
 }
 
-/// All buckets, keyed by decoded model id. The lock is held only for the arithmetic.
-#[derive(Debug, Default)]
-pub(crate) struct Buckets {
-    map: Mutex<HashMap<String, TokenBucket>>,
-}
+impl Quotas {
+    /// Restarts the quota clock; with `forget`, every bucket starts full again.
+    pub(crate) fn restart(&self, forget: bool) {
+        let mut state = lock(&self.state);
+        state.epoch = Instant::now();
+        if forget {
+            state.models.clear();
+        }
+    }
 
-impl Buckets {
-    /// Takes one token from `model`'s bucket; false means "throttle this call".
-    pub(crate) fn try_take(&self, model: &str, quota: &Quota) -> bool {
+    /// The schedule factor in force now.
+    pub(crate) fn factor(&self, config: &EmulatorConfig) -> f64 {
+        let epoch = lock(&self.state).epoch;
+        config.quota_factor_at(epoch.elapsed())
+    }
+
+    /// Runs `f` on `model`'s state brought up to now, under the lock.
+    fn with_model<R>(
+        &self,
+        model: &str,
+        config: &EmulatorConfig,
+        f: impl FnOnce(&mut ModelState, &Limits) -> R,
+    ) -> R {
+        let mut guard = lock(&self.state);
+        let State { epoch, models } = &mut *guard;
+        let epoch = *epoch;
         let now = Instant::now();
-        let mut map = lock(&self.map);
-        if let Some(bucket) = map.get_mut(model) {
-            return bucket.try_take(quota, now);
+        let limits = Limits::scaled(config, config.quota_factor_at(now - epoch));
+        if let Some(state) = models.get_mut(model) {
+            state.refresh(&limits, epoch, now);
+            return f(state, &limits);
         }
-        let mut bucket = TokenBucket::full(quota, now);
-        let granted = bucket.try_take(quota, now);
-        map.insert(model.to_owned(), bucket);
-        granted
+        let state = models
+            .entry(model.to_owned())
+            .or_insert_with(|| ModelState::new(epoch, now));
+        state.refresh(&limits, epoch, now);
+        f(state, &limits)
     }
 
-    /// Forgets every bucket (they start full again).
-    pub(crate) fn reset(&self) {
-        lock(&self.map).clear();
+    /// Would the request quotas admit a call to `model` now? Takes nothing.
+    pub(crate) fn has_room(&self, model: &str, config: &EmulatorConfig) -> bool {
+        self.with_model(model, config, |s, l| s.requests_ok(l))
+    }
+
+    /// Admits a call to `model`: takes one request from the request quotas and `reserve`
+    /// tokens from the token quota, all or nothing.
+    pub(crate) fn admit(
+        &self,
+        model: &str,
+        config: &EmulatorConfig,
+        reserve: f64,
+    ) -> Result<(), Throttle> {
+        self.with_model(model, config, |s, l| s.admit(l, reserve))
+    }
+
+    /// Gives `tokens` back to `model`'s token bucket (capped at its capacity).
+    pub(crate) fn refund(&self, model: &str, config: &EmulatorConfig, tokens: f64) {
+        if tokens > 0.0 && config.token_quota.is_some() {
+            self.with_model(model, config, |s, l| s.refund(l, tokens));
+        }
+    }
+}
+
+/// A token reservation held by an admitted call. [`Reservation::settle`] gives back the unused
+/// `max_tokens` of a success; dropping it unsettled (a fault, or the client went away) gives
+/// back all of `max_tokens`.
+pub(crate) struct Reservation<'a> {
+    quotas: &'a Quotas,
+    model: &'a str,
+    config: &'a EmulatorConfig,
+    max_tokens: u64,
+    open: bool,
+}
+
+impl<'a> Reservation<'a> {
+    pub(crate) fn new(
+        quotas: &'a Quotas,
+        model: &'a str,
+        config: &'a EmulatorConfig,
+        max_tokens: u64,
+    ) -> Reservation<'a> {
+        Reservation {
+            quotas,
+            model,
+            config,
+            max_tokens,
+            open: true,
+        }
+    }
+
+    /// The call succeeded with `output_tokens`: refunds `max_tokens - output_tokens`.
+    pub(crate) fn settle(mut self, output_tokens: u64) {
+        self.open = false;
+        let refund = success_refund(self.max_tokens, output_tokens);
+        self.quotas.refund(self.model, self.config, refund);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.quotas
+                .refund(self.model, self.config, self.max_tokens as f64);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn limits(config: &EmulatorConfig, elapsed: Duration) -> Limits {
+        Limits::scaled(config, config.quota_factor_at(elapsed))
+    }
+
+    /// Refreshes at `t0 + at` under the limits in force then, and tries to admit.
+    fn admit_at(
+        s: &mut ModelState,
+        c: &EmulatorConfig,
+        t0: Instant,
+        at: Duration,
+        reserve: f64,
+    ) -> Result<(), Throttle> {
+        let l = limits(c, at);
+        s.refresh(&l, t0, t0 + at);
+        s.admit(&l, reserve)
+    }
 
     #[test]
     fn burst_then_refill() {
-        let q = Quota {
-            requests_per_second: 10.0,
-            burst: 2.0,
+        let c = EmulatorConfig {
+            quota: Some(Quota {
+                requests_per_second: 10.0,
+                burst: 2.0,
+            }),
+            ..EmulatorConfig::default()
         };
         let t0 = Instant::now();
-        let mut b = TokenBucket::full(&q, t0);
-        assert!(b.try_take(&q, t0));
-        assert!(b.try_take(&q, t0));
-        assert!(!b.try_take(&q, t0));
-        assert!(!b.try_take(&q, t0 + Duration::from_millis(50)));
-        assert!(b.try_take(&q, t0 + Duration::from_millis(101)));
+        let mut s = ModelState::new(t0, t0);
+        let z = Duration::ZERO;
+        assert_eq!(admit_at(&mut s, &c, t0, z, 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, z, 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, z, 0.0), Err(Throttle::Requests));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(50), 0.0),
+            Err(Throttle::Requests)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(101), 0.0), Ok(()));
         // Capacity caps the refill.
-        let later = t0 + Duration::from_secs(60);
-        assert!(b.try_take(&q, later));
-        assert!(b.try_take(&q, later));
-        assert!(!b.try_take(&q, later));
+        let later = Duration::from_secs(60);
+        assert_eq!(admit_at(&mut s, &c, t0, later, 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, later, 0.0), Ok(()));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, later, 0.0),
+            Err(Throttle::Requests)
+        );
     }
 
     #[test]
     fn tiny_burst_acts_as_one() {
-        let q = Quota {
-            requests_per_second: 0.0,
-            burst: 0.1,
+        let c = EmulatorConfig {
+            quota: Some(Quota {
+                requests_per_second: 0.0,
+                burst: 0.1,
+            }),
+            ..EmulatorConfig::default()
         };
         let t0 = Instant::now();
-        let mut b = TokenBucket::full(&q, t0);
-        assert!(b.try_take(&q, t0));
-        assert!(!b.try_take(&q, t0 + Duration::from_secs(100)));
+        let mut s = ModelState::new(t0, t0);
+        assert_eq!(admit_at(&mut s, &c, t0, Duration::ZERO, 0.0), Ok(()));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, Duration::from_secs(100), 0.0),
+            Err(Throttle::Requests)
+        );
+    }
+
+    #[test]
+    fn windows_align_to_the_clock_start() {
+        assert_eq!(window_offset(ms(0), ms(1000)), ms(0));
+        assert_eq!(window_offset(ms(999), ms(1000)), ms(0));
+        assert_eq!(window_offset(ms(1000), ms(1000)), ms(1000));
+        assert_eq!(window_offset(ms(2500), ms(1000)), ms(2000));
+        assert_eq!(window_offset(ms(7), Duration::ZERO), ms(7));
+
+        let c = EmulatorConfig {
+            window_quota: Some(WindowQuota {
+                requests: 2,
+                window: ms(1000),
+            }),
+            ..EmulatorConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut s = ModelState::new(t0, t0);
+        // First call late in window 0: the window still ends at t0 + 1 s, not 1 s later.
+        assert_eq!(admit_at(&mut s, &c, t0, ms(900), 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, ms(950), 0.0), Ok(()));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(999), 0.0),
+            Err(Throttle::Requests)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(1000), 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, ms(1999), 0.0), Ok(()));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(1999), 0.0),
+            Err(Throttle::Requests)
+        );
+        // Skipping windows: a fresh count.
+        assert_eq!(admit_at(&mut s, &c, t0, ms(5400), 0.0), Ok(()));
+        // A restarted clock (new epoch) starts a new window at once.
+        let t1 = t0 + ms(5500);
+        let l = limits(&c, Duration::ZERO);
+        s.refresh(&l, t1, t1);
+        assert_eq!(s.window.used, 0);
+        assert_eq!(s.window.start, t1);
+    }
+
+    #[test]
+    fn reservation_and_refunds() {
+        assert_eq!(reservation(3, 100), 103.0);
+        assert_eq!(success_refund(100, 13), 87.0);
+        assert_eq!(success_refund(5, 9), 0.0);
+
+        // 60 tokens/min = 1 token/s, capacity 300.
+        let c = EmulatorConfig {
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 60.0,
+                burst_tokens: 300.0,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let t0 = Instant::now();
+        let z = Duration::ZERO;
+        let mut s = ModelState::new(t0, t0);
+        let l = limits(&c, z);
+        // Larger than the capacity: never passes, takes nothing.
+        assert_eq!(admit_at(&mut s, &c, t0, z, 301.0), Err(Throttle::Tokens));
+        assert_eq!(s.tokens.level, 300.0);
+        // 1 input + 250 max.
+        assert_eq!(admit_at(&mut s, &c, t0, z, reservation(1, 250)), Ok(()));
+        assert_eq!(s.tokens.level, 49.0);
+        assert_eq!(
+            admit_at(&mut s, &c, t0, z, reservation(1, 250)),
+            Err(Throttle::Tokens)
+        );
+        assert_eq!(s.tokens.level, 49.0, "a throttle takes nothing");
+        // Success with 13 output tokens gives back 237.
+        s.refund(&l, success_refund(250, 13));
+        assert_eq!(s.tokens.level, 286.0);
+        assert_eq!(admit_at(&mut s, &c, t0, z, reservation(1, 250)), Ok(()));
+        // A failed call gives back max_tokens and keeps the input.
+        s.refund(&l, 250.0);
+        assert_eq!(s.tokens.level, 285.0);
+        // Refill at 1 token/s, and refunds are capped at the capacity.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(10_000), 296.0),
+            Err(Throttle::Tokens)
+        );
+        assert_eq!(s.tokens.level, 295.0);
+        s.refund(&l, 1000.0);
+        assert_eq!(s.tokens.level, 300.0);
+    }
+
+    #[test]
+    fn all_quotas_must_pass_and_a_throttle_takes_nothing() {
+        let c = EmulatorConfig {
+            quota: Some(Quota {
+                requests_per_second: 0.0,
+                burst: 5.0,
+            }),
+            window_quota: Some(WindowQuota::per_minute(3)),
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 0.0,
+                burst_tokens: 100.0,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let t0 = Instant::now();
+        let z = Duration::ZERO;
+        let mut s = ModelState::new(t0, t0);
+        assert_eq!(admit_at(&mut s, &c, t0, z, 200.0), Err(Throttle::Tokens));
+        assert_eq!((s.requests.level, s.window.used), (5.0, 0));
+        for _ in 0..3 {
+            assert_eq!(admit_at(&mut s, &c, t0, z, 10.0), Ok(()));
+        }
+        // The window is out before the bucket; the tokens are kept.
+        assert_eq!(admit_at(&mut s, &c, t0, z, 10.0), Err(Throttle::Requests));
+        assert_eq!(
+            (s.requests.level, s.window.used, s.tokens.level),
+            (2.0, 3, 70.0)
+        );
+    }
+
+    #[test]
+    fn schedule_steps_parse() {
+        assert_eq!(
+            parse_schedule_step("30=0.5"),
+            Ok((Duration::from_secs(30), 0.5))
+        );
+        assert_eq!(parse_schedule_step(" 1.5 = 1 "), Ok((ms(1500), 1.0)));
+        assert_eq!(parse_schedule_step("0=0"), Ok((Duration::ZERO, 0.0)));
+        for bad in ["30", "x=1", "30=y", "-1=1", "30=-0.5", "30=inf", "nan=1"] {
+            assert!(parse_schedule_step(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn schedule_factor_lookup() {
+        let s = [
+            (Duration::from_secs(30), 0.5),
+            (Duration::from_secs(60), 1.0),
+        ];
+        assert_eq!(factor_at(&[], Duration::from_secs(1000)), 1.0);
+        assert_eq!(factor_at(&s, Duration::ZERO), 1.0);
+        assert_eq!(factor_at(&s, ms(29_999)), 1.0);
+        assert_eq!(factor_at(&s, Duration::from_secs(30)), 0.5);
+        assert_eq!(factor_at(&s, ms(59_999)), 0.5);
+        assert_eq!(factor_at(&s, Duration::from_secs(60)), 1.0);
+        assert_eq!(factor_at(&s, Duration::from_secs(3600)), 1.0);
+        // Unsorted steps, ties (the later one wins), odd factors.
+        let odd = [
+            (Duration::from_secs(60), 2.0),
+            (Duration::ZERO, 0.25),
+            (Duration::from_secs(60), 3.0),
+            (Duration::from_secs(90), -1.0),
+            (Duration::from_secs(120), f64::NAN),
+        ];
+        assert_eq!(factor_at(&odd, ms(1)), 0.25);
+        assert_eq!(factor_at(&odd, Duration::from_secs(61)), 3.0);
+        assert_eq!(factor_at(&odd, Duration::from_secs(91)), 0.0);
+        assert_eq!(factor_at(&odd, Duration::from_secs(121)), 1.0);
+    }
+
+    #[test]
+    fn schedule_scales_every_quota_and_clamps_levels() {
+        let c = EmulatorConfig {
+            quota: Some(Quota {
+                requests_per_second: 1.0,
+                burst: 4.0,
+            }),
+            window_quota: Some(WindowQuota {
+                requests: 5,
+                window: Duration::from_secs(10),
+            }),
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 600.0,
+                burst_tokens: 100.0,
+            }),
+            quota_schedule: vec![(ms(300), 0.5), (ms(20_000), 1.0), (ms(30_000), 0.0)],
+            ..EmulatorConfig::default()
+        };
+        let before = limits(&c, Duration::ZERO);
+        assert_eq!(
+            before.requests,
+            Some(Rate {
+                per_sec: 1.0,
+                capacity: 4.0
+            })
+        );
+        assert_eq!(before.window, Some((5, Duration::from_secs(10))));
+        assert_eq!(
+            before.tokens,
+            Some(Rate {
+                per_sec: 10.0,
+                capacity: 100.0
+            })
+        );
+        let halved = limits(&c, ms(300));
+        assert_eq!(
+            halved.requests,
+            Some(Rate {
+                per_sec: 0.5,
+                capacity: 2.0
+            })
+        );
+        assert_eq!(halved.window, Some((2, Duration::from_secs(10))), "floor");
+        assert_eq!(
+            halved.tokens,
+            Some(Rate {
+                per_sec: 5.0,
+                capacity: 50.0
+            })
+        );
+        let off = limits(&c, ms(30_000));
+        assert_eq!(off.requests.map(|r| r.capacity), Some(0.0));
+        assert_eq!(off.window.map(|w| w.0), Some(0));
+
+        // Levels above a shrunken capacity are clamped.
+        let t0 = Instant::now();
+        let mut s = ModelState::new(t0, t0);
+        assert_eq!(admit_at(&mut s, &c, t0, Duration::ZERO, 10.0), Ok(()));
+        assert_eq!((s.requests.level, s.tokens.level), (3.0, 90.0));
+        let l = limits(&c, ms(300));
+        s.refresh(&l, t0, t0 + ms(300));
+        assert_eq!((s.requests.level, s.tokens.level), (2.0, 50.0));
+        // Growing back does not jump the level; it refills at the new rate.
+        let l = limits(&c, ms(20_000));
+        s.refresh(&l, t0, t0 + ms(20_000));
+        assert_eq!((s.requests.level, s.tokens.level), (4.0, 100.0));
+        // Factor 0 throttles everything.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(30_000), 1.0),
+            Err(Throttle::Requests)
+        );
+    }
+
+    #[test]
+    fn quotas_map_admits_refunds_and_forgets() {
+        let c = EmulatorConfig {
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 0.0,
+                burst_tokens: 100.0,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let q = Quotas::default();
+        assert!(q.has_room("m", &c));
+        assert_eq!(q.admit("m", &c, 80.0), Ok(()));
+        assert_eq!(q.admit("m", &c, 80.0), Err(Throttle::Tokens));
+        assert_eq!(q.admit("other", &c, 80.0), Ok(()), "per model id");
+        {
+            let r = Reservation::new(&q, "m", &c, 70);
+            r.settle(10); // gives back 60 -> 80
+        }
+        assert_eq!(q.admit("m", &c, 80.0), Ok(()));
+        {
+            let _unsettled = Reservation::new(&q, "m", &c, 50);
+        } // dropped: gives back 50
+        assert_eq!(q.admit("m", &c, 60.0), Err(Throttle::Tokens));
+        assert_eq!(q.admit("m", &c, 50.0), Ok(()));
+        q.restart(false);
+        assert_eq!(q.admit("m", &c, 1.0), Err(Throttle::Tokens), "kept");
+        q.restart(true);
+        assert_eq!(q.admit("m", &c, 100.0), Ok(()), "full again");
+        assert_eq!(q.factor(&c), 1.0);
     }
 }

@@ -120,11 +120,9 @@ pub(crate) fn reply_text(request: &Value) -> String {
     text
 }
 
-/// Builds the whole reply for `model`.
-pub(crate) fn build(model: &str, request: &Value) -> Reply {
-    let mut text = reply_text(request);
-
-    let input_chars = request.get("system").map_or(0, char_len)
+/// Input tokens of a request: `ceil(chars / 4)` over the system prompt and every message.
+pub(crate) fn input_tokens(request: &Value) -> u64 {
+    let chars = request.get("system").map_or(0, char_len)
         + request
             .get("messages")
             .and_then(Value::as_array)
@@ -134,6 +132,12 @@ pub(crate) fn build(model: &str, request: &Value) -> Reply {
                     .map(char_len)
                     .sum()
             });
+    tokens_for(chars)
+}
+
+/// Builds the whole reply for `model`.
+pub(crate) fn build(model: &str, request: &Value) -> Reply {
+    let mut text = reply_text(request);
 
     let mut stop_reason = "end_turn";
     let mut stop_sequence = None;
@@ -165,7 +169,7 @@ pub(crate) fn build(model: &str, request: &Value) -> Reply {
         stop_sequence = None;
     }
 
-    let input_tokens = tokens_for(input_chars);
+    let input_tokens = input_tokens(request);
     let message = Message {
         id: message_id(),
         kind: "message",
@@ -213,6 +217,7 @@ mod tests {
         assert_eq!(v["model"], "m");
         // 8 + 2 + 2 + 12 = 24 chars -> 6 tokens.
         assert_eq!(r.input_tokens, 6);
+        assert_eq!(input_tokens(&req), 6);
         assert_eq!(v["usage"]["input_tokens"], 6);
         assert_eq!(
             r.output_tokens,

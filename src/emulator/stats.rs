@@ -22,8 +22,17 @@ pub struct EmulatorStats {
     pub calls: u64,
     /// 200 replies with a full body.
     pub ok: u64,
-    /// `ThrottlingException` replies (quota or injected/scripted).
+    /// `ThrottlingException` replies (any quota, or injected/scripted).
     pub throttled: u64,
+    /// The part of `throttled` given by the token quota (`Too many tokens, ...`).
+    #[serde(default)]
+    pub throttled_tokens: u64,
+    /// Input tokens of the successful replies (`usage.input_tokens` summed).
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens of the successful replies (`usage.output_tokens` summed).
+    #[serde(default)]
+    pub output_tokens: u64,
     /// Other faults by name (`ValidationException`, `hang`, `UnknownOperationException`, ...).
     pub errors: BTreeMap<String, u64>,
     /// Calls per decoded model id.
@@ -53,6 +62,9 @@ pub(crate) struct Counters {
     calls: AtomicU64,
     ok: AtomicU64,
     throttled: AtomicU64,
+    throttled_tokens: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
     errors: [AtomicU64; SLOTS],
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -101,8 +113,18 @@ impl Counters {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    pub(crate) fn ok(&self) {
+    /// Counts a successful reply and its tokens.
+    pub(crate) fn ok(&self, input_tokens: u64, output_tokens: u64) {
         self.ok.fetch_add(1, Ordering::Relaxed);
+        self.input_tokens.fetch_add(input_tokens, Ordering::Relaxed);
+        self.output_tokens
+            .fetch_add(output_tokens, Ordering::Relaxed);
+    }
+
+    /// Counts a throttle by the token quota (in `throttled` too).
+    pub(crate) fn throttled_tokens(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        self.throttled_tokens.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn fault(&self, kind: FaultKind) {
@@ -140,6 +162,9 @@ impl Counters {
             calls: self.calls.load(Ordering::Relaxed),
             ok: self.ok.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            throttled_tokens: self.throttled_tokens.load(Ordering::Relaxed),
+            input_tokens: self.input_tokens.load(Ordering::Relaxed),
+            output_tokens: self.output_tokens.load(Ordering::Relaxed),
             errors,
             per_model,
             in_flight: self.in_flight.load(Ordering::Acquire),
@@ -158,6 +183,9 @@ impl Counters {
         self.calls.store(0, Ordering::Relaxed);
         self.ok.store(0, Ordering::Relaxed);
         self.throttled.store(0, Ordering::Relaxed);
+        self.throttled_tokens.store(0, Ordering::Relaxed);
+        self.input_tokens.store(0, Ordering::Relaxed);
+        self.output_tokens.store(0, Ordering::Relaxed);
         for e in &self.errors {
             e.store(0, Ordering::Relaxed);
         }

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
 use super::faults::{self, FaultCall, FaultKind, Scripted};
+use super::quota::{self, Throttle};
 use super::stats::UNKNOWN_OPERATION;
 use super::{reply, validate, Shared};
 
@@ -144,19 +145,23 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
         )
     };
 
+    // 1. Scripted outcome.
     let scripted = shared.scripts.pop(model);
+    let quotas_apply = scripted.is_none() && config.has_quota();
     match scripted {
         Some(Scripted::Fault(kind)) => return fault(kind).await,
         Some(Scripted::Ok) => {}
         None => {
-            if let Some(quota) = &config.quota {
-                if !shared.buckets.try_take(model, quota) {
-                    return fault(FaultKind::Throttling).await;
-                }
+            // 2. Request quotas, checked without taking anything.
+            if (config.quota.is_some() || config.window_quota.is_some())
+                && !shared.quotas.has_room(model, &config)
+            {
+                return fault(FaultKind::Throttling).await;
             }
         }
     }
 
+    // 3. Validation.
     let request = match content_type_ok(req).and_then(|()| validate::anthropic_body(body)) {
         Ok(request) => request,
         Err(message) => {
@@ -165,17 +170,57 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
         }
     };
 
+    // 4. Admission: every quota at once, all or nothing.
+    let mut reservation = None;
+    if quotas_apply {
+        let max_tokens = request
+            .get("max_tokens")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(u64::MAX);
+        let reserve = if config.token_quota.is_some() {
+            quota::reservation(reply::input_tokens(&request), max_tokens)
+        } else {
+            0.0
+        };
+        match shared.quotas.admit(model, &config, reserve) {
+            Ok(()) => {
+                if config.token_quota.is_some() {
+                    reservation = Some(quota::Reservation::new(
+                        &shared.quotas,
+                        model,
+                        &config,
+                        max_tokens,
+                    ));
+                }
+            }
+            Err(Throttle::Requests) => return fault(FaultKind::Throttling).await,
+            Err(Throttle::Tokens) => {
+                stats.throttled_tokens();
+                return error_response(
+                    FaultKind::Throttling.status(),
+                    FaultKind::Throttling.name(),
+                    quota::TOO_MANY_TOKENS,
+                );
+            }
+        }
+    }
+
+    // 5. Random injection (an unsettled reservation gives back max_tokens when dropped).
     if scripted.is_none() && !config.error_rates.is_empty() {
         if let Some(kind) = shared.inject(&config.error_rates) {
             return fault(kind).await;
         }
     }
 
+    // 6. Success.
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
     let reply = reply::build(model, &request);
-    stats.ok();
+    if let Some(reservation) = reservation {
+        reservation.settle(reply.output_tokens);
+    }
+    stats.ok(reply.input_tokens, reply.output_tokens);
     let mut response = success_builder(&reply);
     response.insert_header((INVOCATION_LATENCY, started.elapsed().as_millis() as u64));
     response.body(reply.body)
