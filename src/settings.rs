@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actors::backoff::BackoffSchedule;
-use actors::retry::RetryPolicy;
+use actors::retry::{RetryPolicy, ThrottlePause};
+use actors::throttle::ThrottlePolicy;
 use actors::{BrokerConfig, PoolConfig, ThrottleConfig};
 use clap::Parser;
 
@@ -61,6 +62,16 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_QUEUE_CAPACITY", default_value_t = 10_000)]
     pub queue_capacity: usize,
 
+    /// Throttle policy: `adaptive` paces each model at the rate its quota admits, with the
+    /// seed's backoff as a brake behind it; `seed` is the seed's shared backoff alone; `none`
+    /// lets every request back off alone (for comparison only).
+    #[arg(long, env = "MODEL_SERVER_THROTTLE_POLICY", default_value = "adaptive")]
+    pub throttle_policy: ThrottlePolicy,
+
+    /// Adaptive policy: consecutive throttles before the seed's backoff brakes behind the pacer.
+    #[arg(long, env = "MODEL_SERVER_BRAKE_AFTER", default_value_t = 5)]
+    pub brake_after: u32,
+
     /// Shared throttle: pre-emptive delay after the first throttle, in ms (doubles per throttle).
     #[arg(long, env = "MODEL_SERVER_BACKOFF_BASE_MS", default_value_t = 1_000)]
     pub backoff_base_ms: u64,
@@ -114,6 +125,12 @@ impl Settings {
 
     /// The actor system's configuration, for a broker signing requests in `region`.
     pub fn broker_config(&self, region: &str) -> BrokerConfig {
+        let schedule = BackoffSchedule {
+            base: Duration::from_millis(self.backoff_base_ms),
+            cap: Duration::from_millis(self.backoff_cap_ms.max(self.backoff_base_ms)),
+            reset_after: Duration::from_millis(self.backoff_reset_ms),
+            ..BackoffSchedule::default()
+        };
         BrokerConfig {
             pool: PoolConfig {
                 worker_type: "claude".into(),
@@ -125,17 +142,22 @@ impl Settings {
                 maintenance_interval: Duration::from_millis(self.worker_idle_ms.clamp(10, 100)),
             },
             throttle: ThrottleConfig {
-                region: region.to_string(),
-                schedule: BackoffSchedule {
-                    base: Duration::from_millis(self.backoff_base_ms),
-                    cap: Duration::from_millis(self.backoff_cap_ms.max(self.backoff_base_ms)),
-                    reset_after: Duration::from_millis(self.backoff_reset_ms),
-                    ..BackoffSchedule::default()
-                },
+                policy: self.throttle_policy,
+                schedule,
+                brake_after: self.brake_after.max(1),
+                ..ThrottleConfig::new(region)
             },
             retry: RetryPolicy {
                 pause_base: Duration::from_millis(self.retry_pause_ms),
                 pause_cap: Duration::from_millis(self.retry_pause_cap_ms.max(self.retry_pause_ms)),
+                // Without a shared throttle each request backs off alone on the same schedule.
+                throttle_pause: match self.throttle_policy {
+                    ThrottlePolicy::None => ThrottlePause::Own {
+                        base: schedule.base,
+                        cap: schedule.cap,
+                    },
+                    _ => ThrottlePause::Shared,
+                },
             },
         }
     }
@@ -155,6 +177,8 @@ mod tests {
         assert_eq!(c.throttle.schedule.reset_after, Duration::from_secs(60));
         assert_eq!(c.pool.min_workers, 1);
         assert_eq!(c.pool.max_workers, PoolConfig::default_max_workers());
+        assert_eq!(c.throttle.policy, ThrottlePolicy::Adaptive);
+        assert_eq!(c.retry.throttle_pause, ThrottlePause::Shared);
     }
 
     #[test]

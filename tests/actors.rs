@@ -14,15 +14,29 @@ use actors::bedrock::{BedrockBackend, BedrockConfig};
 use actors::request::{InferError, InferRequest, InferResult};
 use actors::retry::RetryPolicy;
 use actors::supervisor::{CrashWorker, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
-use actors::throttle::{Acquire, CallOutcome, Report, ThrottleActor, ThrottleConfig};
+use actors::throttle::{
+    Acquire, CallOutcome, GetThrottleStatus, Grant, Report, ThrottleActor, ThrottleConfig,
+    ThrottlePolicy,
+};
 use actors::{Broker, BrokerConfig, Infer};
 use common::{eventually, MODEL};
 use model_server::emulator::{Emulator, EmulatorConfig, Scripted};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// A broker with its own emulator (latency `latency_ms`), built by messages only.
+/// A broker with its own emulator (latency `latency_ms`), built by messages only, with the
+/// default (adaptive) throttle and a 20 ms .. 160 ms brake.
 async fn broker(pool: PoolConfig, latency_ms: u64) -> (Broker, Emulator) {
+    broker_with(pool, latency_ms, ThrottlePolicy::Adaptive, 20).await
+}
+
+/// The same with another throttle policy and brake base.
+async fn broker_with(
+    pool: PoolConfig,
+    latency_ms: u64,
+    policy: ThrottlePolicy,
+    base_ms: u64,
+) -> (Broker, Emulator) {
     let emulator = Emulator::start_in_thread(
         "127.0.0.1:0",
         EmulatorConfig {
@@ -42,17 +56,19 @@ async fn broker(pool: PoolConfig, latency_ms: u64) -> (Broker, Emulator) {
     let config = BrokerConfig {
         pool,
         throttle: ThrottleConfig {
-            region: "us-east-1".into(),
+            policy,
             schedule: BackoffSchedule {
-                base: Duration::from_millis(20),
-                cap: Duration::from_millis(160),
+                base: Duration::from_millis(base_ms),
+                cap: Duration::from_millis(base_ms * 8),
                 reset_after: Duration::from_secs(60),
                 jitter: 0.1,
             },
+            ..ThrottleConfig::new("us-east-1")
         },
         retry: RetryPolicy {
             pause_base: Duration::from_millis(5),
             pause_cap: Duration::from_millis(20),
+            ..RetryPolicy::default()
         },
     };
     (Broker::start(config, backend), emulator)
@@ -210,60 +226,110 @@ async fn a_job_whose_worker_fails_after_calling_gets_an_error_not_a_second_call(
     assert!(answer.await.unwrap().is_ok());
 }
 
-#[actix::test]
-async fn throttle_follows_the_seed_schedule_and_resets_on_success_and_quiet() {
-    tokio::time::pause();
-    let schedule = BackoffSchedule {
-        base: Duration::from_millis(10),
-        cap: Duration::from_millis(80),
-        reset_after: Duration::from_millis(500),
-        jitter: 0.1,
-    };
-    let throttle = actix::Actor::start(ThrottleActor::new(ThrottleConfig {
-        region: "us-east-1".into(),
-        schedule,
-    }));
-    let model: Arc<str> = Arc::from(MODEL);
-    let acquire = || {
-        throttle.send(Acquire {
-            model: model.clone(),
+/// A ThrottleActor with a 10 ms .. 80 ms schedule, and helpers to ask and report.
+fn throttle(policy: ThrottlePolicy) -> Addr<ThrottleActor> {
+    actix::Actor::start(ThrottleActor::new(ThrottleConfig {
+        policy,
+        schedule: BackoffSchedule {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(80),
+            reset_after: Duration::from_millis(500),
+            jitter: 0.1,
+        },
+        ..ThrottleConfig::new("us-east-1")
+    }))
+}
+
+async fn acquire(throttle: &Addr<ThrottleActor>) -> Duration {
+    match throttle
+        .send(Acquire {
+            model: Arc::from(MODEL),
             reserved_tokens: 1,
         })
-    };
-    let report = |outcome| {
-        throttle.send(Report {
-            model: model.clone(),
+        .await
+        .unwrap()
+    {
+        Grant::CallAfter(delay) => delay,
+        Grant::AskAgainAfter(delay) => panic!("no slot: ask again after {delay:?}"),
+    }
+}
+
+async fn report(throttle: &Addr<ThrottleActor>, outcome: CallOutcome) {
+    throttle
+        .send(Report {
+            model: Arc::from(MODEL),
             outcome,
+            latency: Duration::from_millis(1),
+            reserved_tokens: 1,
         })
-    };
-    assert_eq!(acquire().await.unwrap().delay, Duration::ZERO);
+        .await
+        .unwrap();
+}
+
+const THROTTLED: CallOutcome = CallOutcome::Throttled { tokens: false };
+const SUCCESS: CallOutcome = CallOutcome::Success {
+    input_tokens: 1,
+    output_tokens: 1,
+};
+
+fn assert_near(delay: Duration, expected_ms: u64) {
+    let delay = delay.as_secs_f64() * 1000.0;
+    let expected = expected_ms as f64;
+    assert!(
+        delay >= expected * 0.9 - 0.01 && delay <= expected * 1.1 + 0.01,
+        "{delay} ms vs {expected} ms"
+    );
+}
+
+#[actix::test]
+async fn seed_throttle_follows_the_schedule_and_resets_on_success_and_quiet() {
+    tokio::time::pause();
+    let throttle = throttle(ThrottlePolicy::Seed);
+    assert_eq!(acquire(&throttle).await, Duration::ZERO);
     for expected_ms in [10u64, 20, 40, 80, 80] {
-        report(CallOutcome::Throttled).await.unwrap();
-        let delay = acquire().await.unwrap().delay.as_secs_f64() * 1000.0;
-        let expected = expected_ms as f64;
-        assert!(
-            delay >= expected * 0.9 - 0.01 && delay <= expected * 1.1 + 0.01,
-            "{delay} ms vs {expected} ms"
-        );
+        report(&throttle, THROTTLED).await;
+        assert_near(acquire(&throttle).await, expected_ms);
     }
     // A success resets the counter.
-    report(CallOutcome::Success {
-        input_tokens: 1,
-        output_tokens: 1,
-    })
-    .await
-    .unwrap();
-    assert_eq!(acquire().await.unwrap().delay, Duration::ZERO);
+    report(&throttle, SUCCESS).await;
+    assert_eq!(acquire(&throttle).await, Duration::ZERO);
     // Non-quota failures do not count.
-    report(CallOutcome::OtherFailure).await.unwrap();
-    assert_eq!(acquire().await.unwrap().delay, Duration::ZERO);
+    report(&throttle, CallOutcome::OtherFailure).await;
+    assert_eq!(acquire(&throttle).await, Duration::ZERO);
     // So does the quiet window after the last throttle.
-    report(CallOutcome::Throttled).await.unwrap();
-    report(CallOutcome::Throttled).await.unwrap();
+    report(&throttle, THROTTLED).await;
+    report(&throttle, THROTTLED).await;
     tokio::time::advance(Duration::from_millis(499)).await;
-    assert!(acquire().await.unwrap().delay > Duration::ZERO);
+    assert!(acquire(&throttle).await > Duration::ZERO);
     tokio::time::advance(Duration::from_millis(2)).await;
-    assert_eq!(acquire().await.unwrap().delay, Duration::ZERO);
+    assert_eq!(acquire(&throttle).await, Duration::ZERO);
+}
+
+#[actix::test]
+async fn adaptive_throttle_brakes_only_after_consecutive_throttles_and_paces_after_the_first() {
+    tokio::time::pause();
+    let throttle = throttle(ThrottlePolicy::Adaptive);
+    // Unpaced and unbraked before any throttle.
+    for _ in 0..10 {
+        assert_eq!(acquire(&throttle).await, Duration::ZERO);
+        report(&throttle, SUCCESS).await;
+    }
+    // Four consecutive throttles: paced, but the seed brake is not engaged yet.
+    for _ in 0..4 {
+        report(&throttle, THROTTLED).await;
+    }
+    let status = throttle.send(GetThrottleStatus).await.unwrap();
+    assert!(status[0].paced_calls_per_sec.is_some(), "{status:?}");
+    assert_eq!(status[0].current_delay_ms, 0);
+    // The fifth engages it at the seed's first step.
+    report(&throttle, THROTTLED).await;
+    let status = throttle.send(GetThrottleStatus).await.unwrap();
+    assert_eq!(status[0].current_delay_ms, 10);
+    assert!(acquire(&throttle).await >= Duration::from_millis(9));
+    // A success releases it.
+    report(&throttle, SUCCESS).await;
+    let status = throttle.send(GetThrottleStatus).await.unwrap();
+    assert_eq!(status[0].current_delay_ms, 0);
 }
 
 #[actix::test]
@@ -342,7 +408,8 @@ async fn a_caller_that_leaves_while_queued_never_reaches_bedrock() {
 
 #[actix::test]
 async fn a_caller_that_leaves_during_backoff_stops_the_attempts() {
-    let (broker, emulator) = broker(pool(1, 1, 4), 0).await;
+    // The seed brake with a 500 ms first step: the caller leaves while its retry waits.
+    let (broker, emulator) = broker_with(pool(1, 1, 4), 0, ThrottlePolicy::Seed, 500).await;
     emulator.script(
         Some(MODEL),
         vec![Scripted::Fault("ThrottlingException".parse().unwrap()); 10],
@@ -357,6 +424,9 @@ async fn a_caller_that_leaves_during_backoff_stops_the_attempts() {
         })
         .await
     );
-    let calls = emulator.stats().calls;
-    assert!(calls < 4, "attempts went on after the caller left: {calls}");
+    assert_eq!(
+        emulator.stats().calls,
+        1,
+        "attempts went on after the caller left"
+    );
 }

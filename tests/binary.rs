@@ -119,24 +119,24 @@ async fn binary_serves_a_bedrock_endpoint_with_env_credentials_and_logs_the_seed
         "100".into(),
     ]);
 
-    // Two throttles, then success: the shared brake engages and resets.
+    // Six throttles, then success: after five consecutive throttles the seed's shared brake
+    // engages behind the adaptive pacer, and the success resets it.
     emulator.script(
         Some(MODEL),
-        vec![
-            Scripted::Fault("ThrottlingException".parse().unwrap()),
-            Scripted::Fault("ThrottlingException".parse().unwrap()),
-        ],
+        vec![Scripted::Fault("ThrottlingException".parse().unwrap()); 6],
     );
     let secret_prompt = "my private prompt 8c1f2e";
+    let mut body = request(MODEL, secret_prompt);
+    body["max_retries"] = json!(6);
     let reply = post_raw(
         &url,
         "/infer",
         Some("application/json"),
-        request(MODEL, secret_prompt).to_string().into_bytes(),
+        body.to_string().into_bytes(),
     )
     .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
-    assert_eq!(reply.json["attempts"], 3);
+    assert_eq!(reply.json["attempts"], 7);
     assert!(reply.json["response"]
         .as_str()
         .unwrap()

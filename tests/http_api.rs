@@ -313,9 +313,17 @@ async fn the_request_timeout_is_honoured_with_a_504() {
 }
 
 #[actix_web::test]
-async fn a_throttle_on_one_request_delays_other_requests_to_the_same_model() {
+async fn seed_policy_a_throttle_on_one_request_delays_other_requests_to_the_same_model() {
     // Base delay 400 ms so the shared pre-emptive wait is clearly visible.
-    let server = start(&["--backoff-base-ms", "400", "--backoff-cap-ms", "400"]).await;
+    let server = start(&[
+        "--throttle-policy",
+        "seed",
+        "--backoff-base-ms",
+        "400",
+        "--backoff-cap-ms",
+        "400",
+    ])
+    .await;
     let other = "anthropic.claude-3-haiku-20240307-v1:0";
     server.script(MODEL, &["ThrottlingException"]);
     let mut first = request(MODEL, "first");
@@ -372,7 +380,16 @@ async fn status_reports_pools_queue_and_throttle_state() {
     assert_eq!(pool["counters"]["completed"], 1);
     let throttle = &status["throttle"][0];
     assert_eq!(throttle["model"], MODEL);
+    assert_eq!(throttle["policy"], "adaptive");
     assert_eq!(throttle["consecutive_throttles"], 1);
-    assert!(throttle["current_delay_ms"].as_u64().unwrap() >= 20);
+    // The adaptive policy's seed brake waits for five consecutive throttles.
+    assert_eq!(throttle["current_delay_ms"], 0);
     assert!(throttle["since_last_throttle_ms"].is_u64());
+    assert_eq!(throttle["throttled"], 1);
+    let load = &pool["models"][0];
+    assert_eq!(load["model"], MODEL);
+    assert_eq!(
+        (load["queued"].as_u64(), load["in_flight"].as_u64()),
+        (Some(0), Some(0))
+    );
 }

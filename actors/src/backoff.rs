@@ -87,10 +87,16 @@ impl SharedBrake {
     }
 
     /// The un-jittered delay a caller must wait before its next call (zero when not
-    /// throttled), after applying the quiet-window reset.
-    pub fn pre_call_delay(&mut self, schedule: &BackoffSchedule, now: Instant) -> Duration {
+    /// throttled), after applying the quiet-window reset. The first `free` consecutive
+    /// throttles do not count (the adaptive policy's pacer handles those).
+    pub fn pre_call_delay(
+        &mut self,
+        schedule: &BackoffSchedule,
+        now: Instant,
+        free: u32,
+    ) -> Duration {
         self.expire(schedule, now);
-        schedule.delay_for(self.consecutive)
+        schedule.delay_for(self.consecutive.saturating_sub(free))
     }
 
     /// Counts a ThrottlingException.
@@ -149,15 +155,34 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
-        assert_eq!(b.pre_call_delay(&s, t0), Duration::ZERO);
+        assert_eq!(b.pre_call_delay(&s, t0, 0), Duration::ZERO);
         b.on_throttle(t0);
-        assert_eq!(b.pre_call_delay(&s, t0), ms(10));
+        assert_eq!(b.pre_call_delay(&s, t0, 0), ms(10));
         b.on_throttle(t0);
         b.on_throttle(t0);
-        assert_eq!(b.pre_call_delay(&s, t0), ms(40));
+        assert_eq!(b.pre_call_delay(&s, t0, 0), ms(40));
         assert_eq!(b.on_success(), Some(3));
-        assert_eq!(b.pre_call_delay(&s, t0), Duration::ZERO);
+        assert_eq!(b.pre_call_delay(&s, t0, 0), Duration::ZERO);
         assert_eq!(b.on_success(), None);
+    }
+
+    #[test]
+    fn free_throttles_do_not_count() {
+        let s = BackoffSchedule {
+            base: ms(10),
+            cap: ms(80),
+            reset_after: ms(1000),
+            jitter: 0.0,
+        };
+        let t0 = Instant::now();
+        let mut b = SharedBrake::default();
+        for _ in 0..4 {
+            b.on_throttle(t0);
+        }
+        assert_eq!(b.pre_call_delay(&s, t0, 4), Duration::ZERO);
+        b.on_throttle(t0);
+        assert_eq!(b.pre_call_delay(&s, t0, 4), ms(10));
+        assert_eq!(b.pre_call_delay(&s, t0, 0), ms(80));
     }
 
     #[test]
@@ -173,9 +198,9 @@ mod tests {
         b.on_throttle(t0);
         b.on_throttle(t0 + ms(50));
         // 99 ms after the last throttle: still braking.
-        assert_eq!(b.pre_call_delay(&s, t0 + ms(149)), ms(20));
+        assert_eq!(b.pre_call_delay(&s, t0 + ms(149), 0), ms(20));
         // 100 ms after it: reset.
-        assert_eq!(b.pre_call_delay(&s, t0 + ms(150)), Duration::ZERO);
+        assert_eq!(b.pre_call_delay(&s, t0 + ms(150), 0), Duration::ZERO);
         assert_eq!(b.consecutive(), 0);
     }
 }

@@ -8,7 +8,9 @@ use crate::bedrock::BedrockBackend;
 use crate::retry::RetryPolicy;
 use crate::router::Router;
 use crate::supervisor::{GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
-use crate::throttle::{GetThrottleStatus, ModelThrottleStatus, ThrottleActor, ThrottleConfig};
+use crate::throttle::{
+    GetThrottleStatus, ModelThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig,
+};
 use crate::worker::WorkerDeps;
 
 /// Everything the actor system is configured with.
@@ -54,7 +56,10 @@ impl Broker {
         };
         let mut pools = BTreeMap::new();
         let worker_type = config.pool.worker_type.clone();
-        pools.insert(worker_type, SupervisorActor::new(config.pool, deps).start());
+        let pool = SupervisorActor::new(config.pool, deps).start();
+        // The pool hears each model's pace, to refuse what cannot start in time.
+        throttle.do_send(Subscribe(pool.clone().recipient()));
+        pools.insert(worker_type, pool);
         let router = Router::new(pools.clone()).start();
         Broker {
             router,

@@ -46,6 +46,7 @@ pub mod bedrock;
 pub mod broker;
 pub mod job;
 pub mod pacing;
+pub mod queue;
 pub mod request;
 pub mod retry;
 pub mod router;

@@ -17,7 +17,7 @@
 //! - **Unpaced until the first throttle**: with no evidence of a quota nothing is delayed.
 //!   The first throttle sets the pace at once to half of what has succeeded so far (that
 //!   includes any burst the quota had saved), so retries do not storm; the probe below finds
-//!   the rest within seconds.
+//!   the rest within seconds. If nothing has succeeded yet, the seed brake handles it.
 //! - **Control windows**: outcomes are judged once per window, the feedback delay: at least
 //!   `min_window` and three call latencies, and at least `min_outcomes` outcomes (or
 //!   `max_window`). So a burst of throttles from calls already sent cuts the rate once. A
@@ -30,7 +30,9 @@
 //!   window converges, whatever the old rate was.
 //!   If nothing succeeded (the quota's window is exhausted, or the quota collapsed), the
 //!   success rate over the quota's own window, the last minute (`memory`), is used instead,
-//!   and the seed brake (see `throttle.rs`) spaces the retries.
+//!   and the seed brake (see `throttle.rs`) spaces the retries. With no success in that
+//!   minute either there is no level to pace at: pacing stops and the brake alone spaces
+//!   calls until they succeed again.
 //! - **Probe (increase)**: after a window without throttles the rate returns to the last
 //!   measured quota (the ceiling) if it is below it, then grows by `probe_step` (1%) per
 //!   window; once it is `accelerate_above` (8%) above the ceiling, or has stayed clean above
@@ -114,6 +116,8 @@ pub enum Adjustment {
     Cut { from: Option<f64>, to: f64 },
     /// Clean: the rate was raised to probe for more.
     Probe { from: f64, to: f64 },
+    /// Nothing succeeded for a whole quota window: pacing stopped (the brake spaces calls).
+    Unpaced { from: f64 },
 }
 
 /// The pace of one resource (calls, or tokens) of one model.
@@ -255,9 +259,12 @@ impl RateController {
                 self.sustained_rate(now, cfg)
             };
             // What succeeded so far includes whatever burst the quota had saved: start at
-            // half of it and let the probe find the rest.
-            self.rate = Some((0.5 * succeeded).max(cfg.min_rate));
-            self.next_slot = now;
+            // half of it and let the probe find the rest. With no success at all there is
+            // no level to pace at; the seed brake handles that.
+            if succeeded > 0.0 {
+                self.rate = Some((0.5 * succeeded).max(cfg.min_rate));
+                self.next_slot = now;
+            }
         }
     }
 
@@ -317,13 +324,19 @@ impl RateController {
             };
             // Only a measurement taken while the quota was exhausted tells its level.
             self.ceiling = trusted.then_some(measured);
-            // A cut never raises the pace, whatever the measurement's noise.
-            let to = (measured.min(self.rate.unwrap_or(f64::INFINITY)) * (1.0 - cfg.margin))
-                .max(cfg.min_rate);
-            Some(Adjustment::Cut {
-                from: self.rate,
-                to,
-            })
+            if measured <= 0.0 {
+                // Nothing has succeeded for a whole quota window: no level to pace at.
+                // Unpace and leave the spacing to the seed brake until calls succeed again.
+                self.rate.map(|from| Adjustment::Unpaced { from })
+            } else {
+                // A cut never raises the pace, whatever the measurement's noise.
+                let to = (measured.min(self.rate.unwrap_or(f64::INFINITY)) * (1.0 - cfg.margin))
+                    .max(cfg.min_rate);
+                Some(Adjustment::Cut {
+                    from: self.rate,
+                    to,
+                })
+            }
         } else if let (Some(rate), true) = (self.rate, outcomes > 0) {
             // Clean: probe upward; slowly near the last measured quota, then faster.
             // Back to the last measured quota in one step, then 1% steps; the step doubles
@@ -352,11 +365,15 @@ impl RateController {
         } else {
             None
         };
-        if let Some(Adjustment::Cut { to, .. } | Adjustment::Probe { to, .. }) = decision {
-            if self.rate.is_none() {
-                self.next_slot = now;
+        match decision {
+            Some(Adjustment::Cut { to, .. } | Adjustment::Probe { to, .. }) => {
+                if self.rate.is_none() {
+                    self.next_slot = now;
+                }
+                self.rate = Some(to);
             }
-            self.rate = Some(to);
+            Some(Adjustment::Unpaced { .. }) => self.rate = None,
+            None => {}
         }
         self.window_start = now;
         self.sent = 0.0;
@@ -520,6 +537,27 @@ mod tests {
             .unwrap();
         let to = c.rate().unwrap();
         assert!((to - 500.0 / 52.0 * 0.98).abs() < 0.01, "{to}");
+    }
+
+    #[test]
+    fn with_no_success_in_a_minute_pacing_stops() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        // Throttled from the very start: nothing to pace at.
+        let mut c = RateController::new(t0);
+        for i in 0..30 {
+            c.on_throttle(t0 + ms(i * 10), ms(100), &cfg);
+        }
+        assert_eq!(c.rate(), None);
+        assert_eq!(c.adjust(t0 + ms(1000), ms(100), &cfg), None);
+        // Paced, then a minute and more with throttles only.
+        let mut c = paced(t0, 5.0);
+        for i in 0..30 {
+            c.on_throttle(t0 + Duration::from_secs(61) + ms(i), ms(100), &cfg);
+        }
+        let adj = c.adjust(t0 + Duration::from_secs(62), ms(100), &cfg);
+        assert_eq!(adj, Some(Adjustment::Unpaced { from: 5.0 }));
+        assert_eq!(c.rate(), None);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - Never retried: ValidationException (the request itself is wrong), AccessDenied,
 //!   ResourceNotFound, ModelError, ServiceQuotaExceeded, other 4xx, and requests that could
 //!   not be built: the same call would fail the same way.
-//! - Pause: none after a throttle, because the shared brake in the ThrottleActor already
-//!   makes every caller of that model wait; after other retryable failures an exponential
+//! - Pause: none after a throttle, because the shared throttle (the pacer and the seed's
+//!   brake in the ThrottleActor) already makes every caller of that model wait; only with the
+//!   `none` policy does each request back off alone ("full jitter": a random pause up to
+//!   `base * 2^(retry-1)`, capped). After other retryable failures an exponential
 //!   pause `pause_base * 2^(retry-1)` capped at `pause_cap`, with "equal jitter" (half fixed,
 //!   half random) so retries of a failed burst spread out.
 
@@ -17,13 +19,25 @@ use std::time::Duration;
 
 use crate::bedrock::ErrorKind;
 
-/// Settings of the pause between retries of non-throttle failures.
+/// Settings of the pause between retries.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Pause before the first retry of a non-throttle failure.
     pub pause_base: Duration,
     /// Longest pause.
     pub pause_cap: Duration,
+    /// How a throttled request waits before its retry.
+    pub throttle_pause: ThrottlePause,
+}
+
+/// How a throttled request waits before its retry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThrottlePause {
+    /// Not at all here: the shared throttle (brake, pacer) makes every caller wait.
+    Shared,
+    /// Alone, as a client without a broker would (the `none` throttle policy): "full
+    /// jitter" exponential backoff, a random pause up to `base * 2^(retry-1)` capped.
+    Own { base: Duration, cap: Duration },
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +45,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             pause_base: Duration::from_millis(200),
             pause_cap: Duration::from_secs(5),
+            throttle_pause: ThrottlePause::Shared,
         }
     }
 }
@@ -79,15 +94,22 @@ impl RetryPolicy {
         if !is_retryable(kind) || calls_made > max_retries {
             return RetryDecision::GiveUp;
         }
-        if kind == ErrorKind::Throttling {
-            return RetryDecision::RetryAfter(Duration::ZERO);
-        }
         let doublings = calls_made.saturating_sub(1).min(20);
+        let unit = unit.clamp(0.0, 1.0);
+        if kind == ErrorKind::Throttling {
+            return RetryDecision::RetryAfter(match self.throttle_pause {
+                ThrottlePause::Shared => Duration::ZERO,
+                ThrottlePause::Own { base, cap } => base
+                    .saturating_mul(1u32 << doublings)
+                    .min(cap)
+                    .mul_f64(unit),
+            });
+        }
         let full = self
             .pause_base
             .saturating_mul(1u32 << doublings)
             .min(self.pause_cap);
-        RetryDecision::RetryAfter(full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0)))
+        RetryDecision::RetryAfter(full.mul_f64(0.5 + 0.5 * unit))
     }
 }
 
@@ -116,6 +138,26 @@ mod tests {
     }
 
     #[test]
+    fn without_a_shared_throttle_throttles_back_off_alone_with_full_jitter() {
+        let p = RetryPolicy {
+            throttle_pause: ThrottlePause::Own {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(4),
+            },
+            ..RetryPolicy::default()
+        };
+        let pause = |calls, unit| match p.decide(ErrorKind::Throttling, calls, 10, unit) {
+            RetryDecision::RetryAfter(d) => d,
+            RetryDecision::GiveUp => panic!("should retry"),
+        };
+        assert_eq!(pause(1, 1.0), Duration::from_secs(1));
+        assert_eq!(pause(2, 1.0), Duration::from_secs(2));
+        assert_eq!(pause(3, 0.5), Duration::from_secs(2));
+        assert_eq!(pause(5, 1.0), Duration::from_secs(4));
+        assert_eq!(pause(5, 0.0), Duration::ZERO);
+    }
+
+    #[test]
     fn client_errors_are_never_retried() {
         let p = RetryPolicy::default();
         for kind in [
@@ -137,6 +179,7 @@ mod tests {
         let p = RetryPolicy {
             pause_base: Duration::from_millis(100),
             pause_cap: Duration::from_millis(500),
+            throttle_pause: ThrottlePause::Shared,
         };
         let pause = |calls, unit| match p.decide(ErrorKind::ServiceUnavailable, calls, 40, unit) {
             RetryDecision::RetryAfter(d) => d.as_millis(),

@@ -1,24 +1,28 @@
 //! SupervisorActor: owns one worker type's queue and its pool of workers.
 //!
-//! It admits jobs into a bounded FIFO queue, hands each to the live worker with the most free
-//! call slots (up to `worker_concurrency` each), grows and shrinks the pool by the pure rules
-//! in [`crate::scaling`], and replaces workers that die. It is the one place that knows the
-//! queue depth and the in-flight counts (actix has no mailbox-length API).
+//! It admits jobs into a bounded queue (one FIFO per model, see [`crate::queue`]), refusing
+//! at once those that cannot start before their deadline at their model's pace, hands each
+//! to the live worker with the most free call slots (up to `worker_concurrency` each), grows
+//! and shrinks the pool by the pure rules in [`crate::scaling`], and replaces workers that
+//! die. It is the one place that knows the queue depth and the in-flight counts (actix has
+//! no mailbox-length API).
 //!
 //! Workers run on a small pool of arbiters (threads), `min(max_workers, cores)` of them,
 //! so a pool of several workers uses every core. A worker that stops responding (its actor
 //! died) or whose job task panicked is retired and a new one started; its jobs are not lost,
 //! because a dropped [`Job`] re-queues itself here or answers its caller (see `job.rs`).
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::job::Job;
+use crate::queue::{ModelLoad, ModelQueues, Removal};
 use crate::request::InferError;
 use crate::scaling::{self, ScalingPolicy, WorkerLoad};
+use crate::throttle::RateUpdate;
 use crate::worker::{ClaudeWorker, Retire, RunJob, WorkerDeps};
 
 /// Settings of one worker pool.
@@ -73,11 +77,13 @@ pub struct Enqueue(pub Job);
 pub struct Requeue(pub Job);
 
 /// A job left a worker.
-#[derive(Message, Debug, Clone, Copy)]
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct JobDone {
     /// The worker whose slot the job held.
     pub worker: u64,
+    /// The job's model, whose share of the slots it held.
+    pub model: Arc<str>,
     /// How it ended.
     pub end: JobEnd,
 }
@@ -110,7 +116,7 @@ pub struct PoolStatus {
     pub max_workers: usize,
     /// Calls one worker may hold.
     pub worker_concurrency: usize,
-    /// Jobs waiting for a worker.
+    /// Jobs waiting for a worker, over all models.
     pub queue_depth: usize,
     /// Most jobs that may wait.
     pub queue_capacity: usize,
@@ -118,6 +124,8 @@ pub struct PoolStatus {
     pub in_flight: usize,
     /// Per worker: id, jobs held, retiring.
     pub worker_detail: Vec<WorkerStatus>,
+    /// Per model: queued, in flight, pace, estimated wait.
+    pub models: Vec<ModelLoad>,
     /// Totals since start.
     pub counters: PoolCounters,
 }
@@ -145,6 +153,10 @@ pub struct PoolCounters {
     pub expired_in_queue: u64,
     /// Jobs refused because the queue was full.
     pub rejected_queue_full: u64,
+    /// Jobs refused on arrival because at their model's pace they could not start in time.
+    pub rejected_deadline: u64,
+    /// Queued jobs answered early (503) when their model's pace meant they could not start in time.
+    pub shed_in_queue: u64,
     /// Jobs handed back by a failed worker before any call.
     pub requeued: u64,
     /// Workers started (replacements included).
@@ -175,8 +187,8 @@ pub struct SupervisorActor {
     config: PoolConfig,
     /// What every worker is built with.
     deps: WorkerDeps,
-    /// Admitted jobs waiting for a worker, oldest first.
-    queue: VecDeque<Job>,
+    /// Admitted jobs waiting for a worker: a FIFO per model.
+    queues: ModelQueues,
     /// Live and retiring workers.
     workers: Vec<WorkerSlot>,
     /// The threads workers run on, created as the pool grows.
@@ -193,7 +205,7 @@ impl SupervisorActor {
         SupervisorActor {
             config,
             deps,
-            queue: VecDeque::new(),
+            queues: ModelQueues::default(),
             workers: Vec::new(),
             arbiters: Vec::new(),
             next_worker_id: 1,
@@ -264,24 +276,30 @@ impl SupervisorActor {
         self.workers.retain(|w| !(w.retiring && w.in_flight == 0));
     }
 
-    /// Answers queued jobs whose caller left or whose deadline passed.
+    /// Answers queued jobs whose caller left, whose deadline passed, or that can no longer
+    /// start in time at their model's pace.
     fn sweep_queue(&mut self) {
         let now = Instant::now();
-        let waiting = std::mem::take(&mut self.queue);
-        for job in waiting {
-            if job.is_abandoned() {
-                self.counters.abandoned_in_queue += 1;
-                job.discard();
-            } else if job.deadline() <= now {
-                self.counters.expired_in_queue += 1;
-                let timeout = job.request().timeout;
-                job.answer(Err(InferError::DeadlineExceeded {
-                    timeout,
-                    attempts: 0,
-                    last_error: Some("no worker was free before the deadline".into()),
-                }));
-            } else {
-                self.queue.push_back(job);
+        for (job, removal) in self.queues.sweep(now) {
+            match removal {
+                Removal::Abandoned => {
+                    self.counters.abandoned_in_queue += 1;
+                    job.discard();
+                }
+                Removal::Expired => {
+                    self.counters.expired_in_queue += 1;
+                    let timeout = job.request().timeout;
+                    job.answer(Err(InferError::DeadlineExceeded {
+                        timeout,
+                        attempts: 0,
+                        last_error: Some("no worker was free before the deadline".into()),
+                    }));
+                }
+                Removal::CannotStartInTime { wait } => {
+                    self.counters.shed_in_queue += 1;
+                    let error = overloaded(&job, wait, now);
+                    job.answer(Err(error));
+                }
             }
         }
     }
@@ -289,27 +307,30 @@ impl SupervisorActor {
     /// Hands queued jobs to workers with free slots, then grows the pool if jobs still wait.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let concurrency = self.config.worker_concurrency;
-        while let Some(job) = self.queue.pop_front() {
-            if job.is_abandoned() {
-                self.counters.abandoned_in_queue += 1;
-                job.discard();
-                continue;
-            }
+        loop {
             let free = self
                 .workers
                 .iter_mut()
                 .filter(|w| !w.retiring && w.in_flight < concurrency && w.addr.connected())
                 .min_by_key(|w| w.in_flight);
             let Some(slot) = free else {
-                self.queue.push_front(job);
                 break;
             };
+            let Some(job) = self.queues.pop_next() else {
+                break;
+            };
+            if job.is_abandoned() {
+                self.counters.abandoned_in_queue += 1;
+                self.queues.done(&job.request().model);
+                job.discard();
+                continue;
+            }
             slot.in_flight += 1;
             slot.idle_since = None;
             // If the worker died just now, the message is dropped and the job re-queues itself.
             slot.addr.do_send(RunJob(job));
         }
-        if !self.queue.is_empty() && self.grow_to_demand(ctx) > 0 {
+        if !self.queues.is_empty() && self.grow_to_demand(ctx) > 0 {
             self.dispatch(ctx);
         }
     }
@@ -320,7 +341,7 @@ impl SupervisorActor {
             &self.policy(),
             self.live_workers(),
             self.in_flight(),
-            self.queue.len(),
+            self.queues.len(),
         );
         for _ in 0..start {
             self.start_worker(ctx);
@@ -352,7 +373,7 @@ impl SupervisorActor {
                     .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
             })
             .collect();
-        let retire = scaling::workers_to_retire(&self.policy(), &loads, self.queue.len());
+        let retire = scaling::workers_to_retire(&self.policy(), &loads, self.queues.len());
         if retire.is_empty() {
             return;
         }
@@ -379,7 +400,7 @@ impl SupervisorActor {
             min_workers: self.config.min_workers,
             max_workers: self.config.max_workers,
             worker_concurrency: self.config.worker_concurrency,
-            queue_depth: self.queue.len(),
+            queue_depth: self.queues.len(),
             queue_capacity: self.config.queue_capacity,
             in_flight: self.in_flight(),
             worker_detail: self
@@ -391,6 +412,7 @@ impl SupervisorActor {
                     retiring: w.retiring,
                 })
                 .collect(),
+            models: self.queues.loads(),
             counters: self.counters.clone(),
         }
     }
@@ -411,7 +433,7 @@ impl Actor for SupervisorActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        for job in self.queue.drain(..) {
+        for job in self.queues.drain() {
             job.answer(Err(InferError::ShuttingDown));
         }
         for arbiter in &self.arbiters {
@@ -425,21 +447,48 @@ impl Handler<Enqueue> for SupervisorActor {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         let job = msg.0;
-        if self.queue.len() >= self.config.queue_capacity {
+        let now = Instant::now();
+        // 1. Bounded: past the capacity, refuse.
+        if self.queues.len() >= self.config.queue_capacity {
             self.counters.rejected_queue_full += 1;
             job.answer(Err(InferError::Overloaded {
                 reason: format!(
                     "the {} queue is full ({} requests waiting)",
                     self.config.worker_type,
-                    self.queue.len()
+                    self.queues.len()
                 ),
                 retry_after: Duration::from_secs(1),
             }));
             return;
         }
+        // 2. At the model's pace, could it start and finish before its deadline?
+        if let Some((wait, latency)) = self.queues.estimate(&job.request().model) {
+            if now + wait + latency > job.deadline() {
+                self.counters.rejected_deadline += 1;
+                let error = overloaded(&job, wait, now);
+                job.answer(Err(error));
+                return;
+            }
+        }
         self.counters.admitted += 1;
-        self.queue.push_back(job);
+        self.queues.push_back(job);
         self.dispatch(ctx);
+    }
+}
+
+/// The refusal for a job that would start its call only after `wait`, too late for its deadline.
+fn overloaded(job: &Job, wait: Duration, now: Instant) -> InferError {
+    let left = job.deadline().saturating_duration_since(now);
+    InferError::Overloaded {
+        reason: format!(
+            "{} is at its Bedrock quota: this request would wait about {:.1} s for its turn, \
+             and its deadline is {:.1} s away",
+            job.request().model,
+            wait.as_secs_f64(),
+            left.as_secs_f64()
+        ),
+        // When the backlog ahead will have drained enough for the same deadline.
+        retry_after: wait.saturating_sub(left).max(Duration::from_secs(1)),
     }
 }
 
@@ -448,7 +497,7 @@ impl Handler<Requeue> for SupervisorActor {
 
     fn handle(&mut self, msg: Requeue, ctx: &mut Context<Self>) {
         self.counters.requeued += 1;
-        self.queue.push_front(msg.0);
+        self.queues.push_front(msg.0);
         self.reap_dead_workers();
         self.maintain(ctx);
     }
@@ -459,6 +508,7 @@ impl Handler<JobDone> for SupervisorActor {
 
     fn handle(&mut self, msg: JobDone, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        self.queues.done(&msg.model);
         if let Some(slot) = self.workers.iter_mut().find(|w| w.id == msg.worker) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
             if slot.in_flight == 0 {
@@ -485,6 +535,17 @@ impl Handler<JobDone> for SupervisorActor {
         } else {
             self.dispatch(ctx);
         }
+    }
+}
+
+impl Handler<RateUpdate> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RateUpdate, ctx: &mut Context<Self>) {
+        self.queues
+            .set_pace(&msg.model, msg.calls_per_sec, msg.latency);
+        // A higher pace may let more of the model's jobs hold slots.
+        self.dispatch(ctx);
     }
 }
 

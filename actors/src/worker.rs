@@ -1,8 +1,10 @@
 //! ClaudeWorker: runs jobs against Bedrock, several at a time.
 //!
 //! For each job the worker runs the attempt loop: ask the [`ThrottleActor`] for a grant, sleep
-//! the granted delay (never past the deadline), call InvokeModel with what is left of the
-//! deadline, report the outcome, and on failure ask [`crate::retry`] whether to go again.
+//! the granted delay (never past the deadline; a grant without a slot means "ask again
+//! later", which costs no attempt), call InvokeModel with what is left of the deadline,
+//! report the outcome, and on failure ask [`crate::retry`] whether to go again. No call is
+//! sent without a slot the throttle granted.
 //! If the caller goes away, the loop stops at once: no call is sent for a client that left.
 //!
 //! Each job runs as its own task on the worker's arbiter (`actix::spawn`), not as a future
@@ -22,7 +24,7 @@ use crate::job::{CallMarker, Job};
 use crate::request::{InferError, InferReply, InferRequest, InferResult};
 use crate::retry::{RetryDecision, RetryPolicy};
 use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
-use crate::throttle::{Acquire, CallOutcome, Report, ThrottleActor};
+use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report, ThrottleActor};
 
 /// What a worker needs to run jobs; cloned into every worker of a pool.
 #[derive(Clone)]
@@ -108,6 +110,7 @@ impl Handler<RunJob> for ClaudeWorker {
         let guard = InFlightGuard {
             supervisor: self.supervisor.clone(),
             worker: self.id,
+            model: msg.0.request().model.clone(),
             end: JobEnd::Panicked,
         };
         actix::spawn(serve(msg.0, self.deps.clone(), guard));
@@ -144,6 +147,8 @@ struct InFlightGuard {
     supervisor: Addr<SupervisorActor>,
     /// The worker whose slot this job holds.
     worker: u64,
+    /// The job's model.
+    model: Arc<str>,
     /// How the job ended; stays `Panicked` unless the task finishes normally.
     end: JobEnd,
 }
@@ -159,6 +164,7 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.supervisor.do_send(JobDone {
             worker: self.worker,
+            model: self.model.clone(),
             end: self.end,
         });
     }
@@ -206,7 +212,7 @@ async fn attempt_loop(
         last_error: last.as_ref().map(|e| e.to_string()),
     };
     loop {
-        // 1. Ask the shared throttle; it answers at once with the delay to wait.
+        // 1. Ask the shared throttle for a slot; it answers at once.
         let grant = deps
             .throttle
             .send(Acquire {
@@ -219,23 +225,36 @@ async fn attempt_loop(
                 code: None,
                 attempts: calls,
             })?;
-        // 2. Wait the granted delay, unless the deadline comes first.
-        let call_at = Instant::now() + grant.delay;
-        if call_at >= deadline {
+        // 2. Wait for the slot (or to ask again), unless the deadline comes first.
+        let (delay, reserved) = match grant {
+            Grant::CallAfter(delay) => (delay, true),
+            Grant::AskAgainAfter(delay) => (delay, false),
+        };
+        let wake_at = Instant::now() + delay;
+        if wake_at >= deadline {
+            if reserved {
+                deps.throttle.do_send(Release {
+                    model: request.model.clone(),
+                    reserved_tokens: request.reserved_tokens,
+                });
+            }
             return Err(deadline_error(calls, &last_error));
         }
-        if !grant.delay.is_zero() {
-            tokio::time::sleep_until(call_at).await;
+        if !delay.is_zero() {
+            tokio::time::sleep_until(wake_at).await;
+        }
+        if !reserved {
+            continue;
         }
         // 3. Call Bedrock with what is left of the deadline.
         test_hook(&request.model, "before-call");
         marker.mark();
         test_hook(&request.model, "after-mark");
         calls += 1;
-        let budget = deadline.saturating_duration_since(Instant::now());
+        let sent_at = Instant::now();
         let result = deps
             .backend
-            .invoke(&request.model, request.body.clone(), budget)
+            .invoke(&request.model, request.body.clone(), deadline - sent_at)
             .await;
         // 4. Report the outcome to the throttle.
         deps.throttle.do_send(Report {
@@ -248,9 +267,13 @@ async fn attempt_loop(
                         output_tokens: usage.output_tokens,
                     }
                 }
-                Err(e) if e.kind == ErrorKind::Throttling => CallOutcome::Throttled,
+                Err(e) if e.kind == ErrorKind::Throttling => CallOutcome::Throttled {
+                    tokens: e.message.to_ascii_lowercase().contains("token"),
+                },
                 Err(_) => CallOutcome::OtherFailure,
             },
+            latency: sent_at.elapsed(),
+            reserved_tokens: request.reserved_tokens,
         });
         // 5. Answer, or decide about a retry.
         let error = match result {
