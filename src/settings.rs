@@ -72,6 +72,12 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_BRAKE_AFTER", default_value_t = 5)]
     pub brake_after: u32,
 
+    /// Longest estimated wait for a quota-bound model's turn that a request is admitted
+    /// with, in ms; longer ones get 503 + Retry-After at once. Default: as long as the
+    /// request's own `timeout` allows.
+    #[arg(long, env = "MODEL_SERVER_MAX_QUEUE_WAIT_MS")]
+    pub max_queue_wait_ms: Option<u64>,
+
     /// Shared throttle: pre-emptive delay after the first throttle, in ms (doubles per throttle).
     #[arg(long, env = "MODEL_SERVER_BACKOFF_BASE_MS", default_value_t = 1_000)]
     pub backoff_base_ms: u64,
@@ -139,6 +145,7 @@ impl Settings {
                 worker_concurrency: self.worker_concurrency.max(1),
                 worker_idle_timeout: Duration::from_millis(self.worker_idle_ms),
                 queue_capacity: self.queue_capacity,
+                max_queue_wait: self.max_queue_wait_ms.map(Duration::from_millis),
                 maintenance_interval: Duration::from_millis(self.worker_idle_ms.clamp(10, 100)),
             },
             throttle: ThrottleConfig {

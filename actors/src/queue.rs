@@ -4,16 +4,19 @@
 //! - **Per-model FIFOs**: a model held back by its quota does not block the others; models
 //!   with waiting jobs take turns for free worker slots.
 //! - **Dispatch cap**: while a model is paced (its rate is known from the ThrottleActor's
-//!   [`crate::throttle::RateUpdate`]s), at most `pace * (latency + 1 s)` + 4 of its jobs hold
-//!   worker slots; the rest wait here, where a caller that leaves costs nothing and where
-//!   the wait can be estimated. Unpaced models are limited by the worker slots only.
+//!   [`crate::throttle::RateUpdate`]s), at most `pace * (latency + 0.5 s)` + 4 of its jobs
+//!   hold worker slots; the rest wait here, in FIFO order (the pacer's "ask again" loop is
+//!   not), where a caller that leaves costs nothing and where the wait can be estimated.
+//!   Unpaced models are limited by the worker slots only.
 //! - **Wait estimate** ([`start_wait`]): a job with `n` jobs of its model ahead of it (queued
 //!   or holding a slot) starts its call after `(n - pace * latency) / pace` seconds: the jobs
 //!   whose calls are already at Bedrock do not wait for the pace. A request whose estimated
-//!   start plus one latency is past its deadline is refused on arrival (503 with
-//!   `Retry-After`), and a queued one is shed as soon as that becomes true (the pace
-//!   dropped), instead of waiting for its deadline. A request waiting here has made no call,
-//!   so it has used none of its retries.
+//!   start plus one latency is past its deadline (or whose wait exceeds the optional
+//!   `--max-queue-wait`) is refused on arrival (503 with `Retry-After`); admission assumes
+//!   the pace may drop by 20% first, so the pacer's cuts do not strand admitted jobs.
+//!   A queued job is shed (503) as soon as, at the current pace, it can no longer start in
+//!   time (the pace dropped by more), instead of waiting for its deadline. A request waiting
+//!   here has made no call, so it has used none of its retries.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +29,10 @@ use crate::job::Job;
 /// Slots a paced model may hold beyond what one second of its pace and its calls in flight need.
 const DISPATCH_SLACK: usize = 4;
 
+/// Admission assumes the pace may drop by this fraction before the job's turn, so that the
+/// pacer's small cuts do not make admitted jobs miss their deadline (and be shed later).
+const ADMISSION_HEADROOM: f64 = 0.20;
+
 /// How long a job waits for its call to start with `ahead` jobs of its model before it
 /// (queued or holding a worker slot), at `pace` calls/s with calls taking `latency`.
 pub fn start_wait(ahead: usize, pace: f64, latency: Duration) -> Duration {
@@ -34,9 +41,23 @@ pub fn start_wait(ahead: usize, pace: f64, latency: Duration) -> Duration {
     Duration::from_secs_f64(waiting / pace.max(f64::MIN_POSITIVE))
 }
 
-/// How many of a paced model's jobs may hold worker slots.
+/// How many of a paced model's jobs may hold worker slots: its calls at Bedrock, plus half a
+/// second of its pace waiting for slots (the pacer reserves a quarter of a second ahead).
+/// Jobs beyond wait here in FIFO order; the pacer's "ask again" loop is not FIFO.
 pub fn dispatch_cap(pace: f64, latency: Duration) -> usize {
-    (pace * (latency.as_secs_f64() + 1.0)).ceil() as usize + DISPATCH_SLACK
+    (pace * (latency.as_secs_f64() + 0.5)).ceil() as usize + DISPATCH_SLACK
+}
+
+/// Whether a job that starts its call after `wait` misses its deadline (the call takes
+/// `latency`) or waits longer than `max_wait`.
+fn too_late(
+    job: &Job,
+    now: Instant,
+    wait: Duration,
+    latency: Duration,
+    max_wait: Option<Duration>,
+) -> bool {
+    now + wait + latency > job.deadline() || max_wait.is_some_and(|max| wait > max)
 }
 
 /// Why a queued job left the queue without running.
@@ -175,19 +196,32 @@ impl ModelQueues {
         q.latency = latency;
     }
 
-    /// For a new job of `model`: its estimated wait before its call starts and the typical
-    /// latency of the call, if the model is paced.
-    pub fn estimate(&self, model: &Arc<str>) -> Option<(Duration, Duration)> {
-        let q = self.models.get(model)?;
-        let pace = q.pace?;
-        Some((
-            start_wait(q.jobs.len() + q.in_flight, pace, q.latency),
-            q.latency,
-        ))
+    /// Whether a new `job` can start in time: `Err(wait)` with its estimated wait if, at its
+    /// model's pace less the headroom, its call would start too late to finish before its
+    /// deadline, or would wait longer than `max_wait`. Unpaced models admit everything.
+    pub fn admit(
+        &self,
+        job: &Job,
+        now: Instant,
+        max_wait: Option<Duration>,
+    ) -> Result<(), Duration> {
+        let Some(q) = self.models.get(&job.request().model) else {
+            return Ok(());
+        };
+        let Some(pace) = q.pace else {
+            return Ok(());
+        };
+        let ahead = q.jobs.len() + q.in_flight;
+        let wait = start_wait(ahead, pace * (1.0 - ADMISSION_HEADROOM), q.latency);
+        if too_late(job, now, wait, q.latency, max_wait) {
+            Err(wait)
+        } else {
+            Ok(())
+        }
     }
 
     /// Takes out the jobs that should not wait any longer, with the reason for each.
-    pub fn sweep(&mut self, now: Instant) -> Vec<(Job, Removal)> {
+    pub fn sweep(&mut self, now: Instant, max_wait: Option<Duration>) -> Vec<(Job, Removal)> {
         let mut removed = Vec::new();
         for q in self.models.values_mut() {
             let waiting = std::mem::take(&mut q.jobs);
@@ -201,7 +235,7 @@ impl ModelQueues {
                 } else {
                     q.pace.and_then(|pace| {
                         let wait = start_wait(ahead, pace, q.latency);
-                        (now + wait + q.latency > job.deadline())
+                        too_late(&job, now, wait, q.latency, max_wait)
                             .then_some(Removal::CannotStartInTime { wait })
                     })
                 };
@@ -261,8 +295,8 @@ mod tests {
     }
 
     #[test]
-    fn dispatch_cap_covers_a_second_of_pace_plus_the_calls_in_flight() {
-        assert_eq!(dispatch_cap(20.0, Duration::from_millis(100)), 22 + 4);
+    fn dispatch_cap_covers_half_a_second_of_pace_plus_the_calls_in_flight() {
+        assert_eq!(dispatch_cap(20.0, Duration::from_millis(100)), 12 + 4);
         assert_eq!(dispatch_cap(0.5, Duration::from_secs(5)), 3 + 4);
     }
 
@@ -361,7 +395,7 @@ mod tests {
         let (gone, rx) = job(&home, "m", now + Duration::from_secs(60));
         drop(rx);
         q.push_front(gone);
-        let removed = q.sweep(now);
+        let removed = q.sweep(now, None);
         let abandoned = removed
             .iter()
             .filter(|(_, r)| *r == Removal::Abandoned)
@@ -373,10 +407,17 @@ mod tests {
         assert_eq!(abandoned, 1);
         assert_eq!(q.len(), 22);
         assert_eq!(late, 8);
-        assert_eq!(
-            q.estimate(&m).map(|(wait, _)| wait),
-            Some(Duration::from_millis(2_100))
-        );
+        // At 8/s (the headroom) 0.8 calls are at Bedrock: (22 - 0.8) / 8 = 2.65 s: refused.
+        let (newcomer, _rx) = job(&home, "m", now + Duration::from_millis(2_150));
+        let wait = q.admit(&newcomer, now, None).unwrap_err();
+        assert!((wait.as_secs_f64() - 21.2 / 8.0).abs() < 1e-6, "{wait:?}");
+        let (patient, _rx) = job(&home, "m", now + Duration::from_secs(60));
+        assert!(q.admit(&patient, now, None).is_ok());
+        assert!(q
+            .admit(&patient, now, Some(Duration::from_secs(2)))
+            .is_err());
+        newcomer.discard();
+        patient.discard();
         for (job, _) in removed {
             job.discard();
         }

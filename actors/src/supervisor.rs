@@ -40,6 +40,9 @@ pub struct PoolConfig {
     pub worker_idle_timeout: Duration,
     /// Requests that may wait for a worker; past it, 503.
     pub queue_capacity: usize,
+    /// Longest estimated wait for a paced model's turn a request is admitted with; `None`:
+    /// as long as its own deadline allows.
+    pub max_queue_wait: Option<Duration>,
     /// How often the pool checks for dead workers, expired or abandoned queued jobs and idle workers.
     pub maintenance_interval: Duration,
 }
@@ -61,6 +64,7 @@ impl Default for PoolConfig {
             worker_concurrency: 256,
             worker_idle_timeout: Duration::from_secs(60),
             queue_capacity: 10_000,
+            max_queue_wait: None,
             maintenance_interval: Duration::from_millis(100),
         }
     }
@@ -280,7 +284,7 @@ impl SupervisorActor {
     /// start in time at their model's pace.
     fn sweep_queue(&mut self) {
         let now = Instant::now();
-        for (job, removal) in self.queues.sweep(now) {
+        for (job, removal) in self.queues.sweep(now, self.config.max_queue_wait) {
             match removal {
                 Removal::Abandoned => {
                     self.counters.abandoned_in_queue += 1;
@@ -462,13 +466,11 @@ impl Handler<Enqueue> for SupervisorActor {
             return;
         }
         // 2. At the model's pace, could it start and finish before its deadline?
-        if let Some((wait, latency)) = self.queues.estimate(&job.request().model) {
-            if now + wait + latency > job.deadline() {
-                self.counters.rejected_deadline += 1;
-                let error = overloaded(&job, wait, now);
-                job.answer(Err(error));
-                return;
-            }
+        if let Err(wait) = self.queues.admit(&job, now, self.config.max_queue_wait) {
+            self.counters.rejected_deadline += 1;
+            let error = overloaded(&job, wait, now);
+            job.answer(Err(error));
+            return;
         }
         self.counters.admitted += 1;
         self.queues.push_back(job);
@@ -482,7 +484,7 @@ fn overloaded(job: &Job, wait: Duration, now: Instant) -> InferError {
     InferError::Overloaded {
         reason: format!(
             "{} is at its Bedrock quota: this request would wait about {:.1} s for its turn, \
-             and its deadline is {:.1} s away",
+             too long for its deadline {:.1} s away",
             job.request().model,
             wait.as_secs_f64(),
             left.as_secs_f64()
