@@ -7,21 +7,25 @@
 //!
 //! For each scenario and each policy (`none`: every request backs off alone, no shared state;
 //! `seed`: the seed's shared pre-emptive backoff; `adaptive`: the learned pacer with the seed
-//! brake behind it) the benchmark runs, in a child process of its own, the Bedrock emulator
+//! brake behind it; `adaptive-wait2s`: the same with `--max-queue-wait-ms 2000`, which trades
+//! queue depth for latency) the benchmark runs, in a child process of its own, the Bedrock emulator
 //! (latency 100 ms, the scenario's quota), a ModelServer in front of it, and an open-loop load
 //! generator sending the seed's request to `POST /infer` at k x Q requests per second for T
 //! seconds (each request: `timeout` 10 s, `max_retries` 3; the client waits up to the timeout
-//! + 5 s). The three policies of a scenario run at the same time, so a scenario takes T plus
-//! the drain. Then it prints one table row per policy:
+//! + 5 s). The policies of a scenario run at the same time, so a scenario takes T plus the
+//! drain. Then it prints one table row per policy:
 //!
 //! - `goodput/Q`: successes completed inside the loaded window / T / the quota in force
-//!   (for the tokens-per-minute scenario: / the request rate the token quota admits at the
-//!   tokens the successful calls actually used);
+//!   (for the tokens-per-minute scenario: / the request rate the token quota admits over the
+//!   window, its initial burst included, at the tokens the successful calls actually used);
 //! - `throttled`: ThrottlingExceptions / all Bedrock calls (counted by the emulator);
 //! - `lost`: requests that got no HTTP answer; `late`: answers later than deadline + 1 s;
 //! - `orphaned`: successful Bedrock calls whose answer no client received;
 //! - `p50`/`p99`: latency of successes; `refuse p99`: time to a 503 refusal;
 //! - `ok/503/504/500`: how the requests were answered.
+//!
+//! `GOODPUT_DEBUG=1` adds per-second counts of 503/504/500 to each child's log
+//! (`target/goodput-logs/`); `RUST_LOG=info` the server's own log.
 //!
 //! The change scenario also prints how long after each quota change the 5-second success rate
 //! first got back to >= 0.9 of the quota in force. The below-capacity scenario also prints
@@ -52,8 +56,8 @@ struct Args {
     /// Loaded seconds per scenario (the change scenario always runs 90 s, window 180 s).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Policies to compare (comma-separated).
-    #[arg(long, default_value = "none,seed,adaptive")]
+    /// Policies to compare (comma-separated): none, seed, adaptive, adaptive-wait2s.
+    #[arg(long, default_value = "none,seed,adaptive,adaptive-wait2s")]
     policies: String,
     /// Internal: run one scenario with one policy in this process and print its result.
     #[arg(long, hide = true)]
@@ -435,6 +439,17 @@ fn quota_at(s: &Scenario, t: f64) -> f64 {
     }
 }
 
+/// The server flags of a policy column: `none`, `seed`, `adaptive`, or `adaptive-wait2s`
+/// (adaptive with `--max-queue-wait-ms 2000`, for fleets of interactive callers).
+fn policy_args(policy: &str) -> Vec<String> {
+    let mut args = vec!["--throttle-policy".to_string()];
+    match policy {
+        "adaptive-wait2s" => args.extend(["adaptive".into(), "--max-queue-wait-ms".into(), "2000".into()]),
+        other => args.push(other.to_string()),
+    }
+    args
+}
+
 /// One scenario with one policy: emulator, server and load in this process.
 fn run_one(s: &Scenario, policy: &str) -> RunResult {
     let emulator = Emulator::start_in_thread("127.0.0.1:0", emulator_config(s), 1).unwrap();
@@ -444,19 +459,19 @@ fn run_one(s: &Scenario, policy: &str) -> RunResult {
     let policy_arg = policy.to_string();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let settings = Settings::parse_from([
-                "model-server",
-                "--bind",
-                "127.0.0.1:0",
-                "--bedrock-endpoint",
-                &endpoint,
-                "--region",
-                "us-east-1",
-                "--throttle-policy",
-                &policy_arg,
-                "--http-workers",
-                "1",
-            ]);
+            let mut args = vec![
+                "model-server".to_string(),
+                "--bind".into(),
+                "127.0.0.1:0".into(),
+                "--bedrock-endpoint".into(),
+                endpoint,
+                "--region".into(),
+                "us-east-1".into(),
+                "--http-workers".into(),
+                "1".into(),
+            ];
+            args.extend(policy_args(&policy_arg));
+            let settings = Settings::parse_from(args);
             let running = server::start(&settings).await.expect("server starts");
             url_tx.send(running.url()).unwrap();
             let _ = running.run().await;
@@ -581,9 +596,11 @@ fn summarize(s: &Scenario, policy: &str, samples: &[Sample], emulator: &Emulator
     // The quota in force over the window; for tokens, what the tokens actually used admit.
     let quota_in_force = match &s.quota {
         QuotaKind::Tpm { tokens_per_minute } => {
+            // The bucket starts full (its burst) and refills at tpm/60 per second.
             let per_call =
                 (stats.input_tokens + stats.output_tokens) as f64 / stats.ok.max(1) as f64;
-            tokens_per_minute / 60.0 / per_call
+            let burst = TokenQuota::per_minute(*tokens_per_minute).burst_tokens;
+            (burst + tokens_per_minute / 60.0 * t) / t / per_call
         }
         _ => {
             (0..s.seconds)

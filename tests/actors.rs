@@ -249,7 +249,7 @@ async fn acquire(throttle: &Addr<ThrottleActor>) -> Duration {
         .await
         .unwrap()
     {
-        Grant::CallAfter(delay) => delay,
+        Grant::CallAfter { delay, .. } => delay,
         Grant::AskAgainAfter(delay) => panic!("no slot: ask again after {delay:?}"),
     }
 }
@@ -260,7 +260,7 @@ async fn report(throttle: &Addr<ThrottleActor>, outcome: CallOutcome) {
             model: Arc::from(MODEL),
             outcome,
             latency: Duration::from_millis(1),
-            reserved_tokens: 1,
+            granted_tokens: 1,
         })
         .await
         .unwrap();

@@ -26,7 +26,7 @@
 //! - **Cut (multiplicative decrease to the measured quota)**: in a window with throttles, the
 //!   calls that succeeded from one latency after the first throttle on were admitted while
 //!   the quota was exhausted, so they arrive at exactly the rate it admits (any burst it had
-//!   saved is spent by then); the new rate is that success rate less `margin` (2%). One
+//!   saved is spent by then); the new rate is that success rate less `margin` (1%). One
 //!   window converges, whatever the old rate was.
 //!   If nothing succeeded (the quota's window is exhausted, or the quota collapsed), the
 //!   success rate over the quota's own window, the last minute (`memory`), is used instead,
@@ -38,12 +38,12 @@
 //!   window; once it is `accelerate_above` (8%) above the ceiling, or has stayed clean above
 //!   it for `patience` (3) windows, the quota has evidently grown, and the step doubles with
 //!   each further clean window
-//!   up to `probe_max` (10%) per window, so a raised quota is found within seconds. The rate
+//!   up to `probe_max` (25%) per window, so a raised quota is found within seconds. The rate
 //!   never grows beyond twice what is actually being sent, so a quiet period does not license
 //!   a burst.
 //!
 //! Constants (the defaults): windows 1 s..5 s (>= 20 outcomes to judge a throttled window,
-//! 5 for a clean one), margin 2%, probe 1% (doubling to 10% beyond 8% above the last measured
+//! 5 for a clean one), margin 1%, probe 1% (doubling to 25% beyond 8% above the last measured
 //! quota or after 3 clean windows above it), horizon 250 ms, tolerance 20 ms, memory 60 s, minimum rate 0.2/s.
 
 use std::collections::VecDeque;
@@ -87,11 +87,11 @@ impl Default for PacingConfig {
             min_window: Duration::from_secs(1),
             max_window: Duration::from_secs(5),
             min_outcomes: 20,
-            margin: 0.02,
+            margin: 0.01,
             probe_step: 0.01,
             accelerate_above: 0.08,
             patience: 3,
-            probe_max: 0.10,
+            probe_max: 0.25,
             min_rate: 0.2,
             horizon: Duration::from_millis(250),
             tolerance: Duration::from_millis(20),
@@ -214,6 +214,21 @@ impl RateController {
             let back = Duration::from_secs_f64(units / rate);
             let floor = now.checked_sub(cfg.tolerance).unwrap_or(now);
             self.next_slot = self.next_slot.checked_sub(back).unwrap_or(floor).max(floor);
+        }
+    }
+
+    /// Settles a reservation of `charged` units that turned out to cost `actual`: gives the
+    /// difference back, or takes the extra.
+    pub fn settle(&mut self, now: Instant, charged: f64, actual: f64, cfg: &PacingConfig) {
+        if actual <= charged {
+            self.refund(now, charged - actual, cfg);
+            return;
+        }
+        let extra = actual - charged;
+        self.sent += extra;
+        if let Some(rate) = self.rate {
+            let floor = now.checked_sub(cfg.tolerance).unwrap_or(now);
+            self.next_slot = self.next_slot.max(floor) + Duration::from_secs_f64(extra / rate);
         }
     }
 
@@ -438,7 +453,7 @@ mod tests {
             adj,
             Adjustment::Cut {
                 from: Some(40.0),
-                to: 20.0 * 0.98
+                to: 20.0 * (1.0 - cfg.margin)
             }
         );
         // A cut never raises the pace.
@@ -448,7 +463,7 @@ mod tests {
         }
         slow.on_throttle(t0 + ms(950), ms(10), &cfg);
         slow.adjust(t0 + ms(1000), ms(10), &cfg).unwrap();
-        assert_eq!(slow.rate(), Some(10.0 * 0.98));
+        assert_eq!(slow.rate(), Some(10.0 * (1.0 - cfg.margin)));
     }
 
     #[test]
@@ -536,7 +551,7 @@ mod tests {
         c.adjust(t0 + Duration::from_secs(51), ms(100), &cfg)
             .unwrap();
         let to = c.rate().unwrap();
-        assert!((to - 500.0 / 52.0 * 0.98).abs() < 0.01, "{to}");
+        assert!((to - 500.0 / 52.0 * (1.0 - cfg.margin)).abs() < 0.01, "{to}");
     }
 
     #[test]
@@ -558,6 +573,22 @@ mod tests {
         let adj = c.adjust(t0 + Duration::from_secs(62), ms(100), &cfg);
         assert_eq!(adj, Some(Adjustment::Unpaced { from: 5.0 }));
         assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn settling_gives_back_or_takes_the_difference() {
+        let cfg = PacingConfig {
+            tolerance: Duration::ZERO,
+            horizon: ms(1000),
+            ..PacingConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut c = paced(t0, 1000.0);
+        assert_eq!(c.reserve(t0, 100.0, &cfg), Reservation::At(t0));
+        c.settle(t0, 100.0, 40.0, &cfg);
+        assert_eq!(c.reserve(t0, 10.0, &cfg), Reservation::At(t0 + ms(40)));
+        c.settle(t0, 10.0, 60.0, &cfg);
+        assert_eq!(c.reserve(t0, 1.0, &cfg), Reservation::At(t0 + ms(100)));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //!
 //! Three policies ([`ThrottlePolicy`]):
 //! - **adaptive** (default): a pacer per model ([`crate::pacing`]) spaces calls at the rate
-//!   the quota admits, in calls and, for tokens-per-minute quotas, in tokens (each call
-//!   reserves its input estimate + `max_tokens` and is settled with the `usage` Bedrock
-//!   returns). The seed's brake stays in force behind it: after `brake_after` consecutive
+//!   the quota admits, in calls and, for tokens-per-minute quotas, in tokens (each slot
+//!   holds the tokens a call of the model typically uses, at most its input estimate +
+//!   `max_tokens`, and is settled with the `usage` Bedrock returns). The seed's brake stays in force behind it: after `brake_after` consecutive
 //!   throttles (the pacer is badly wrong, or the quota is exhausted) every call also waits
 //!   the seed's pre-emptive delay. The pacer's rate is published to subscribers
 //!   ([`RateUpdate`]) so the supervisor can refuse requests that cannot start in time.
@@ -119,8 +119,9 @@ pub struct Acquire {
 /// The answer to an [`Acquire`].
 #[derive(Debug, Clone, Copy, PartialEq, MessageResponse)]
 pub enum Grant {
-    /// A slot is reserved: call after this delay.
-    CallAfter(Duration),
+    /// A slot is reserved: call after `delay`. The slot holds `tokens` of the token pace
+    /// (the tokens a call of this model typically uses), settled by the [`Report`].
+    CallAfter { delay: Duration, tokens: u64 },
     /// No slot yet (the pace is full for now): ask again after this delay.
     AskAgainAfter(Duration),
 }
@@ -150,8 +151,8 @@ pub struct Report {
     pub outcome: CallOutcome,
     /// How long the call took.
     pub latency: Duration,
-    /// The tokens its grant reserved.
-    pub reserved_tokens: u64,
+    /// The tokens its grant held (`Grant::CallAfter::tokens`).
+    pub granted_tokens: u64,
 }
 
 /// Gives back a granted slot that will not be used (the request gave up first).
@@ -160,8 +161,8 @@ pub struct Report {
 pub struct Release {
     /// The model of the slot.
     pub model: Arc<str>,
-    /// The tokens its grant reserved.
-    pub reserved_tokens: u64,
+    /// The tokens its grant held.
+    pub granted_tokens: u64,
 }
 
 /// A model's pace changed: `calls_per_sec` calls per second can start (`None`: not paced).
@@ -226,8 +227,11 @@ struct ModelThrottle {
     tokens: RateController,
     /// Smoothed latency of successful calls: the feedback delay.
     latency: Duration,
-    /// Smoothed tokens reserved per call, to express the token pace in calls.
-    reserved_per_call: f64,
+    /// Smoothed tokens a successful call uses (input + output): what a slot of the token
+    /// pace holds, and how the token pace is expressed in calls. Bedrock reserves input +
+    /// `max_tokens` at admission but gives the unused part back when the call ends, so the
+    /// sustained rate is set by what calls use; its reservation needs only the quota's burst.
+    tokens_per_call: f64,
     /// The last rate published to subscribers.
     published: Option<f64>,
     /// Grants given.
@@ -245,7 +249,7 @@ impl ModelThrottle {
             calls: RateController::new(now),
             tokens: RateController::new(now),
             latency: Duration::from_millis(100),
-            reserved_per_call: 0.0,
+            tokens_per_call: 0.0,
             published: None,
             granted: 0,
             throttled: 0,
@@ -258,7 +262,7 @@ impl ModelThrottle {
         let by_tokens = self
             .tokens
             .rate()
-            .map(|t| t / self.reserved_per_call.max(1.0));
+            .map(|t| t / self.tokens_per_call.max(1.0));
         match (self.calls.rate(), by_tokens) {
             (Some(c), Some(t)) => Some(c.min(t)),
             (c, t) => c.or(t),
@@ -373,22 +377,24 @@ impl Handler<Acquire> for ThrottleActor {
             .or_insert_with(|| ModelThrottle::new(now));
         if policy == ThrottlePolicy::None {
             state.granted += 1;
-            return Grant::CallAfter(Duration::ZERO);
-        }
-        // 1. Adaptive: a slot from both paces (calls, and the tokens it reserves).
-        let mut send_at = now;
-        if policy == ThrottlePolicy::Adaptive {
-            let tokens = msg.reserved_tokens as f64;
-            state.reserved_per_call = if state.reserved_per_call == 0.0 {
-                tokens
-            } else {
-                0.9 * state.reserved_per_call + 0.1 * tokens
+            return Grant::CallAfter {
+                delay: Duration::ZERO,
+                tokens: 0,
             };
+        }
+        // 1. Adaptive: a slot from both paces (calls, and the tokens a call typically uses).
+        let mut send_at = now;
+        let mut tokens = 0;
+        if policy == ThrottlePolicy::Adaptive {
+            if state.tokens_per_call == 0.0 {
+                state.tokens_per_call = msg.reserved_tokens as f64;
+            }
+            tokens = (msg.reserved_tokens as f64).min(state.tokens_per_call).ceil() as u64;
             match state.calls.reserve(now, 1.0, &pacing) {
                 Reservation::ComeBack(after) => return Grant::AskAgainAfter(after),
                 Reservation::At(at) => send_at = at,
             }
-            match state.tokens.reserve(now, tokens, &pacing) {
+            match state.tokens.reserve(now, tokens as f64, &pacing) {
                 Reservation::ComeBack(after) => {
                     state.calls.refund(now, 1.0, &pacing);
                     return Grant::AskAgainAfter(after);
@@ -399,7 +405,10 @@ impl Handler<Acquire> for ThrottleActor {
         state.granted += 1;
         // 2. The seed's brake, behind the pacer (or alone).
         let brake = self.brake_delay(&msg.model, now);
-        Grant::CallAfter(send_at.saturating_duration_since(now).max(brake))
+        Grant::CallAfter {
+            delay: send_at.saturating_duration_since(now).max(brake),
+            tokens,
+        }
     }
 }
 
@@ -413,7 +422,7 @@ impl Handler<Report> for ThrottleActor {
             .models
             .entry(msg.model.clone())
             .or_insert_with(|| ModelThrottle::new(now));
-        let reserved = msg.reserved_tokens as f64;
+        let granted = msg.granted_tokens as f64;
         match msg.outcome {
             CallOutcome::Success {
                 input_tokens,
@@ -428,17 +437,18 @@ impl Handler<Report> for ThrottleActor {
                         was
                     );
                 }
-                // Settle the token reservation with what Bedrock actually counted.
+                // Settle the token slot with what Bedrock actually counted.
                 let used = (input_tokens + output_tokens) as f64;
                 state.calls.on_success(now, 1.0, &pacing);
-                state.tokens.refund(now, reserved - used, &pacing);
+                state.tokens.settle(now, granted, used, &pacing);
                 state.tokens.on_success(now, used, &pacing);
+                state.tokens_per_call = 0.9 * state.tokens_per_call + 0.1 * used;
             }
             CallOutcome::Throttled { tokens } => {
                 state.throttled += 1;
                 state.brake.on_throttle(now);
                 // A throttled call took nothing from the token quota.
-                state.tokens.refund(now, reserved, &pacing);
+                state.tokens.refund(now, granted, &pacing);
                 let lane = if tokens {
                     &mut state.tokens
                 } else {
@@ -446,7 +456,7 @@ impl Handler<Report> for ThrottleActor {
                 };
                 lane.on_throttle(now, state.latency, &pacing);
             }
-            CallOutcome::OtherFailure => state.tokens.refund(now, reserved, &pacing),
+            CallOutcome::OtherFailure => state.tokens.refund(now, granted, &pacing),
         }
         if self.config.policy == ThrottlePolicy::Adaptive {
             self.adjust(&msg.model, now);
@@ -464,7 +474,7 @@ impl Handler<Release> for ThrottleActor {
             state.calls.refund(now, 1.0, &pacing);
             state
                 .tokens
-                .refund(now, msg.reserved_tokens as f64, &pacing);
+                .refund(now, msg.granted_tokens as f64, &pacing);
         }
     }
 }

@@ -226,16 +226,16 @@ async fn attempt_loop(
                 attempts: calls,
             })?;
         // 2. Wait for the slot (or to ask again), unless the deadline comes first.
-        let (delay, reserved) = match grant {
-            Grant::CallAfter(delay) => (delay, true),
-            Grant::AskAgainAfter(delay) => (delay, false),
+        let (delay, slot) = match grant {
+            Grant::CallAfter { delay, tokens } => (delay, Some(tokens)),
+            Grant::AskAgainAfter(delay) => (delay, None),
         };
         let wake_at = Instant::now() + delay;
         if wake_at >= deadline {
-            if reserved {
+            if let Some(granted_tokens) = slot {
                 deps.throttle.do_send(Release {
                     model: request.model.clone(),
-                    reserved_tokens: request.reserved_tokens,
+                    granted_tokens,
                 });
             }
             return Err(deadline_error(calls, &last_error));
@@ -243,9 +243,9 @@ async fn attempt_loop(
         if !delay.is_zero() {
             tokio::time::sleep_until(wake_at).await;
         }
-        if !reserved {
+        let Some(granted_tokens) = slot else {
             continue;
-        }
+        };
         // 3. Call Bedrock with what is left of the deadline.
         test_hook(&request.model, "before-call");
         marker.mark();
@@ -273,7 +273,7 @@ async fn attempt_loop(
                 Err(_) => CallOutcome::OtherFailure,
             },
             latency: sent_at.elapsed(),
-            reserved_tokens: request.reserved_tokens,
+            granted_tokens,
         });
         // 5. Answer, or decide about a retry.
         let error = match result {
