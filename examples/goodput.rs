@@ -444,7 +444,11 @@ fn quota_at(s: &Scenario, t: f64) -> f64 {
 fn policy_args(policy: &str) -> Vec<String> {
     let mut args = vec!["--throttle-policy".to_string()];
     match policy {
-        "adaptive-wait2s" => args.extend(["adaptive".into(), "--max-queue-wait-ms".into(), "2000".into()]),
+        "adaptive-wait2s" => args.extend([
+            "adaptive".into(),
+            "--max-queue-wait-ms".into(),
+            "2000".into(),
+        ]),
         other => args.push(other.to_string()),
     }
     args

@@ -163,7 +163,10 @@ impl Settings {
                         base: schedule.base,
                         cap: schedule.cap,
                     },
-                    _ => ThrottlePause::Shared,
+                    ThrottlePolicy::Seed => ThrottlePause::Shared,
+                    ThrottlePolicy::Adaptive => ThrottlePause::Spread {
+                        max: Duration::from_millis(500),
+                    },
                 },
             },
         }
@@ -185,7 +188,12 @@ mod tests {
         assert_eq!(c.pool.min_workers, 1);
         assert_eq!(c.pool.max_workers, PoolConfig::default_max_workers());
         assert_eq!(c.throttle.policy, ThrottlePolicy::Adaptive);
-        assert_eq!(c.retry.throttle_pause, ThrottlePause::Shared);
+        assert_eq!(
+            c.retry.throttle_pause,
+            ThrottlePause::Spread {
+                max: Duration::from_millis(500)
+            }
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
         if learned.is_none() && started.elapsed() >= Duration::from_secs(2) {
             learned = Some(server.stats());
         }
-        let (client, body, url, outcomes) = (client.clone(), body.clone(), url.clone(), outcomes.clone());
+        let (client, body, url, outcomes) =
+            (client.clone(), body.clone(), url.clone(), outcomes.clone());
         sent.push(actix_web::rt::spawn(async move {
             let sent_at = Instant::now();
             let mut response = client
@@ -86,7 +87,10 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
     let throttled = (end.throttled - learned.throttled) as f64;
     let seconds = 4.0;
     assert!(calls / seconds <= 10.0 * 1.2, "{} calls/s", calls / seconds);
-    assert!(throttled <= 0.1 * calls, "{throttled} of {calls} calls throttled");
+    assert!(
+        throttled <= 0.1 * calls,
+        "{throttled} of {calls} calls throttled"
+    );
     assert!(end.ok as f64 >= 10.0 * 5.0, "{} successes in 6 s", end.ok);
 
     // Every request was answered within its deadline: a success, or a refusal at once with
@@ -97,7 +101,10 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
     let outcomes = outcomes.lock().unwrap();
     assert_eq!(outcomes.len(), 180);
     for (sent, status, took, attempts, retry_after) in outcomes.iter() {
-        assert!(*took < 4.5, "answered after {took} s, past the 4 s deadline");
+        assert!(
+            *took < 4.5,
+            "answered after {took} s, past the 4 s deadline"
+        );
         match status {
             200 => assert!(*attempts >= 1 && *attempts <= 4),
             503 => {
@@ -109,7 +116,13 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
         }
     }
     let late = outcomes.iter().filter(|o| o.1 == 504).count();
-    assert!(late <= 9, "{late} of 180 requests ran out of time after admission");
+    assert!(
+        late <= 9,
+        "{late} of 180 requests ran out of time after admission"
+    );
     let refused = outcomes.iter().filter(|o| o.1 == 503).count();
-    assert!(refused > 0, "3x the quota for 6 s with a 4 s timeout must refuse some");
+    assert!(
+        refused > 0,
+        "3x the quota for 6 s with a 4 s timeout must refuse some"
+    );
 }

@@ -551,7 +551,10 @@ mod tests {
         c.adjust(t0 + Duration::from_secs(51), ms(100), &cfg)
             .unwrap();
         let to = c.rate().unwrap();
-        assert!((to - 500.0 / 52.0 * (1.0 - cfg.margin)).abs() < 0.01, "{to}");
+        assert!(
+            (to - 500.0 / 52.0 * (1.0 - cfg.margin)).abs() < 0.01,
+            "{to}"
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! - Never retried: ValidationException (the request itself is wrong), AccessDenied,
 //!   ResourceNotFound, ModelError, ServiceQuotaExceeded, other 4xx, and requests that could
 //!   not be built: the same call would fail the same way.
-//! - Pause: none after a throttle, because the shared throttle (the pacer and the seed's
-//!   brake in the ThrottleActor) already makes every caller of that model wait; only with the
-//!   `none` policy does each request back off alone ("full jitter": a random pause up to
-//!   `base * 2^(retry-1)`, capped). After other retryable failures an exponential
+//! - Pause after a throttle: with the seed policy none, because its shared brake already
+//!   makes every caller of that model wait; with the adaptive policy a random pause of up
+//!   to half a second, so the retries of a cluster of throttles spread out past the pacer's
+//!   cut, then the pacer's slot; only with the `none` policy does each request back off
+//!   alone ("full jitter": a random pause up to `base * 2^(retry-1)`, capped). After other retryable failures an exponential
 //!   pause `pause_base * 2^(retry-1)` capped at `pause_cap`, with "equal jitter" (half fixed,
 //!   half random) so retries of a failed burst spread out.
 
@@ -33,8 +34,12 @@ pub struct RetryPolicy {
 /// How a throttled request waits before its retry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ThrottlePause {
-    /// Not at all here: the shared throttle (brake, pacer) makes every caller wait.
+    /// Not at all here: the shared throttle (the seed's brake) makes every caller wait.
     Shared,
+    /// A random pause up to `max`, then the shared throttle (the pacer) gives the slot:
+    /// throttles come in clusters when a quota runs dry, and a retry sent at once would
+    /// land in the same cluster; spread out, it lands after the pacer's cut.
+    Spread { max: Duration },
     /// Alone, as a client without a broker would (the `none` throttle policy): "full
     /// jitter" exponential backoff, a random pause up to `base * 2^(retry-1)` capped.
     Own { base: Duration, cap: Duration },
@@ -99,6 +104,7 @@ impl RetryPolicy {
         if kind == ErrorKind::Throttling {
             return RetryDecision::RetryAfter(match self.throttle_pause {
                 ThrottlePause::Shared => Duration::ZERO,
+                ThrottlePause::Spread { max } => max.mul_f64(unit),
                 ThrottlePause::Own { base, cap } => base
                     .saturating_mul(1u32 << doublings)
                     .min(cap)
@@ -155,6 +161,22 @@ mod tests {
         assert_eq!(pause(3, 0.5), Duration::from_secs(2));
         assert_eq!(pause(5, 1.0), Duration::from_secs(4));
         assert_eq!(pause(5, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn adaptive_throttle_retries_spread_out_over_a_short_random_pause() {
+        let p = RetryPolicy {
+            throttle_pause: ThrottlePause::Spread {
+                max: Duration::from_millis(500),
+            },
+            ..RetryPolicy::default()
+        };
+        for (calls, unit, ms) in [(1, 0.0, 0), (1, 0.5, 250), (3, 1.0, 500)] {
+            assert_eq!(
+                p.decide(ErrorKind::Throttling, calls, 10, unit),
+                RetryDecision::RetryAfter(Duration::from_millis(ms))
+            );
+        }
     }
 
     #[test]

@@ -389,7 +389,9 @@ impl Handler<Acquire> for ThrottleActor {
             if state.tokens_per_call == 0.0 {
                 state.tokens_per_call = msg.reserved_tokens as f64;
             }
-            tokens = (msg.reserved_tokens as f64).min(state.tokens_per_call).ceil() as u64;
+            tokens = (msg.reserved_tokens as f64)
+                .min(state.tokens_per_call)
+                .ceil() as u64;
             match state.calls.reserve(now, 1.0, &pacing) {
                 Reservation::ComeBack(after) => return Grant::AskAgainAfter(after),
                 Reservation::At(at) => send_at = at,
@@ -472,9 +474,7 @@ impl Handler<Release> for ThrottleActor {
         let pacing = self.config.pacing;
         if let Some(state) = self.models.get_mut(&msg.model) {
             state.calls.refund(now, 1.0, &pacing);
-            state
-                .tokens
-                .refund(now, msg.granted_tokens as f64, &pacing);
+            state.tokens.refund(now, msg.granted_tokens as f64, &pacing);
         }
     }
 }
