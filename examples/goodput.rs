@@ -12,8 +12,8 @@
 //! (latency 100 ms, the scenario's quota), a ModelServer in front of it, and an open-loop load
 //! generator sending the seed's request to `POST /infer` at k x Q requests per second for T
 //! seconds (each request: `timeout` 10 s, `max_retries` 3; the client waits up to the timeout
-//! + 5 s). The policies of a scenario run at the same time, so a scenario takes T plus the
-//! drain. Then it prints one table row per policy:
+//! plus 5 s). The policies of a scenario run at the same time, so a scenario takes T plus
+//! the drain. Then it prints one table row per policy:
 //!
 //! - `goodput/Q`: successes completed inside the loaded window / T / the quota in force
 //!   (for the tokens-per-minute scenario: / the request rate the token quota admits over the
@@ -430,8 +430,7 @@ fn quota_at(s: &Scenario, t: f64) -> f64 {
         QuotaKind::Change { rps, schedule } => {
             let factor = schedule
                 .iter()
-                .filter(|(at, _)| t >= *at as f64)
-                .last()
+                .rfind(|(at, _)| t >= *at as f64)
                 .map_or(1.0, |(_, f)| *f);
             rps * factor
         }

@@ -14,6 +14,7 @@ use actors::InferRequest;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::strict_json::{self, JsonError};
 
 /// Seed default for `payload.max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4000;
@@ -50,15 +51,17 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
 
 /// Parses and validates an `/infer` body into the request the broker runs.
 pub fn parse_infer(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
-    // 1. The body is one JSON object.
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid("body", format!("not valid JSON ({e})")))?;
+    // 1. The body is one JSON object, with no key given twice.
+    let value = strict_json::parse(body).map_err(|e| match e {
+        JsonError::Syntax(e) => invalid("body", format!("not valid JSON ({e})")),
+        JsonError::DuplicateKey(path) => invalid(path, "duplicate key: give each key once"),
+    })?;
     let Value::Object(mut top) = value else {
         return Err(invalid("body", "must be a JSON object"));
     };
     if let Some(unknown) = top.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
         return Err(invalid(
-            unknown.as_str(),
+            strict_json::key_name(unknown),
             format!(
                 "unknown field; known fields: {}",
                 TOP_LEVEL_FIELDS.join(", ")
@@ -458,6 +461,15 @@ mod tests {
         assert_eq!(with("payload.stream", json!(true)), "payload.stream");
         assert_eq!(with("payload.model", json!("x")), "payload.model");
         assert_eq!(with("payload.system", json!(3)), "payload.system");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_path() {
+        let body = br#"{"type":"claude","model_name":"m","payload":{"messages":[{"role":"user","content":"x"}],"max_tokens":1,"max_tokens":99999}}"#;
+        match parse_infer(body, &limits()) {
+            Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "payload.max_tokens"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 pub enum ApiError {
     /// The request is malformed: `field` says where, `reason` says why.
     Invalid { field: String, reason: String },
+    /// No valid API key was presented.
+    Unauthorized,
     /// The body is larger than the limit.
     PayloadTooLarge { limit: usize },
     /// The body is not declared as JSON.
@@ -43,9 +45,14 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Invalid { field, reason } => write!(f, "invalid request: {field}: {reason}"),
+            ApiError::Unauthorized => write!(
+                f,
+                "missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>"
+            ),
             ApiError::PayloadTooLarge { limit } => {
                 write!(f, "request body is larger than the limit of {limit} bytes")
             }
+
             ApiError::UnsupportedMediaType { content_type } => write!(
                 f,
                 "Content-Type must be application/json, not {content_type:?}"
@@ -117,6 +124,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -145,6 +153,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::MethodNotAllowed { allowed, .. } = self {
             response.insert_header((header::ALLOW, *allowed));
+        }
+        if let ApiError::Unauthorized = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(Value::Object(body))
     }

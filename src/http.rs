@@ -2,6 +2,8 @@
 //! else. Handlers only translate: validation is in [`crate::api`], the work is done by the
 //! actors, and status codes are decided in [`crate::error`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -13,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::api::{self, Limits};
+use crate::auth::ApiKeys;
 use crate::error::ApiError;
 
 /// How long a handler waits for the Router to take a request before answering 503.
@@ -30,6 +33,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Keys `/infer` and `/status` require (none: open).
+    pub keys: ApiKeys,
+    /// Set when shutdown begins: `/health` answers 503 so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
     /// When the server started, for `/status`.
     pub started_at: Instant,
 }
@@ -88,7 +95,9 @@ async fn infer(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    // 1. Read the JSON body, refusing oversize ones before reading them.
+    // 1. Check the key, then read the JSON body, refusing oversize ones before reading them
+    // (a body that arrives too slowly is cut off by the server's client timeout: 408).
+    state.keys.check(&req)?;
     check_content_type(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     // 2. Validate it into the request the broker runs.
@@ -181,13 +190,18 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-/// `GET /health`: the process is up and serving HTTP.
-async fn health() -> HttpResponse {
+/// `GET /health`: the process serves HTTP; 503 once shutdown has begun. Open without a key.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "shutting down"}));
+    }
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /status`: pools, queue depth, in-flight calls and throttle state.
-async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    state.keys.check(&req)?;
     let broker = state
         .broker
         .status()
@@ -195,8 +209,9 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .map_err(|e| ApiError::Unavailable {
             reason: format!("the actors did not answer ({e})"),
         })?;
+    let draining = state.draining.load(Ordering::Relaxed);
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
+        "status": if draining { "shutting down" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started_at.elapsed().as_secs(),
         "pools": broker.pools,

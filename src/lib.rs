@@ -15,7 +15,9 @@
 //!
 //! This crate is the HTTP front and the process around the actors:
 //! - [`settings`]: the command line (every flag also a `MODEL_SERVER_*` variable);
-//! - [`api`]: the request format and its validation (every error names its field);
+//! - [`api`]: the request format and its validation (every error names its field), on
+//!   [`strict_json`] (JSON that refuses duplicate keys);
+//! - [`auth`]: optional API keys;
 //! - [`error`]: every HTTP error and its status code, in one `impl ResponseError`;
 //! - [`http`]: the routes; [`server`]: start-up order; [`logging`]: stderr and `--log-file`;
 //! - [`emulator`]: a Bedrock Runtime emulator speaking the real wire protocol, used by
@@ -24,9 +26,11 @@
 //! The actor system itself (queue, workers, throttle, Bedrock client) is the `actors` crate.
 
 pub mod api;
+pub mod auth;
 pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod logging;
 pub mod server;
 pub mod settings;
+pub mod strict_json;

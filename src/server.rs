@@ -3,6 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -11,6 +13,7 @@ use actors::{BedrockBackend, BedrockConfig, Broker};
 use tokio::time::Instant;
 
 use crate::api::Limits;
+use crate::auth::ApiKeys;
 use crate::emulator::{Emulator, EmulatorConfig, Quota};
 use crate::http::{self, AppState};
 use crate::settings::Settings;
@@ -23,6 +26,10 @@ pub struct RunningServer {
     pub broker: Broker,
     /// The in-process emulator with `--emulator`.
     pub emulator: Option<Emulator>,
+    /// Shared with the handlers: set when shutdown begins.
+    draining: Arc<AtomicBool>,
+    /// How long shutdown lets requests finish.
+    shutdown_timeout: Duration,
     /// The HTTP server future; it runs once awaited or spawned.
     server: Server,
 }
@@ -38,16 +45,52 @@ impl RunningServer {
         self.server.handle()
     }
 
-    /// Serves until the server stops (a signal, or `handle().stop()`).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: new requests get 503 at
+    /// once, queued and running ones get up to `--shutdown-timeout` to finish, the rest are
+    /// answered with a shutting-down error, answers are flushed, and it returns.
     pub async fn run(self) -> io::Result<()> {
         let RunningServer {
-            server, emulator, ..
+            server,
+            emulator,
+            broker,
+            draining,
+            shutdown_timeout,
+            ..
         } = self;
-        let result = server.await;
+        let handle = server.handle();
+        let mut serving = actix_web::rt::spawn(server);
+        let signal = tokio::select! {
+            result = &mut serving => {
+                return result.map_err(io::Error::other)?;
+            }
+            signal = shutdown_signal() => signal?,
+        };
+        // 1. Stop admitting; let what is queued and running finish.
+        draining.store(true, Ordering::Relaxed);
+        let status = broker.status().await.ok();
+        let (queued, running) = status.as_ref().map_or((0, 0), |s| {
+            s.pools
+                .iter()
+                .fold((0, 0), |(q, r), p| (q + p.queue_depth, r + p.in_flight))
+        });
+        log::info!(
+            "{signal}: shutting down; refusing new requests, letting {queued} queued and {running} running finish (up to {:.0} s)",
+            shutdown_timeout.as_secs_f64()
+        );
+        let (left_queued, left_running) = broker.shutdown(shutdown_timeout).await;
+        if left_queued + left_running > 0 {
+            log::warn!(
+                "shutdown timeout: answered {left_queued} queued and {left_running} running requests with a shutting-down error"
+            );
+        }
+        // 2. Let the handlers write their answers, then close the HTTP server.
+        handle.stop(true).await;
+        let _ = serving.await;
         if let Some(emulator) = emulator {
             emulator.stop().await;
         }
-        result
+        log::info!("ModelServer stopped");
+        Ok(())
     }
 
     /// Serves in the background on the current actix System; returns the handle and what
@@ -61,9 +104,17 @@ impl RunningServer {
 
 /// Starts everything `settings` describe. Call inside an actix System.
 pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
-    // 0. Bind first: a busy port must fail before anything else starts.
+    // 0. Bind and read the keys first: a busy port or a missing keys file must fail before
+    // anything else starts.
     let listener = std::net::TcpListener::bind(&settings.bind)?;
     let addr = listener.local_addr()?;
+    let keys = ApiKeys::load(&settings.api_keys, settings.api_keys_file.as_deref())?;
+    if keys.enabled() {
+        log::info!(
+            "API keys required on /infer and /status ({} configured)",
+            keys.len()
+        );
+    }
     // 1. The Bedrock endpoint: the in-process emulator, an override, or AWS.
     let emulator = if settings.emulator {
         let config = EmulatorConfig {
@@ -106,12 +157,16 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     let broker = Broker::start(broker_config, backend);
 
     // 3. The HTTP server, sharing the actors' addresses.
+    let draining = Arc::new(AtomicBool::new(false));
+    let client_timeout = Duration::from_millis(settings.client_timeout_ms.max(1));
     let state = AppState {
         broker: broker.clone(),
         limits: Limits {
             max_timeout: Duration::from_secs_f64(settings.max_timeout_secs.max(0.001)),
         },
         max_body_bytes: settings.max_body_bytes,
+        keys,
+        draining: draining.clone(),
         started_at: Instant::now(),
     };
     let data = web::Data::new(state);
@@ -120,8 +175,11 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
             // Stop a handler as soon as its client goes away, so the request leaves the queue
             // (actix-web otherwise keeps running handlers of closed connections).
             .h1_allow_half_closed(false)
-            .client_request_timeout(Duration::from_secs(30))
+            .client_request_timeout(client_timeout)
             .client_disconnect_timeout(Duration::from_secs(2))
+            // Signals are ours: `run` drains the broker before it stops the HTTP server.
+            .disable_signals()
+            .shutdown_timeout(5)
             .max_connections(50_000);
     if let Some(workers) = settings.http_workers {
         server = server.workers(workers.max(1));
@@ -138,6 +196,8 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
         addr,
         broker,
         emulator,
+        draining,
+        shutdown_timeout: Duration::from_secs_f64(settings.shutdown_timeout.max(0.0)),
         server: server.run(),
     })
 }
@@ -156,4 +216,15 @@ fn warn_without_credentials(backend: BedrockBackend) {
             );
         }
     });
+}
+
+/// Waits for SIGTERM or SIGINT; answers which.
+async fn shutdown_signal() -> io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }

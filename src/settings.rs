@@ -110,6 +110,30 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
+    /// Require this API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) on /infer and
+    /// /status; repeat for several keys (comma-separated in the environment variable).
+    #[arg(
+        long = "api-key",
+        env = "MODEL_SERVER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Also accept the keys in this file (one per line; `#` comments).
+    #[arg(long, env = "MODEL_SERVER_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// On SIGTERM/SIGINT: seconds to let queued and running requests finish (new ones get
+    /// 503) before the rest are answered with an error and the process exits.
+    #[arg(long, env = "MODEL_SERVER_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+
+    /// Longest time a client may take to send a whole request (headers and body), in ms;
+    /// slower ones are cut off with 408.
+    #[arg(long, env = "MODEL_SERVER_CLIENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub client_timeout_ms: u64,
+
     /// Also write the log to this file (it is appended to).
     #[arg(long, env = "MODEL_SERVER_LOG_FILE")]
     pub log_file: Option<PathBuf>,

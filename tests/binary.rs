@@ -175,3 +175,136 @@ async fn binary_serves_a_bedrock_endpoint_with_env_credentials_and_logs_the_seed
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+impl Server {
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits up to `within` for the process to exit; its exit status.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Starts the binary on its built-in emulator with `extra` flags.
+fn spawn_with_emulator(extra: &[&str]) -> (Server, String) {
+    let mut args: Vec<String> = ["--emulator", "--bind", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn(&args)
+}
+
+/// Sends `n` requests in the background; returns their tasks.
+fn send_in_background(url: &str, n: usize) -> Vec<actix_web::rt::task::JoinHandle<common::Reply>> {
+    (0..n)
+        .map(|i| {
+            let url = url.to_string();
+            actix_web::rt::spawn(async move {
+                let body = request(MODEL, &format!("in flight {i}")).to_string();
+                post_raw(&url, "/infer", Some("application/json"), body.into_bytes()).await
+            })
+        })
+        .collect()
+}
+
+async fn in_flight(url: &str) -> u64 {
+    let mut response = common::client()
+        .get(format!("{url}/status"))
+        .send()
+        .await
+        .unwrap();
+    let status: serde_json::Value = response.json().await.unwrap();
+    status["pools"][0]["in_flight"].as_u64().unwrap()
+}
+
+#[actix_web::test]
+async fn sigterm_refuses_new_requests_finishes_running_ones_and_exits_zero() {
+    let (mut server, url) =
+        spawn_with_emulator(&["--emulator-latency-ms", "1500", "--shutdown-timeout", "10"]);
+    let running = send_in_background(&url, 3);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            in_flight(&url).await == 3
+        })
+        .await
+    );
+    server.terminate();
+    // New requests are refused at once while the running ones finish.
+    let refused = common::eventually(Duration::from_secs(5), || async {
+        let reply = post_raw(
+            &url,
+            "/infer",
+            None,
+            request(MODEL, "late").to_string().into_bytes(),
+        )
+        .await;
+        reply.status == 503
+            && reply.error().contains("shutting down")
+            && reply.retry_after.is_some()
+    })
+    .await;
+    assert!(refused, "a request after SIGTERM was not refused");
+    let mut health = common::client()
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let _ = health.body().await;
+    for task in running {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 200, "{:?}", reply.json);
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[actix_web::test]
+async fn sigterm_answers_what_cannot_finish_in_the_shutdown_timeout_then_exits_zero() {
+    let (mut server, url) = spawn_with_emulator(&[
+        "--emulator-latency-ms",
+        "20000",
+        "--shutdown-timeout",
+        "0.5",
+    ]);
+    let running = send_in_background(&url, 2);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            in_flight(&url).await == 2
+        })
+        .await
+    );
+    let started = std::time::Instant::now();
+    server.terminate();
+    for task in running {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 503, "{:?}", reply.json);
+        assert!(reply.error().contains("shutting down"), "{}", reply.error());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(status.success(), "{status:?}");
+}

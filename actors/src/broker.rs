@@ -1,13 +1,14 @@
 //! [`Broker`]: starts the actors in order and hands out their addresses.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::bedrock::BedrockBackend;
 use crate::retry::RetryPolicy;
 use crate::router::Router;
-use crate::supervisor::{GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
+use crate::supervisor::{Abort, Drain, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
 use crate::throttle::{
     GetThrottleStatus, ModelThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig,
 };
@@ -53,6 +54,8 @@ impl Broker {
             throttle: throttle.clone(),
             backend,
             retry: config.retry,
+            // Each supervisor replaces this with its own stop signal.
+            stop: tokio::sync::watch::channel(false).1,
         };
         let mut pools = BTreeMap::new();
         let worker_type = config.pool.worker_type.clone();
@@ -66,6 +69,30 @@ impl Broker {
             throttle,
             pools,
         }
+    }
+
+    /// Shuts the pools down: refuse new requests at once, let queued and running ones finish
+    /// for up to `grace`, then answer the rest with a shutting-down error. Returns how many
+    /// were still queued and running when the grace ran out (zeros if everything finished).
+    pub async fn shutdown(&self, grace: Duration) -> (usize, usize) {
+        let mut drained = Vec::new();
+        for pool in self.pools.values() {
+            if let Ok(rx) = pool.send(Drain).await {
+                drained.push(rx);
+            }
+        }
+        let all = futures_util::future::join_all(drained);
+        if tokio::time::timeout(grace, all).await.is_ok() {
+            return (0, 0);
+        }
+        let mut left = (0, 0);
+        for pool in self.pools.values() {
+            if let Ok((queued, running)) = pool.send(Abort).await {
+                left.0 += queued;
+                left.1 += running;
+            }
+        }
+        left
     }
 
     /// Collects every pool's and model's state.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::job::Job;
@@ -201,12 +202,23 @@ pub struct SupervisorActor {
     next_worker_id: u64,
     /// Totals for `/status`.
     counters: PoolCounters,
+    /// False once shutdown began: new jobs are refused.
+    accepting: bool,
+    /// Told when the pool has nothing queued or in flight during shutdown.
+    drained: Option<oneshot::Sender<()>>,
+    /// Tells every job still running to answer "shutting down" and stop.
+    stop: watch::Sender<bool>,
 }
 
 impl SupervisorActor {
     /// A supervisor for `config`'s pool; workers start when the actor starts.
-    pub fn new(config: PoolConfig, deps: WorkerDeps) -> SupervisorActor {
+    pub fn new(config: PoolConfig, mut deps: WorkerDeps) -> SupervisorActor {
+        let (stop, stopped) = watch::channel(false);
+        deps.stop = stopped;
         SupervisorActor {
+            accepting: true,
+            drained: None,
+            stop,
             config,
             deps,
             queues: ModelQueues::default(),
@@ -357,6 +369,7 @@ impl SupervisorActor {
     fn maintain(&mut self, ctx: &mut Context<Self>) {
         self.reap_dead_workers();
         self.sweep_queue();
+        self.check_drained();
         self.retire_idle_workers();
         self.grow_to_demand(ctx);
         self.dispatch(ctx);
@@ -452,6 +465,11 @@ impl Handler<Enqueue> for SupervisorActor {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         let job = msg.0;
         let now = Instant::now();
+        // 0. Shutting down: nothing new.
+        if !self.accepting {
+            job.answer(Err(InferError::ShuttingDown));
+            return;
+        }
         // 1. Bounded: past the capacity, refuse.
         if self.queues.len() >= self.config.queue_capacity {
             self.counters.rejected_queue_full += 1;
@@ -537,6 +555,56 @@ impl Handler<JobDone> for SupervisorActor {
         } else {
             self.dispatch(ctx);
         }
+        self.check_drained();
+    }
+}
+
+/// Begins shutdown: refuse new jobs; the answer completes once nothing is queued or in flight.
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+pub struct Drain;
+
+/// Ends shutdown: answer every job still queued or running with a shutting-down error.
+/// Answers how many were queued and how many were running.
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Abort;
+
+impl SupervisorActor {
+    /// Tells a waiting [`Drain`] when the pool is empty.
+    fn check_drained(&mut self) {
+        if !self.accepting && self.queues.is_empty() && self.in_flight() == 0 {
+            if let Some(drained) = self.drained.take() {
+                let _ = drained.send(());
+            }
+        }
+    }
+}
+
+impl Handler<Drain> for SupervisorActor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        self.accepting = false;
+        let (tx, rx) = oneshot::channel();
+        self.drained = Some(tx);
+        self.check_drained();
+        MessageResult(rx)
+    }
+}
+
+impl Handler<Abort> for SupervisorActor {
+    type Result = MessageResult<Abort>;
+
+    fn handle(&mut self, _msg: Abort, _ctx: &mut Context<Self>) -> Self::Result {
+        self.accepting = false;
+        let queued = self.queues.drain();
+        let counts = (queued.len(), self.in_flight());
+        for job in queued {
+            job.answer(Err(InferError::ShuttingDown));
+        }
+        let _ = self.stop.send(true);
+        MessageResult(counts)
     }
 }
 

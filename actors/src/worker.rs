@@ -6,6 +6,8 @@
 //! report the outcome, and on failure ask [`crate::retry`] whether to go again. No call is
 //! sent without a slot the throttle granted.
 //! If the caller goes away, the loop stops at once: no call is sent for a client that left.
+//! If the broker shuts down and its drain time runs out, the job is answered with a
+//! shutting-down error instead of being dropped.
 //!
 //! Each job runs as its own task on the worker's arbiter (`actix::spawn`), not as a future
 //! inside the actor's context: actix polls every future of a context whenever any of them
@@ -35,6 +37,8 @@ pub struct WorkerDeps {
     pub backend: BedrockBackend,
     /// Which failures to retry and how long to pause.
     pub retry: RetryPolicy,
+    /// Turns true when the broker gives up on the jobs still running (shutdown timeout).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A worker of the `claude` pool.
@@ -175,9 +179,11 @@ async fn serve(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
     let request = job.request().clone();
     let marker = job.call_marker();
     let deadline = job.deadline();
+    let mut stop = deps.stop.clone();
     let outcome = tokio::select! {
         result = attempt_loop(&request, deadline, &marker, &deps) => Some(result),
         _ = job.abandoned() => None,
+        _ = stop.wait_for(|stopped| *stopped) => Some(Err(InferError::ShuttingDown)),
     };
     // Free the slot before answering, so a caller that asks `/status` after its answer sees
     // the job gone from the pool.

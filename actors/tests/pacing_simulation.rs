@@ -35,12 +35,18 @@ impl Bucket {
     }
 }
 
-#[derive(PartialEq, PartialOrd)]
+/// Virtual time in seconds, ordered (the simulation never makes NaN).
+#[derive(PartialEq)]
 struct Time(f64);
 impl Eq for Time {}
+impl PartialOrd for Time {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for Time {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.partial_cmp(&other.0).unwrap()
+        self.0.total_cmp(&other.0)
     }
 }
 
