@@ -263,28 +263,11 @@ fn main() {
         all.push((s, results));
     }
     println!("\n== summary (markdown)\n");
-    println!("| scenario | policy | goodput/Q | throttled | lost | late | orphaned | p50 ms | p99 ms | refuse p99 ms | ok/503/504/500 | notes |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | {} |", COLUMNS.join(" | "));
+    println!("|---|{}", "---|".repeat(COLUMNS.len()));
     for (s, results) in &all {
         for r in results {
-            println!(
-                "| {} | {} | {:.3} | {:.1}% | {} | {} | {} | {:.0} | {:.0} | {} | {}/{}/{}/{} | {} |",
-                s.name,
-                r.policy,
-                r.goodput_over_q,
-                pct(r.emulator_throttled, r.emulator_calls),
-                r.lost,
-                r.late,
-                r.orphaned,
-                r.p50_ms,
-                r.p99_ms,
-                r.refuse_p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
-                r.ok,
-                r.refused_503,
-                r.deadline_504,
-                r.failed_500,
-                notes(r, s, unloaded_p99)
-            );
+            println!("| {} | {} |", s.name, cells(r, s, unloaded_p99).join(" | "));
         }
     }
 }
@@ -297,40 +280,61 @@ fn pct(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn print_header() {
-    println!(
-        "{:<9} {:>9} {:>9} {:>5} {:>5} {:>8} {:>7} {:>7} {:>10} {:>20}  notes",
-        "policy",
-        "goodput/Q",
-        "throttled",
-        "lost",
-        "late",
-        "orphaned",
-        "p50 ms",
-        "p99 ms",
-        "refuse p99",
-        "ok/503/504/500"
-    );
-}
+/// The table's columns after the scenario.
+const COLUMNS: [&str; 11] = [
+    "policy",
+    "goodput/Q",
+    "throttled",
+    "lost",
+    "late",
+    "orphaned",
+    "p50 ms",
+    "p99 ms",
+    "refuse p99 ms",
+    "ok/503/504/500",
+    "notes",
+];
 
-fn print_row(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) {
-    println!(
-        "{:<9} {:>9.3} {:>8.1}% {:>5} {:>5} {:>8} {:>7.0} {:>7.0} {:>10} {:>20}  {}",
-        r.policy,
-        r.goodput_over_q,
-        pct(r.emulator_throttled, r.emulator_calls),
-        r.lost,
-        r.late,
-        r.orphaned,
-        r.p50_ms,
-        r.p99_ms,
+/// One result's cells, in [`COLUMNS`] order.
+fn cells(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) -> Vec<String> {
+    vec![
+        r.policy.clone(),
+        format!("{:.3}", r.goodput_over_q),
+        format!("{:.1}%", pct(r.emulator_throttled, r.emulator_calls)),
+        r.lost.to_string(),
+        r.late.to_string(),
+        r.orphaned.to_string(),
+        format!("{:.0}", r.p50_ms),
+        format!("{:.0}", r.p99_ms),
         r.refuse_p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
         format!(
             "{}/{}/{}/{}",
             r.ok, r.refused_503, r.deadline_504, r.failed_500
         ),
-        notes(r, s, unloaded_p99)
-    );
+        notes(r, s, unloaded_p99),
+    ]
+}
+
+/// Column widths of the plain-text table.
+const WIDTHS: [usize; 10] = [15, 9, 9, 5, 5, 8, 7, 7, 13, 20];
+
+fn print_header() {
+    let header: Vec<String> = COLUMNS[..10]
+        .iter()
+        .zip(WIDTHS)
+        .map(|(c, w)| format!("{c:>w$}"))
+        .collect();
+    println!("{}  notes", header.join(" "));
+}
+
+fn print_row(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) {
+    let cells = cells(r, s, unloaded_p99);
+    let row: Vec<String> = cells[..10]
+        .iter()
+        .zip(WIDTHS)
+        .map(|(c, w)| format!("{c:>w$}"))
+        .collect();
+    println!("{}  {}", row.join(" "), cells[10]);
 }
 
 fn notes(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) -> String {
