@@ -24,18 +24,17 @@
 //! reached (or the URL is unusable).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use awc::error::{ConnectError, SendRequestError};
 use clap::Parser;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-/// Largest response body this client will read.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// How much longer than the request's own `timeout` the client waits, so the
-/// server gets the chance to answer a passed deadline with its own error.
-const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+#[path = "support/seed_client.rs"]
+mod seed_client;
+
+use seed_client::{Failure, ServerArgs};
+
 /// Characters of a response (or error) shown per scenario.
 const EXCERPT_CHARS: usize = 80;
 /// Characters of an error body shown.
@@ -49,34 +48,14 @@ const SCENARIOS: usize = 5;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Base URL of the ModelServer (plain http).
-    #[arg(long, default_value = "http://localhost:1121")]
-    url: String,
-
-    /// Bedrock model id to ask for.
-    #[arg(long, default_value = "us.anthropic.claude-sonnet-4-20250514-v1:0")]
-    model: String,
-
-    /// Whole-request deadline in seconds, sent as each request's `timeout` field.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
-}
-
-/// Why a request did not produce a usable `response`.
-enum Failure {
-    /// The server could not be reached at all (connection refused, DNS, ...).
-    Unreachable(String),
-    /// The URL cannot be used by this client (malformed, or https).
-    BadUrl(String),
-    /// The server was reached but the request failed.
-    Failed(String),
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 struct Suite {
     client: awc::Client,
     endpoint: String,
-    model: String,
-    timeout: u64,
+    args: ServerArgs,
 }
 
 impl Suite {
@@ -84,9 +63,9 @@ impl Suite {
     fn body(&self, messages: Value, max_tokens: u64, extra: Value) -> Value {
         let mut body = json!({
             "type": "claude",
-            "model_name": self.model,
+            "model_name": self.args.model,
             "payload": {"messages": messages, "max_tokens": max_tokens},
-            "timeout": self.timeout,
+            "timeout": self.args.timeout,
         });
         if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
             body.extend(extra);
@@ -96,55 +75,24 @@ impl Suite {
 
     /// POST one request to /infer; Ok holds the `response` text.
     async fn infer(&self, body: &Value) -> Result<String, Failure> {
-        let mut res = match self.client.post(&self.endpoint).send_json(body).await {
-            Ok(res) => res,
-            Err(SendRequestError::Url(e)) => {
-                return Err(Failure::BadUrl(format!("invalid URL: {e}")))
-            }
-            Err(SendRequestError::Http(e)) => {
-                return Err(Failure::BadUrl(format!("invalid URL: {e}")))
-            }
-            Err(SendRequestError::Connect(ConnectError::SslIsNotSupported)) => {
-                return Err(Failure::BadUrl(
-                    "this client speaks plain http only; use an http:// URL".to_string(),
-                ))
-            }
-            Err(SendRequestError::Connect(e)) => return Err(Failure::Unreachable(e.to_string())),
-            Err(SendRequestError::Timeout) => {
-                return Err(Failure::Failed(format!(
-                    "no response within {}s (client timeout)",
-                    (Duration::from_secs(self.timeout) + CLIENT_TIMEOUT_MARGIN).as_secs()
-                )))
-            }
-            Err(e) => return Err(Failure::Failed(format!("request failed: {e}"))),
-        };
-        let status = res.status();
-        let bytes = res
-            .body()
-            .limit(MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| Failure::Failed(format!("HTTP {status}: failed to read body: {e}")))?;
-        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            if let Some(text) = parsed
-                .as_ref()
-                .and_then(|v| v.get("response"))
-                .and_then(Value::as_str)
-            {
-                return Ok(text.to_string());
-            }
+        let answer = seed_client::post(
+            &self.client,
+            &self.endpoint,
+            body,
+            self.args.client_timeout(),
+        )
+        .await?;
+        if let Some(text) = answer.response() {
+            return Ok(text.to_string());
         }
-        let shown = match parsed {
-            Some(value) => value.to_string(),
-            None => String::from_utf8_lossy(&bytes).into_owned(),
-        };
-        let shown = clip(&shown, ERROR_CHARS);
-        if status.is_success() {
+        let shown = clip(&answer.shown(), ERROR_CHARS);
+        if answer.status.is_success() {
             Err(Failure::Failed(format!(
-                "HTTP {status} without a string `response` field: {shown}"
+                "HTTP {} without a string `response` field: {shown}",
+                answer.status
             )))
         } else {
-            Err(Failure::Failed(format!("HTTP {status}: {shown}")))
+            Err(Failure::Failed(format!("HTTP {}: {shown}", answer.status)))
         }
     }
 
@@ -261,19 +209,16 @@ fn clip(text: &str, max: usize) -> String {
 #[actix_web::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let base = args.url.trim_end_matches('/').to_string();
+    let base = args.server.base();
     let suite = Suite {
-        client: awc::Client::builder()
-            .timeout(Duration::from_secs(args.timeout) + CLIENT_TIMEOUT_MARGIN)
-            .finish(),
+        client: args.server.client(),
         endpoint: format!("{base}/infer"),
-        model: args.model,
-        timeout: args.timeout,
+        args: args.server,
     };
 
     println!(
         "Testing Claude API at {base} (model {}, timeout {}s)",
-        suite.model, suite.timeout
+        suite.args.model, suite.args.timeout
     );
     println!();
 
@@ -310,9 +255,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             Err(Failure::Unreachable(cause)) => {
-                println!("Cannot connect to ModelServer at {base}");
-                println!("Cause: {cause}");
-                println!("Solution: Start the ModelServer first, e.g. `cargo run --release -- --emulator`");
+                seed_client::print_unreachable(&base, &cause);
                 return ExitCode::from(2);
             }
         }

@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4000;
 pub const DEFAULT_TEMPERATURE: f64 = 0.1;
 /// Seed default for `timeout`, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
+/// Shortest `timeout` accepted (a millisecond; smaller ones round to nothing).
+pub const MIN_TIMEOUT_SECS: f64 = 0.001;
 /// Seed default for `max_retries`.
 pub const DEFAULT_MAX_RETRIES: u64 = 3;
 /// Most retries a request may ask for.
@@ -83,10 +85,10 @@ pub fn parse_infer(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiErro
             .ok_or_else(|| invalid("timeout", "must be a number of seconds"))?,
     };
     let max_timeout = limits.max_timeout.as_secs_f64();
-    if !(timeout_secs > 0.0 && timeout_secs <= max_timeout) {
+    if !(MIN_TIMEOUT_SECS..=max_timeout).contains(&timeout_secs) {
         return Err(invalid(
             "timeout",
-            format!("must be more than 0 and at most {max_timeout} seconds"),
+            format!("must be between {MIN_TIMEOUT_SECS} and {max_timeout} seconds"),
         ));
     }
     let max_retries = optional_uint(&top, "max_retries", "", DEFAULT_MAX_RETRIES)?;
@@ -433,6 +435,7 @@ mod tests {
             field_of(b)
         };
         assert_eq!(with("timeout", json!(0)), "timeout");
+        assert_eq!(with("timeout", json!(1e-300)), "timeout");
         assert_eq!(with("timeout", json!(-1)), "timeout");
         assert_eq!(with("timeout", json!(1e9)), "timeout");
         assert_eq!(with("timeout", json!("60")), "timeout");
