@@ -14,15 +14,26 @@
 //!   call reserving `n` tokens takes `n/rate`); a slot may start up to `tolerance` early so
 //!   arrival jitter is not delayed. Slots are reserved at most `horizon` ahead; a caller
 //!   beyond it comes back later, so a rate cut takes effect within `horizon`.
-//! - **Unpaced until the first throttle**: with no evidence of a quota nothing is delayed.
-//!   The first throttle sets the pace at once to half of what has succeeded so far (that
-//!   includes any burst the quota had saved), so retries do not storm; the probe below finds
+//! - **Unpaced until the quota shows**: with no evidence of a quota nothing is delayed.
+//!   A quarter of a window's outcomes throttled (of at least `min_outcomes`; sporadic
+//!   throttles are left to the retries) sets the pace at once to at most half of what the
+//!   quota admitted so far
+//!   (that includes any burst the quota had saved), so retries do not storm; the probe finds
 //!   the rest within seconds. If nothing has succeeded yet, the seed brake handles it.
 //! - **Control windows**: outcomes are judged once per window, the feedback delay: at least
 //!   `min_window` and three call latencies, and at least `min_outcomes` outcomes (or
 //!   `max_window`). So a burst of throttles from calls already sent cuts the rate once. A
 //!   window where throttles pile up (>= 10 and >= 25% of outcomes) is judged early, after
 //!   three latencies (and a quarter of `min_window`).
+//! - **Background throttles**: Bedrock throttles now and then even under quota; cutting the
+//!   pace for each of those would ratchet it down to nothing while the quota sits unused.
+//!   The background is the lower quartile of the throttle fractions of the last minute's 3 s
+//!   stretches (at most `max_background`, 10%): at a real quota the pace holds below it for
+//!   `settle` (6) clean windows after each cut, so a quarter of the stretches or more have
+//!   no throttles and every throttle counts; sporadic
+//!   throttles show in every stretch. A window whose throttles the background explains
+//!   (within two standard deviations of the expected count) counts as clean, and a cut's
+//!   measured success rate is scaled up by the background's share.
 //! - **Cut (multiplicative decrease to the measured quota)**: in a window with throttles, the
 //!   calls that succeeded from one latency after the first throttle on were admitted while
 //!   the quota was exhausted, so they arrive at exactly the rate it admits (any burst it had
@@ -43,7 +54,7 @@
 //!   a burst.
 //!
 //! Constants (the defaults): windows 1 s..5 s (>= 20 outcomes to judge a throttled window,
-//! 5 for a clean one), margin 1%, probe 1% (doubling to 25% beyond 8% above the last measured
+//! 5 for a clean one), background at most 10%, margin 1%, probe 1% (doubling to 25% beyond 8% above the last measured
 //! quota or after 3 clean windows above it), horizon 250 ms, tolerance 20 ms, memory 60 s, minimum rate 0.2/s.
 
 use std::collections::VecDeque;
@@ -60,6 +71,8 @@ pub struct PacingConfig {
     pub max_window: Duration,
     /// Outcomes a window needs before it is judged (unless `max_window` passed).
     pub min_outcomes: u32,
+    /// Most of the background throttle fraction that is treated as noise (see `background`).
+    pub max_background: f64,
     /// How far below the measured quota the pace is set after a throttle.
     pub margin: f64,
     /// Upward step after a clean window.
@@ -69,6 +82,9 @@ pub struct PacingConfig {
     pub accelerate_above: f64,
     /// Clean windows after which the step starts doubling anyway.
     pub patience: u32,
+    /// Clean windows after a cut during which the pace holds before probing again: the
+    /// quota gets seconds without throttles, which also keeps the background at zero.
+    pub settle: u32,
     /// Largest upward step per window.
     pub probe_max: f64,
     /// Slowest pace ever set, in units per second.
@@ -87,10 +103,12 @@ impl Default for PacingConfig {
             min_window: Duration::from_secs(1),
             max_window: Duration::from_secs(5),
             min_outcomes: 20,
+            max_background: 0.10,
             margin: 0.01,
             probe_step: 0.01,
             accelerate_above: 0.08,
             patience: 3,
+            settle: 6,
             probe_max: 0.25,
             min_rate: 0.2,
             horizon: Duration::from_millis(250),
@@ -99,6 +117,12 @@ impl Default for PacingConfig {
         }
     }
 }
+
+/// Throttled fraction of a window's outcomes that starts pacing an unpaced model.
+const START_FRACTION: f64 = 0.25;
+
+/// Length of the stretches the background throttle fraction is measured over.
+const BUCKET_SECS: u64 = 3;
 
 /// The answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,6 +170,11 @@ pub struct RateController {
     ok_saturated_count: u32,
     /// The quota measured at the last cut: probing is slow up to a little above it.
     ceiling: Option<f64>,
+    /// Outcomes and throttles per 3 s over the last `memory`: the lowest throttle fraction
+    /// among them is the background, throttles the pace does not cause.
+    fractions: VecDeque<(u64, u32, u32)>,
+    /// Clean windows left to hold the pace after the last cut.
+    hold: u32,
     /// Consecutive clean windows at or above the ceiling since the last cut.
     clean: u32,
     /// Consecutive accelerating clean windows, for the probe's doubling.
@@ -171,6 +200,8 @@ impl RateController {
             ok_saturated: 0.0,
             ok_saturated_count: 0,
             ceiling: None,
+            fractions: VecDeque::new(),
+            hold: 0,
             clean: 0,
             accelerating: 0,
             history: VecDeque::new(),
@@ -232,10 +263,12 @@ impl RateController {
         }
     }
 
-    /// Records a success worth `units`.
-    pub fn on_success(&mut self, now: Instant, units: f64, cfg: &PacingConfig) {
+    /// Records a call the quota admitted (it was not throttled; it may still have failed
+    /// otherwise), worth `units`.
+    pub fn on_admitted(&mut self, now: Instant, units: f64, cfg: &PacingConfig) {
         self.ok_units += units;
         self.ok_count += 1;
+        self.count_outcome(now, false, cfg);
         if self.saturated_from.is_some_and(|from| now >= from) {
             self.ok_saturated += units;
             self.ok_saturated_count += 1;
@@ -260,27 +293,118 @@ impl RateController {
     /// window runs; the window's judgement refines it.
     pub fn on_throttle(&mut self, now: Instant, latency: Duration, cfg: &PacingConfig) {
         self.throttles += 1;
+        self.count_outcome(now, true, cfg);
         if self.saturated_from.is_none() {
             self.saturated_from = Some(now + latency);
         }
-        if self.rate.is_none() {
+        let outcomes = self.ok_count + self.throttles;
+        let fraction = f64::from(self.throttles) / f64::from(outcomes.max(1));
+        // Pacing starts only on a clear quota signal: a quarter of a window's outcomes (at
+        // least `min_outcomes` of them) throttled; sporadic throttles are left to the retries.
+        if self.rate.is_none()
+            && outcomes >= cfg.min_outcomes
+            && fraction >= START_FRACTION
+            && !self.within_background(self.throttles, outcomes, now, cfg)
+        {
             let elapsed = now
                 .saturating_duration_since(self.window_start)
                 .max(cfg.min_window / 4)
                 .as_secs_f64();
-            let succeeded = if self.ok_units > 0.0 {
-                self.ok_units / elapsed
+            // The window may have just begun: look back over the last two seconds too.
+            let succeeded = (self.ok_units / elapsed).max(self.recent_rate(now));
+            let succeeded = if succeeded > 0.0 {
+                succeeded
             } else {
                 self.sustained_rate(now, cfg)
             };
-            // What succeeded so far includes whatever burst the quota had saved: start at
-            // half of it and let the probe find the rest. With no success at all there is
-            // no level to pace at; the seed brake handles that.
+            // What succeeded so far includes whatever burst the quota had saved, the more so
+            // the more was throttled: start at (1 - 2 x throttled fraction) of it, at most
+            // half, and let the probe find the rest. With no success at all there is no
+            // level to pace at; the seed brake handles that.
             if succeeded > 0.0 {
-                self.rate = Some((0.5 * succeeded).max(cfg.min_rate));
+                let share = (1.0 - 2.0 * fraction).max(0.5);
+                self.rate = Some((share * succeeded).max(cfg.min_rate));
                 self.next_slot = now;
+                // Judge the new pace on what it does, not on the throttles that started it.
+                self.start_window(now);
             }
         }
+    }
+
+    /// Begins a new control window at `now`.
+    fn start_window(&mut self, now: Instant) {
+        self.window_start = now;
+        self.sent = 0.0;
+        self.ok_units = 0.0;
+        self.ok_count = 0;
+        self.throttles = 0;
+        self.saturated_from = None;
+        self.ok_saturated = 0.0;
+        self.ok_saturated_count = 0;
+    }
+
+    /// Counts one outcome in its 3 s bucket.
+    fn count_outcome(&mut self, now: Instant, throttled: bool, cfg: &PacingConfig) {
+        let bucket = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
+        match self.fractions.back_mut() {
+            Some((b, outcomes, throttles)) if *b == bucket => {
+                *outcomes += 1;
+                *throttles += u32::from(throttled);
+            }
+            _ => self.fractions.push_back((bucket, 1, u32::from(throttled))),
+        }
+        let keep = (cfg.memory.as_secs() / BUCKET_SECS).max(1);
+        while self
+            .fractions
+            .front()
+            .is_some_and(|(b, _, _)| bucket.saturating_sub(*b) > keep)
+        {
+            self.fractions.pop_front();
+        }
+    }
+
+    /// The background throttle fraction: the lower quartile of the last minute's complete
+    /// 3 s buckets (with at least `min_outcomes` outcomes; four such buckets needed). At a
+    /// real quota the pace holds below it for seconds after each cut, so a quarter of the
+    /// buckets or more are free of throttles.
+    fn background(&self, now: Instant, cfg: &PacingConfig) -> f64 {
+        let current = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
+        let mut complete: Vec<f64> = self
+            .fractions
+            .iter()
+            .filter(|(b, outcomes, _)| *b < current && *outcomes >= cfg.min_outcomes)
+            .map(|(_, outcomes, throttles)| f64::from(*throttles) / f64::from(*outcomes))
+            .collect();
+        if complete.len() < 4 {
+            return 0.0;
+        }
+        complete.sort_by(f64::total_cmp);
+        complete[(complete.len() - 1) / 4].min(cfg.max_background)
+    }
+
+    /// Whether `throttles` of `outcomes` are no more than the background explains: at most
+    /// the expected count plus two standard deviations (none at all without a background).
+    fn within_background(
+        &self,
+        throttles: u32,
+        outcomes: u32,
+        now: Instant,
+        cfg: &PacingConfig,
+    ) -> bool {
+        let expected = f64::from(outcomes) * self.background(now, cfg);
+        f64::from(throttles) <= expected + 2.0 * expected.sqrt()
+    }
+
+    /// The success rate over the last two whole seconds, in units per second.
+    fn recent_rate(&self, now: Instant) -> f64 {
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        let total: f64 = self
+            .history
+            .iter()
+            .filter(|(s, _)| *s + 2 >= second && *s < second)
+            .map(|(_, u)| u)
+            .sum();
+        total / 2.0
     }
 
     /// The success rate over the quota's window (the last `memory`), in units per second.
@@ -307,6 +431,12 @@ impl RateController {
         let window = cfg.min_window.max(latency * 3).min(cfg.max_window);
         let elapsed = now.saturating_duration_since(self.window_start);
         let outcomes = self.ok_count + self.throttles;
+        // Throttles the background explains do not count as the quota's signal, nor a few
+        // sporadic ones before pacing started.
+        let fraction = f64::from(self.throttles) / f64::from(outcomes.max(1));
+        let sparse = self.throttles > 0
+            && (self.within_background(self.throttles, outcomes, now, cfg)
+                || (self.rate.is_none() && fraction < START_FRACTION));
         // A throttled window needs enough outcomes to measure the quota (unless throttles
         // dominate); a clean one only needs a few to show that nothing was throttled.
         let needed = if self.throttles == 0 {
@@ -324,7 +454,7 @@ impl RateController {
             return None;
         }
         let secs = elapsed.as_secs_f64();
-        let decision = if self.throttles > 0 {
+        let decision = if self.throttles > 0 && !sparse {
             // The successes are what the quota admitted; with none, use the last minute's.
             self.accelerating = 0;
             self.clean = 0;
@@ -337,6 +467,10 @@ impl RateController {
                 _ if self.ok_count > 0 => (self.ok_units / secs, false),
                 _ => (self.sustained_rate(now, cfg), false),
             };
+            // Settle after a measured cut; after a guess, keep probing.
+            self.hold = if trusted { cfg.settle } else { 0 };
+            // What succeeded would have been more by the background's share.
+            let measured = measured / (1.0 - self.background(now, cfg));
             // Only a measurement taken while the quota was exhausted tells its level.
             self.ceiling = trusted.then_some(measured);
             if measured <= 0.0 {
@@ -352,6 +486,10 @@ impl RateController {
                     to,
                 })
             }
+        } else if self.rate.is_some() && outcomes > 0 && self.hold > 0 {
+            // Settling after a cut: hold the pace.
+            self.hold -= 1;
+            None
         } else if let (Some(rate), true) = (self.rate, outcomes > 0) {
             // Clean: probe upward; slowly near the last measured quota, then faster.
             // Back to the last measured quota in one step, then 1% steps; the step doubles
@@ -390,14 +528,7 @@ impl RateController {
             Some(Adjustment::Unpaced { .. }) => self.rate = None,
             None => {}
         }
-        self.window_start = now;
-        self.sent = 0.0;
-        self.ok_units = 0.0;
-        self.ok_count = 0;
-        self.throttles = 0;
-        self.saturated_from = None;
-        self.ok_saturated = 0.0;
-        self.ok_saturated_count = 0;
+        self.start_window(now);
         decision
     }
 }
@@ -417,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn unpaced_until_the_first_throttle_then_half_of_what_succeeded() {
+    fn unpaced_until_the_quota_shows_then_at_most_half_of_what_succeeded() {
         let cfg = PacingConfig::default();
         let t0 = Instant::now();
         let mut c = RateController::new(t0);
@@ -425,12 +556,26 @@ mod tests {
             assert_eq!(c.reserve(t0, 1.0, &cfg), Reservation::At(t0));
         }
         for i in 0..40 {
-            c.on_success(t0 + ms(i * 10), 1.0, &cfg);
+            c.on_admitted(t0 + ms(i * 10), 1.0, &cfg);
         }
         assert_eq!(c.rate(), None);
-        // 40 successes in 0.5 s, then a throttle: pace at half of 80/s.
+        // 40 successes in 0.5 s (80/s), then throttles: sporadic ones (under a quarter of
+        // the outcomes) leave it unpaced; the 14th (14/54) paces at half of 80/s.
+        for _ in 0..13 {
+            c.on_throttle(t0 + ms(500), ms(100), &cfg);
+        }
+        assert_eq!(c.rate(), None);
         c.on_throttle(t0 + ms(500), ms(100), &cfg);
-        assert_eq!(c.rate(), Some(40.0));
+        assert_eq!(c.rate(), Some(80.0 * 0.5));
+        // Fewer outcomes than a window needs: not yet.
+        let mut d = RateController::new(t0);
+        for _ in 0..5 {
+            d.on_admitted(t0 + ms(100), 1.0, &cfg);
+        }
+        for _ in 0..10 {
+            d.on_throttle(t0 + ms(500), ms(100), &cfg);
+        }
+        assert_eq!(d.rate(), None);
     }
 
     #[test]
@@ -440,12 +585,12 @@ mod tests {
         let mut c = paced(t0, 40.0);
         // A burst the quota had saved: 20 successes in the first 100 ms.
         for i in 0..20 {
-            c.on_success(t0 + ms(i * 5), 1.0, &cfg);
+            c.on_admitted(t0 + ms(i * 5), 1.0, &cfg);
         }
         // The first throttle at 100 ms; from 200 ms on successes arrive at the quota's 20/s.
         c.on_throttle(t0 + ms(100), ms(100), &cfg);
         for i in 0..16 {
-            c.on_success(t0 + ms(200 + i * 50), 1.0, &cfg);
+            c.on_admitted(t0 + ms(200 + i * 50), 1.0, &cfg);
             c.on_throttle(t0 + ms(200 + i * 50), ms(100), &cfg);
         }
         let adj = c.adjust(t0 + ms(1000), ms(100), &cfg).unwrap();
@@ -459,11 +604,52 @@ mod tests {
         // A cut never raises the pace.
         let mut slow = paced(t0, 10.0);
         for i in 0..30 {
-            slow.on_success(t0 + ms(i * 30), 1.0, &cfg);
+            slow.on_admitted(t0 + ms(i * 30), 1.0, &cfg);
         }
-        slow.on_throttle(t0 + ms(950), ms(10), &cfg);
+        for _ in 0..3 {
+            slow.on_throttle(t0 + ms(950), ms(10), &cfg);
+        }
         slow.adjust(t0 + ms(1000), ms(10), &cfg).unwrap();
         assert_eq!(slow.rate(), Some(10.0 * (1.0 - cfg.margin)));
+    }
+
+    #[test]
+    fn steady_sporadic_throttles_become_background_and_stop_cutting() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 100.0);
+        let mut now = t0;
+        let mut cuts_after_learning = 0;
+        // 5% of calls throttled whatever the pace, for 60 windows of 100 outcomes.
+        for second in 0..60 {
+            for i in 0..95 {
+                c.sent += 1.0;
+                c.on_admitted(now + ms(i * 10), 1.0, &cfg);
+            }
+            for _ in 0..5 {
+                c.sent += 1.0;
+                c.on_throttle(now + ms(500), ms(10), &cfg);
+            }
+            now += ms(1000);
+            let adj = c.adjust(now, ms(10), &cfg);
+            if second >= 30 && matches!(adj, Some(Adjustment::Cut { .. })) {
+                cuts_after_learning += 1;
+            }
+        }
+        assert!((c.background(now, &cfg) - 0.05).abs() < 1e-9);
+        assert_eq!(cuts_after_learning, 0);
+        // A real quota's stretches below it keep the background at zero.
+        let mut q = paced(t0, 100.0);
+        for second in 0..40u64 {
+            let throttled = if second % 20 < 10 { 0 } else { 5 };
+            for _ in 0..(100 - throttled) {
+                q.on_admitted(t0 + Duration::from_secs(second), 1.0, &cfg);
+            }
+            for _ in 0..throttled {
+                q.on_throttle(t0 + Duration::from_secs(second), ms(10), &cfg);
+            }
+        }
+        assert_eq!(q.background(t0 + Duration::from_secs(40), &cfg), 0.0);
     }
 
     #[test]
@@ -503,7 +689,7 @@ mod tests {
             // 300 calls sent and succeeded per second: demand well above the rate.
             for _ in 0..300 {
                 c.sent += 1.0;
-                c.on_success(now, 1.0, &cfg);
+                c.on_admitted(now, 1.0, &cfg);
             }
             now += ms(1000);
             c.adjust(now, ms(100), &cfg);
@@ -525,7 +711,7 @@ mod tests {
         let mut c = paced(now, 19.9);
         for _ in 0..10 {
             c.sent += 1.0;
-            c.on_success(now, 1.0, &cfg);
+            c.on_admitted(now, 1.0, &cfg);
         }
         now += ms(1000);
         c.adjust(now, ms(100), &cfg);
@@ -540,7 +726,7 @@ mod tests {
         // 50 s at 10 successes/s, then a blackout second with throttles only.
         for s in 0..50 {
             for _ in 0..10 {
-                c.on_success(t0 + Duration::from_secs(s), 1.0, &cfg);
+                c.on_admitted(t0 + Duration::from_secs(s), 1.0, &cfg);
             }
         }
         c.adjust(t0 + Duration::from_secs(50), ms(100), &cfg);

@@ -441,9 +441,9 @@ impl Handler<Report> for ThrottleActor {
                 }
                 // Settle the token slot with what Bedrock actually counted.
                 let used = (input_tokens + output_tokens) as f64;
-                state.calls.on_success(now, 1.0, &pacing);
+                state.calls.on_admitted(now, 1.0, &pacing);
                 state.tokens.settle(now, granted, used, &pacing);
-                state.tokens.on_success(now, used, &pacing);
+                state.tokens.on_admitted(now, used, &pacing);
                 state.tokens_per_call = 0.9 * state.tokens_per_call + 0.1 * used;
             }
             CallOutcome::Throttled { tokens } => {
@@ -458,7 +458,11 @@ impl Handler<Report> for ThrottleActor {
                 };
                 lane.on_throttle(now, state.latency, &pacing);
             }
-            CallOutcome::OtherFailure => state.tokens.refund(now, granted, &pacing),
+            CallOutcome::OtherFailure => {
+                // Not throttled: the quota admitted it, whatever else went wrong.
+                state.calls.on_admitted(now, 1.0, &pacing);
+                state.tokens.refund(now, granted, &pacing);
+            }
         }
         if self.config.policy == ThrottlePolicy::Adaptive {
             self.adjust(&msg.model, now);
