@@ -1,0 +1,484 @@
+//! `overhead`: what the broker adds on top of a direct Bedrock call, in latency, throughput
+//! and memory.
+//!
+//! ```text
+//! cargo run --release --example overhead                  # 500..5000 req/s, 20 s each, then the search (~5 min)
+//! cargo run --release --example overhead -- --seconds 5   # shorter phases
+//! cargo run --release --example overhead -- --rates 1000 --no-search
+//! ```
+//!
+//! It builds the release binaries (`cargo build --release --bins`; `--no-build` skips it),
+//! starts `target/release/bedrock-emulator` (latency 0, no quota) and
+//! `target/release/model-server --bedrock-endpoint <emulator>` as child processes on free
+//! loopback ports (`RUST_LOG=warn`, dummy AWS keys, `AWS_EC2_METADATA_DISABLED=true`; their
+//! stderr goes to `target/bench-logs/`), reads the broker's idle RSS, warms both paths up,
+//! and then, with the open-loop generator of `examples/support/loadgen.rs` (in-process; see
+//! `examples/loadgen.rs`):
+//!
+//! 1. **Rate table.** For each rate (`--rates`, default 500, 1000, 2000, 5000 req/s) it runs
+//!    the direct path (the emulator's `POST /model/{id}/invoke` with the body the broker
+//!    sends) and then the broker path (`POST /infer` with the seed's body) for `--seconds`
+//!    each. Columns: `p50`/`p99`/`p99.9` latency of the successes in ms, measured from each
+//!    request's intended send time (no coordinated omission); `err`: requests that failed
+//!    (non-2xx, transport error, or no answer within 10 s); `added p50`/`added p99`: broker
+//!    minus direct at the same percentile; `ok/s`: successes per second actually achieved.
+//!    A second table gives the CPU each process used during each phase, in cores (the
+//!    machine has 2): `loadgen` (this process), `broker`, `brk thr` (the broker's busiest
+//!    thread: near 1.00 means one thread is the limit), `emulator`, `others` (every other
+//!    user process: builds or tests running at the same time show here, and make the phase
+//!    less trustworthy), `kernel` (the rest of the machine's busy time: `ksoftirqd` doing
+//!    loopback network work, interrupts), and the generator's own lag (how late it started
+//!    requests; part of the latency).
+//!    Broker figures in parentheses are its idle CPU during direct phases.
+//! 2. **Sustained rate.** For each path, a step search: from `--search-start` (5000) up by
+//!    50% per step while the path passes, down by 30% per step while it fails, then
+//!    bisections until the bracket is within 5% (at most `--search-max-runs` runs per path);
+//!    runs of `--search-seconds` (5 s). A rate passes when fewer than 0.1% of requests fail
+//!    (an answer later than `--search-timeout-ms`, 200 ms, after its intended send time
+//!    counts as a failure: past its capacity a server's queue and latency grow without bound)
+//!    and successes per second reach 95% of the offered rate. A failed run during which other
+//!    processes (`others`) used a quarter of a core or more is repeated once. It prints each run (same CPU
+//!    columns) and the highest rate each path passed, and the broker's as a share of the
+//!    direct's. Both paths share the 2 cores with the generator, so "sustained" is what this
+//!    machine sustains with all three processes on it.
+//! 3. **Memory.** The broker's `VmRSS` at idle (after start-up, before any load), after the
+//!    load, and its peak `VmHWM` after the rate table and at the end (the search overloads it).
+//!
+//! It ends with the figures next to the targets (added latency at 1,000 req/s p50 <= 0.3 ms,
+//! p99 <= 1 ms; broker sustains >= 50% of the direct rate; idle RSS <= 30 MiB).
+
+#[path = "support/loadgen.rs"]
+mod loadgen;
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::time::Duration;
+
+use clap::Parser;
+use loadgen::{LoadConfig, LoadResult, Mode};
+use procs::{CpuMark, CpuUse, Proc};
+
+#[derive(Parser, Debug)]
+#[command(about = "Broker overhead: added latency, sustained rate and RSS vs the direct path")]
+struct Args {
+    /// Offered rates of the table, requests per second (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
+    rates: Vec<f64>,
+    /// Seconds of load per path and rate in the table.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Seconds of warm-up load per path before the table (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    warmup_seconds: f64,
+    /// Skip the sustained-rate search.
+    #[arg(long)]
+    no_search: bool,
+    /// First rate of the search.
+    #[arg(long, default_value_t = 5000.0)]
+    search_start: f64,
+    /// Seconds of load per search step.
+    #[arg(long, default_value_t = 5.0)]
+    search_seconds: f64,
+    /// Search: an answer later than this after its intended send time counts as an error, in
+    /// ms (an overloaded server's queue, and so its latency, grows without bound).
+    #[arg(long, default_value_t = 200)]
+    search_timeout_ms: u64,
+    /// Most search runs per path.
+    #[arg(long, default_value_t = 14)]
+    search_max_runs: usize,
+    /// The generator's connection limit.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// The generator's worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Extra flag for model-server (repeatable), e.g. `--broker-arg=--http-workers=1`.
+    #[arg(long = "broker-arg", allow_hyphen_values = true)]
+    broker_args: Vec<String>,
+    /// Do not run `cargo build --release --bins` first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// One measured run and the CPU used during it.
+struct Phase {
+    result: LoadResult,
+    cpu: CpuUse,
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    emulator: &'a Proc,
+    broker: &'a Proc,
+}
+
+impl Bench<'_> {
+    fn config(&self, mode: Mode, rate: f64, seconds: f64, timeout: Duration) -> LoadConfig {
+        let target = match mode {
+            Mode::Direct => self.emulator.url(),
+            Mode::Broker => self.broker.url(),
+        };
+        let mut cfg = LoadConfig::new(&target, mode, rate, seconds).expect("loopback URL");
+        cfg.connections = self.args.connections;
+        cfg.threads = self.args.threads;
+        cfg.client_timeout = timeout;
+        cfg
+    }
+
+    /// Runs one phase once the broker is idle.
+    fn phase(&self, mode: Mode, rate: f64, seconds: f64, timeout: Duration) -> Phase {
+        if !procs::wait_broker_idle(self.broker, Duration::from_secs(60)) {
+            eprintln!("warning: the broker still had requests queued or running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let cfg = self.config(mode, rate, seconds, timeout);
+        let procs = [self.broker, self.emulator];
+        let mark = CpuMark::now(&procs);
+        let result = loadgen::run(&cfg);
+        let cpu = mark.since(&procs);
+        Phase { result, cpu }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() {
+    let args = Args::parse();
+    procs::build_servers(args.no_build);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let emulator = procs::start_emulator("overhead-emulator", 0, &[]);
+    let broker = procs::start_broker("overhead-broker", &emulator.url(), &args.broker_args);
+    // Let start-up settle, then the idle footprint, before any request.
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle_rss, _) = broker.rss_kib();
+    let (emulator_idle_rss, _) = emulator.rss_kib();
+    println!(
+        "overhead benchmark: {cores} cores; emulator {} (latency 0, no quota, pid {}), broker {} (pid {}{}); generator: {} thread(s), <= {} connections",
+        emulator.url(),
+        emulator.pid(),
+        broker.url(),
+        broker.pid(),
+        if args.broker_args.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", args.broker_args.join(" "))
+        },
+        args.threads,
+        args.connections,
+    );
+    println!(
+        "idle RSS before any load: broker {:.1} MiB, emulator {:.1} MiB",
+        mib(idle_rss),
+        mib(emulator_idle_rss)
+    );
+    // One request per path: both answer 200 with a reply.
+    for (mode, proc_, needle) in [
+        (Mode::Direct, &emulator, "\"content\""),
+        (Mode::Broker, &broker, "\"response\""),
+    ] {
+        let (path, body) = loadgen::request_body(mode, 100, None);
+        match proc_.post(&path, &body) {
+            Ok((200, reply)) if reply.contains(needle) => {}
+            other => {
+                eprintln!("{} probe failed: {other:?}", mode.name());
+                std::process::exit(1);
+            }
+        }
+    }
+    let bench = Bench {
+        args: &args,
+        emulator: &emulator,
+        broker: &broker,
+    };
+    let table_timeout = Duration::from_secs(10);
+    if args.warmup_seconds > 0.0 {
+        for mode in [Mode::Direct, Mode::Broker] {
+            bench.phase(mode, 1000.0, args.warmup_seconds, table_timeout);
+        }
+    }
+
+    // 1. The rate table: direct and broker alternately.
+    let mut rows = Vec::new();
+    for &rate in &args.rates {
+        let direct = bench.phase(Mode::Direct, rate, args.seconds, table_timeout);
+        eprintln!("{}", direct.result.summary());
+        let brokered = bench.phase(Mode::Broker, rate, args.seconds, table_timeout);
+        eprintln!("{}", brokered.result.summary());
+        rows.push((rate, direct, brokered));
+    }
+    let (after_table_rss, after_table_hwm) = broker.rss_kib();
+    print_tables(&args, &rows);
+
+    // 2. The sustained-rate search.
+    let mut sustained = None;
+    if !args.no_search {
+        println!(
+            "\n== highest sustained rate: {} s runs; pass = < 0.1% errors (an answer later than {} ms counts as one) and ok/s >= 95% of offered",
+            args.search_seconds, args.search_timeout_ms
+        );
+        println!(
+            "{:<7} {:>7} {:>5} {:>8} {:>7} {:>8} {:>8} {:>8}   {:>7} {:>7} {:>7} {:>8} {:>6} {:>6}",
+            "path",
+            "rate",
+            "pass",
+            "errors",
+            "ok/s",
+            "p50 ms",
+            "p99 ms",
+            "lag p99",
+            "loadgen",
+            "broker",
+            "brk thr",
+            "emulator",
+            "others",
+            "kernel"
+        );
+        let direct = search(&bench, Mode::Direct);
+        let brokered = search(&bench, Mode::Broker);
+        println!(
+            "direct sustains {}; broker sustains {}{}",
+            rate_text(direct),
+            rate_text(brokered),
+            match (direct, brokered) {
+                (Some(d), Some(b)) => format!(" ({:.0}% of direct)", 100.0 * b / d),
+                _ => String::new(),
+            }
+        );
+        sustained = Some((direct, brokered));
+    }
+
+    // 3. Memory.
+    std::thread::sleep(Duration::from_secs(1));
+    let (rss_now, hwm_end) = broker.rss_kib();
+    let (emulator_rss, emulator_hwm) = emulator.rss_kib();
+    println!(
+        "\n== broker memory (VmRSS / VmHWM from /proc/{}/status)",
+        broker.pid()
+    );
+    println!(
+        "idle, before any load:            VmRSS {:>7.1} MiB",
+        mib(idle_rss)
+    );
+    println!(
+        "after the rate table:             VmRSS {:>7.1} MiB, peak VmHWM {:>7.1} MiB",
+        mib(after_table_rss),
+        mib(after_table_hwm)
+    );
+    if !args.no_search {
+        println!(
+            "at the end (after the search):    VmRSS {:>7.1} MiB, peak VmHWM {:>7.1} MiB",
+            mib(rss_now),
+            mib(hwm_end)
+        );
+    }
+    println!(
+        "(emulator: VmRSS {:.1} MiB, peak {:.1} MiB)",
+        mib(emulator_rss),
+        mib(emulator_hwm)
+    );
+
+    // The figures next to the targets.
+    println!("\n== against the targets");
+    if let Some((_, d, b)) = rows.iter().find(|(rate, _, _)| *rate == 1000.0) {
+        println!(
+            "added latency at 1,000 req/s: p50 {:.3} ms (target <= 0.3), p99 {:.3} ms (target <= 1)",
+            b.result.ms(0.5) - d.result.ms(0.5),
+            b.result.ms(0.99) - d.result.ms(0.99)
+        );
+    } else {
+        println!("added latency at 1,000 req/s: not measured (1000 is not in --rates)");
+    }
+    if let Some((Some(d), Some(b))) = sustained {
+        println!(
+            "sustained rate: broker {:.0} req/s = {:.0}% of direct {:.0} req/s (target >= 50%)",
+            b,
+            100.0 * b / d,
+            d
+        );
+    }
+    println!(
+        "broker idle RSS: {:.1} MiB (target <= 30 MiB)",
+        mib(idle_rss)
+    );
+}
+
+fn rate_text(rate: Option<f64>) -> String {
+    rate.map_or("no tested rate".into(), |r| format!("{r:.0} req/s"))
+}
+
+fn print_tables(args: &Args, rows: &[(f64, Phase, Phase)]) {
+    println!(
+        "\n== latency (ms, from each request's intended send time), {} s per phase, direct and broker alternately",
+        args.seconds
+    );
+    println!(
+        "{:>6} | {:>7} {:>7} {:>7} {:>5} | {:>7} {:>7} {:>7} {:>5} | {:>9} {:>9} | {:>8} {:>8}",
+        "rate",
+        "dir p50",
+        "p99",
+        "p99.9",
+        "err",
+        "brk p50",
+        "p99",
+        "p99.9",
+        "err",
+        "added p50",
+        "added p99",
+        "ok/s dir",
+        "ok/s brk"
+    );
+    for (rate, d, b) in rows {
+        let (d, b) = (&d.result, &b.result);
+        println!(
+            "{:>6.0} | {:>7.3} {:>7.3} {:>7.3} {:>5} | {:>7.3} {:>7.3} {:>7.3} {:>5} | {:>9.3} {:>9.3} | {:>8.0} {:>8.0}",
+            rate,
+            d.ms(0.5),
+            d.ms(0.99),
+            d.ms(0.999),
+            d.error_count(),
+            b.ms(0.5),
+            b.ms(0.99),
+            b.ms(0.999),
+            b.error_count(),
+            b.ms(0.5) - d.ms(0.5),
+            b.ms(0.99) - d.ms(0.99),
+            d.ok_rate(),
+            b.ok_rate()
+        );
+    }
+    for (rate, d, b) in rows {
+        for r in [&d.result, &b.result] {
+            if r.error_count() > 0 {
+                println!(
+                    "  {rate:.0} req/s {}: errors {}",
+                    r.mode.name(),
+                    r.errors_text()
+                );
+            }
+        }
+    }
+    println!("\n== CPU per phase (cores; the machine has 2): loadgen = this process; brk thr = the broker's busiest thread; others = other processes; kernel = the rest");
+    println!(
+        "{:>6} {:<7} | {:>7} {:>7} {:>7} {:>8} {:>6} {:>6} | {:>11} {:>11}",
+        "rate",
+        "path",
+        "loadgen",
+        "broker",
+        "brk thr",
+        "emulator",
+        "others",
+        "kernel",
+        "lag p99 ms",
+        "lag max ms"
+    );
+    for (rate, d, b) in rows {
+        for p in [d, b] {
+            let lag = |q: f64| p.result.lag.value_at_quantile(q) as f64 / 1000.0;
+            println!(
+                "{:>6.0} {:<7} | {:>7.2} {:>7} {:>7} {:>8.2} {:>6.2} {:>6.2} | {:>11.3} {:>11.3}",
+                rate,
+                p.result.mode.name(),
+                p.cpu.own,
+                broker_cpu(p, false),
+                broker_cpu(p, true),
+                p.cpu.procs[1],
+                p.cpu.others,
+                p.cpu.kernel,
+                lag(0.99),
+                p.result.lag.max() as f64 / 1000.0,
+            );
+        }
+    }
+}
+
+/// Does the path sustain the run's rate?
+fn passes(r: &LoadResult) -> bool {
+    r.error_fraction() < 0.001 && r.ok_rate() >= 0.95 * r.rate
+}
+
+/// Step search for the highest rate `mode` sustains; prints each run. Up by half while it
+/// passes, down by 30% while it fails, then bisections until the bracket is within 5%.
+fn search(bench: &Bench, mode: Mode) -> Option<f64> {
+    let args = bench.args;
+    let round = |r: f64| ((r / 100.0).round() * 100.0).max(100.0);
+    let timeout = Duration::from_millis(args.search_timeout_ms);
+    let mut best_pass: Option<f64> = None;
+    let mut lowest_fail: Option<f64> = None;
+    let mut rate = round(args.search_start);
+    let mut repeated = false;
+    for _ in 0..args.search_max_runs {
+        let p = bench.phase(mode, rate, args.search_seconds, timeout);
+        let ok = passes(&p.result);
+        print_search_row(&p, ok);
+        // A failure while other processes took a quarter of a core or more is run once more.
+        if !ok && p.cpu.others >= 0.25 && !repeated {
+            println!("        (other processes were busy during that run: repeating it)");
+            repeated = true;
+            continue;
+        }
+        repeated = false;
+        if ok {
+            best_pass = Some(best_pass.map_or(rate, |b: f64| b.max(rate)));
+        } else {
+            lowest_fail = Some(lowest_fail.map_or(rate, |f: f64| f.min(rate)));
+        }
+        rate = match (best_pass, lowest_fail) {
+            (Some(_), None) => round(rate * 1.5),
+            (None, Some(_)) if rate > 100.0 => round(rate * 0.7),
+            (None, Some(_)) => break,
+            (Some(lo), Some(hi)) => {
+                let mid = round((lo + hi) / 2.0);
+                if hi - lo <= 0.05 * lo || mid <= lo || mid >= hi {
+                    break;
+                }
+                mid
+            }
+            (None, None) => unreachable!(),
+        };
+    }
+    best_pass
+}
+
+/// The broker's CPU column (in parentheses on the direct path, where it only idles), or its
+/// busiest thread's.
+fn broker_cpu(p: &Phase, top_thread: bool) -> String {
+    let v = if top_thread {
+        p.cpu.top_thread[0]
+    } else {
+        p.cpu.procs[0]
+    };
+    if p.result.mode == Mode::Broker {
+        format!("{v:.2}")
+    } else {
+        format!("({v:.2})")
+    }
+}
+
+fn print_search_row(p: &Phase, ok: bool) {
+    let r = &p.result;
+    let lag99 = r.lag.value_at_quantile(0.99) as f64 / 1000.0;
+    println!(
+        "{:<7} {:>7.0} {:>5} {:>7.3}% {:>7.0} {:>8.3} {:>8.3} {:>8.3}   {:>7.2} {:>7} {:>7} {:>8.2} {:>6.2} {:>6.2}{}",
+        r.mode.name(),
+        r.rate,
+        if ok { "yes" } else { "no" },
+        100.0 * r.error_fraction(),
+        r.ok_rate(),
+        r.ms(0.5),
+        r.ms(0.99),
+        lag99,
+        p.cpu.own,
+        broker_cpu(p, false),
+        broker_cpu(p, true),
+        p.cpu.procs[1],
+        p.cpu.others,
+        p.cpu.kernel,
+        if r.error_count() > 0 {
+            format!("  [{}]", r.errors_text())
+        } else {
+            String::new()
+        }
+    );
+}
