@@ -18,8 +18,6 @@ use crate::api::{self, Limits};
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
 
-/// How long a handler waits for the Router to take a request before answering 503.
-const ROUTER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Extra time past the deadline before the handler gives up on the broker's own 504, which
 /// says more (attempts, last error).
 const DEADLINE_GRACE: Duration = Duration::from_millis(50);
@@ -107,16 +105,16 @@ async fn infer(
     let timeout = request.timeout;
     let deadline = Instant::now() + timeout;
     let (reply, answer) = oneshot::channel();
+    // `try_send` does not wait for the Router to acknowledge (one thread wake-up fewer per
+    // request); a full or closed mailbox is refused at once.
     state
         .broker
         .router
-        .send(Infer {
+        .try_send(Infer {
             request,
             deadline,
             reply,
         })
-        .timeout(ROUTER_SEND_TIMEOUT)
-        .await
         .map_err(|e| ApiError::Unavailable {
             reason: format!("the broker did not take the request ({e})"),
         })?;

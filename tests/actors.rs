@@ -310,22 +310,28 @@ async fn adaptive_throttle_brakes_only_after_consecutive_throttles_and_paces_aft
     tokio::time::pause();
     let throttle = throttle(ThrottlePolicy::Adaptive);
     // Unpaced and unbraked before any throttle.
-    for _ in 0..10 {
+    for _ in 0..20 {
         assert_eq!(acquire(&throttle).await, Duration::ZERO);
         report(&throttle, SUCCESS).await;
     }
-    // Four consecutive throttles: paced, but the seed brake is not engaged yet.
+    // Four consecutive throttles: neither paced (4 of 24 outcomes is no clear quota
+    // signal yet) nor braked.
     for _ in 0..4 {
         report(&throttle, THROTTLED).await;
     }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
-    assert!(status[0].paced_calls_per_sec.is_some(), "{status:?}");
+    assert!(status[0].paced_calls_per_sec.is_none(), "{status:?}");
     assert_eq!(status[0].current_delay_ms, 0);
-    // The fifth engages it at the seed's first step.
+    // The fifth engages the seed brake at its first step.
     report(&throttle, THROTTLED).await;
     let status = throttle.send(GetThrottleStatus).await.unwrap();
     assert_eq!(status[0].current_delay_ms, 10);
     assert!(acquire(&throttle).await >= Duration::from_millis(9));
+    // Seven of 27 outcomes throttled: a quarter, so the pacer starts.
+    report(&throttle, THROTTLED).await;
+    report(&throttle, THROTTLED).await;
+    let status = throttle.send(GetThrottleStatus).await.unwrap();
+    assert!(status[0].paced_calls_per_sec.is_some(), "{status:?}");
     // A success releases it.
     report(&throttle, SUCCESS).await;
     let status = throttle.send(GetThrottleStatus).await.unwrap();

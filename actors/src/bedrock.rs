@@ -137,9 +137,14 @@ impl BedrockBackend {
         if let Some(connect) = config.connect_timeout {
             timeouts = timeouts.connect_timeout(connect);
         }
+        // Stalled-stream protection is off too: it arms a timer per body poll, and the
+        // request's deadline already bounds every call.
         loader = loader
             .retry_config(RetryConfig::disabled())
-            .timeout_config(timeouts.build());
+            .timeout_config(timeouts.build())
+            .stalled_stream_protection(
+                aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled(),
+            );
         let shared = loader.load().await;
         let region = shared
             .region()

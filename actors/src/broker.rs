@@ -49,9 +49,12 @@ impl Broker {
     /// Starts the throttle, the pools and the router on the current arbiter. Call it inside
     /// a running actix System, before `HttpServer::new`.
     pub fn start(config: BrokerConfig, backend: BedrockBackend) -> Broker {
-        let throttle = ThrottleActor::new(config.throttle).start();
+        let throttle = ThrottleActor::new(config.throttle);
+        let gates = throttle.gates();
+        let throttle = throttle.start();
         let deps = WorkerDeps {
             throttle: throttle.clone(),
+            gates,
             backend,
             retry: config.retry,
             // Each supervisor replaces this with its own stop signal.

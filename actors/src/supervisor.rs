@@ -8,7 +8,9 @@
 //! no mailbox-length API).
 //!
 //! Workers run on a small pool of arbiters (threads), `min(max_workers, cores)` of them,
-//! so a pool of several workers uses every core. A worker that stops responding (its actor
+//! so a pool of several workers uses every core. The first worker shares the supervisor's
+//! own thread (with the Router and the ThrottleActor), so a request crosses threads only
+//! from its HTTP worker to the actors and back. A worker that stops responding (its actor
 //! died) or whose job task panicked is retired and a new one started; its jobs are not lost,
 //! because a dropped [`Job`] re-queues itself here or answers its caller (see `job.rs`).
 
@@ -196,7 +198,8 @@ pub struct SupervisorActor {
     queues: ModelQueues,
     /// Live and retiring workers.
     workers: Vec<WorkerSlot>,
-    /// The threads workers run on, created as the pool grows.
+    /// The extra threads workers run on, created as the pool grows (the first worker shares
+    /// the supervisor's own thread).
     arbiters: Vec<Arbiter>,
     /// Id for the next worker.
     next_worker_id: u64,
@@ -255,15 +258,21 @@ impl SupervisorActor {
             .max(1);
         let id = self.next_worker_id;
         self.next_worker_id += 1;
-        if self.arbiters.len() < threads {
+        // Thread 0 is the supervisor's own: a job then reaches its worker, and the worker
+        // its throttle and supervisor, without waking another thread.
+        let thread = (id as usize - 1) % threads;
+        if thread > 0 && self.arbiters.len() < thread {
             self.arbiters.push(Arbiter::new());
         }
-        let arbiter = &self.arbiters[(id as usize - 1) % self.arbiters.len()];
+        let arbiter = match thread {
+            0 => Arbiter::current(),
+            n => self.arbiters[(n - 1) % self.arbiters.len()].handle(),
+        };
         let supervisor = ctx.address();
         let deps = self.deps.clone();
         let worker_type = self.config.worker_type.clone();
         let concurrency = self.config.worker_concurrency;
-        let addr = ClaudeWorker::start_in_arbiter(&arbiter.handle(), move |_| {
+        let addr = ClaudeWorker::start_in_arbiter(&arbiter, move |_| {
             ClaudeWorker::new(id, worker_type, concurrency, supervisor, deps)
         });
         self.workers.push(WorkerSlot {

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -102,6 +102,35 @@ impl ThrottleConfig {
         match self.policy {
             ThrottlePolicy::Adaptive => self.brake_after.saturating_sub(1),
             ThrottlePolicy::Seed | ThrottlePolicy::None => 0,
+        }
+    }
+}
+
+/// Which models a worker must ask the throttle about before calling. The ThrottleActor
+/// writes it whenever a model's state changes (paced, or braking); workers only read it, so
+/// a call to a model that is neither paced nor braked costs no round trip to the actor. Its
+/// outcome is still reported, so the throttle sees every throttle and every success.
+#[derive(Clone, Default)]
+pub struct ThrottleGates(Arc<RwLock<HashMap<Arc<str>, bool>>>);
+
+impl ThrottleGates {
+    /// Whether a call to `model` needs a grant first.
+    pub fn must_ask(&self, model: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(model)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    fn set(&self, model: &Arc<str>, ask: bool) {
+        let mut gates = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if gates.get(model) != Some(&ask) {
+            gates.insert(model.clone(), ask);
         }
     }
 }
@@ -208,7 +237,7 @@ pub struct ModelThrottleStatus {
     pub paced_tokens_per_sec: Option<f64>,
     /// Typical latency of a successful call, in ms.
     pub latency_ms: u64,
-    /// Calls granted so far.
+    /// Calls reported so far.
     pub calls: u64,
     /// Calls that came back throttled.
     pub throttled: u64,
@@ -234,8 +263,8 @@ struct ModelThrottle {
     tokens_per_call: f64,
     /// The last rate published to subscribers.
     published: Option<f64>,
-    /// Grants given.
-    granted: u64,
+    /// Calls reported.
+    reported: u64,
     /// Throttled reports.
     throttled: u64,
     /// Successful reports.
@@ -251,7 +280,7 @@ impl ModelThrottle {
             latency: Duration::from_millis(100),
             tokens_per_call: 0.0,
             published: None,
-            granted: 0,
+            reported: 0,
             throttled: 0,
             succeeded: 0,
         }
@@ -278,6 +307,8 @@ pub struct ThrottleActor {
     models: HashMap<Arc<str>, ModelThrottle>,
     /// Who hears about pace changes (the supervisors).
     subscribers: Vec<Recipient<RateUpdate>>,
+    /// Published for the workers: which models need a grant before a call.
+    gates: ThrottleGates,
 }
 
 impl ThrottleActor {
@@ -287,7 +318,28 @@ impl ThrottleActor {
             config,
             models: HashMap::new(),
             subscribers: Vec::new(),
+            gates: ThrottleGates::default(),
         }
+    }
+
+    /// The gates this actor keeps up to date, for the workers.
+    pub fn gates(&self) -> ThrottleGates {
+        self.gates.clone()
+    }
+
+    /// Publishes whether calls to `model` must ask first: when it is paced or braking.
+    fn update_gate(&mut self, model: &Arc<str>, now: Instant) {
+        let free = self.config.free_throttles();
+        let schedule = self.config.schedule;
+        let ask = match (self.config.policy, self.models.get_mut(model)) {
+            (ThrottlePolicy::None, _) | (_, None) => false,
+            (_, Some(state)) => {
+                state.calls.rate().is_some()
+                    || state.tokens.rate().is_some()
+                    || !state.brake.pre_call_delay(&schedule, now, free).is_zero()
+            }
+        };
+        self.gates.set(model, ask);
     }
 
     /// The seed brake's delay for a call now, or zero; logs the seed's line when braking.
@@ -376,7 +428,6 @@ impl Handler<Acquire> for ThrottleActor {
             .entry(msg.model.clone())
             .or_insert_with(|| ModelThrottle::new(now));
         if policy == ThrottlePolicy::None {
-            state.granted += 1;
             return Grant::CallAfter {
                 delay: Duration::ZERO,
                 tokens: 0,
@@ -404,9 +455,9 @@ impl Handler<Acquire> for ThrottleActor {
                 Reservation::At(at) => send_at = send_at.max(at),
             }
         }
-        state.granted += 1;
         // 2. The seed's brake, behind the pacer (or alone).
         let brake = self.brake_delay(&msg.model, now);
+        self.update_gate(&msg.model, now);
         Grant::CallAfter {
             delay: send_at.saturating_duration_since(now).max(brake),
             tokens,
@@ -425,6 +476,7 @@ impl Handler<Report> for ThrottleActor {
             .entry(msg.model.clone())
             .or_insert_with(|| ModelThrottle::new(now));
         let granted = msg.granted_tokens as f64;
+        state.reported += 1;
         match msg.outcome {
             CallOutcome::Success {
                 input_tokens,
@@ -467,6 +519,7 @@ impl Handler<Report> for ThrottleActor {
         if self.config.policy == ThrottlePolicy::Adaptive {
             self.adjust(&msg.model, now);
         }
+        self.update_gate(&msg.model, now);
     }
 }
 
@@ -519,7 +572,7 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                     paced_calls_per_sec: state.calls.rate(),
                     paced_tokens_per_sec: state.tokens.rate(),
                     latency_ms: state.latency.as_millis() as u64,
-                    calls: state.granted,
+                    calls: state.reported,
                     throttled: state.throttled,
                     succeeded: state.succeeded,
                 }

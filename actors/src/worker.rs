@@ -26,13 +26,15 @@ use crate::job::{CallMarker, Job};
 use crate::request::{InferError, InferReply, InferRequest, InferResult};
 use crate::retry::{RetryDecision, RetryPolicy};
 use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
-use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report, ThrottleActor};
+use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report, ThrottleActor, ThrottleGates};
 
 /// What a worker needs to run jobs; cloned into every worker of a pool.
 #[derive(Clone)]
 pub struct WorkerDeps {
-    /// The shared throttle every call asks first.
+    /// The shared throttle: calls ask it first when its gates say so, and report to it.
     pub throttle: Addr<ThrottleActor>,
+    /// Which models need a grant before a call (written by the throttle).
+    pub gates: ThrottleGates,
     /// The Bedrock client (clones share one connection pool).
     pub backend: BedrockBackend,
     /// Which failures to retry and how long to pause.
@@ -218,19 +220,31 @@ async fn attempt_loop(
         last_error: last.as_ref().map(|e| e.to_string()),
     };
     loop {
-        // 1. Ask the shared throttle for a slot; it answers at once.
-        let grant = deps
-            .throttle
-            .send(Acquire {
-                model: request.model.clone(),
-                reserved_tokens: request.reserved_tokens,
-            })
-            .await
-            .map_err(|e| InferError::Failed {
-                cause: format!("the throttle is unavailable ({e})"),
-                code: None,
-                attempts: calls,
-            })?;
+        // 1. Ask the shared throttle for a slot (it answers at once), unless the model is
+        // neither paced nor braked: then the call may go now. After a throttle always ask:
+        // the report of it is ahead of the question in the throttle's mailbox, while the
+        // gate may not show it yet.
+        let throttled_last = last_error
+            .as_ref()
+            .is_some_and(|e| e.kind == ErrorKind::Throttling);
+        let grant = if throttled_last || deps.gates.must_ask(&request.model) {
+            deps.throttle
+                .send(Acquire {
+                    model: request.model.clone(),
+                    reserved_tokens: request.reserved_tokens,
+                })
+                .await
+                .map_err(|e| InferError::Failed {
+                    cause: format!("the throttle is unavailable ({e})"),
+                    code: None,
+                    attempts: calls,
+                })?
+        } else {
+            Grant::CallAfter {
+                delay: Duration::ZERO,
+                tokens: 0,
+            }
+        };
         // 2. Wait for the slot (or to ask again), unless the deadline comes first.
         let (delay, slot) = match grant {
             Grant::CallAfter { delay, tokens } => (delay, Some(tokens)),
