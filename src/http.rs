@@ -96,6 +96,10 @@ async fn infer(
     // 1. Check the key, then read the JSON body, refusing oversize ones before reading them
     // (a body that arrives too slowly is cut off by the server's client timeout: 408).
     state.keys.check(&req)?;
+    if state.draining.load(Ordering::Relaxed) {
+        // Shutdown has begun (the broker refuses too; this answers without the round trip).
+        return Err(ApiError::Infer(InferError::ShuttingDown));
+    }
     check_content_type(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     // 2. Validate it into the request the broker runs.

@@ -1,11 +1,6 @@
 //! `model-server`: parses the command line, sets up logging, and serves until stopped.
 
 use clap::Parser;
-
-/// mimalloc: per-request allocations (HTTP, JSON, the SDK's request pipeline) are a tenth of
-/// the broker's CPU with the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use model_server::settings::Settings;
 use model_server::{logging, server};
 

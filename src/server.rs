@@ -154,6 +154,7 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     // 2. The actors, before the HTTP server.
     let broker_config = settings.broker_config(&region);
     let pool = broker_config.pool.clone();
+    warn_if_few_files(pool.max_workers * pool.worker_concurrency);
     let broker = Broker::start(broker_config, backend);
 
     // 3. The HTTP server, sharing the actors' addresses.
@@ -227,4 +228,25 @@ async fn shutdown_signal() -> io::Result<&'static str> {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     })
+}
+
+/// Warns when the process may open fewer files than `calls` concurrent Bedrock calls and
+/// their callers' connections need (two sockets per request in flight, plus some).
+fn warn_if_few_files(calls: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    let needed = 2 * calls + 256;
+    if let Some(soft) = soft.filter(|soft| *soft < needed) {
+        log::warn!(
+            "The open-file limit is {soft}, below the {needed} that {calls} concurrent Bedrock calls \
+             and their callers' connections can need: raise it (ulimit -n) or lower \
+             --worker-concurrency / --max-workers, or calls will fail with 'Too many open files'"
+        );
+    }
 }

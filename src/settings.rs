@@ -51,7 +51,7 @@ pub struct Settings {
     pub max_workers: Option<usize>,
 
     /// Bedrock calls one worker may hold in flight (waiting for a grant, backing off, or calling).
-    #[arg(long, env = "MODEL_SERVER_WORKER_CONCURRENCY", default_value_t = 256)]
+    #[arg(long, env = "MODEL_SERVER_WORKER_CONCURRENCY", default_value_t = 1000)]
     pub worker_concurrency: usize,
 
     /// Idle time after which a worker above the minimum is retired, in milliseconds.

@@ -64,7 +64,7 @@ impl Default for PoolConfig {
             worker_type: "claude".into(),
             min_workers: 1,
             max_workers: PoolConfig::default_max_workers(),
-            worker_concurrency: 256,
+            worker_concurrency: 1000,
             worker_idle_timeout: Duration::from_secs(60),
             queue_capacity: 10_000,
             max_queue_wait: None,
