@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
-use actors::{BedrockBackend, BedrockConfig, Broker};
+use actors::{BedrockBackend, BedrockConfig, Broker, PoolConfig};
 use tokio::time::Instant;
 
 use crate::api::Limits;
@@ -152,9 +152,9 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     }
 
     // 2. The actors, before the HTTP server.
-    let broker_config = settings.broker_config(&region);
+    let mut broker_config = settings.broker_config(&region);
+    fit_to_open_file_limit(&mut broker_config.pool);
     let pool = broker_config.pool.clone();
-    warn_if_few_files(pool.max_workers * pool.worker_concurrency);
     let broker = Broker::start(broker_config, backend);
 
     // 3. The HTTP server, sharing the actors' addresses.
@@ -230,23 +230,76 @@ async fn shutdown_signal() -> io::Result<&'static str> {
     })
 }
 
-/// Warns when the process may open fewer files than `calls` concurrent Bedrock calls and
-/// their callers' connections need (two sockets per request in flight, plus some).
-fn warn_if_few_files(calls: usize) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+/// Lowers the pool's concurrency to what the process's open-file limit allows, and says so.
+/// Each Bedrock call in flight holds two sockets (its own and its caller's); past the limit
+/// calls would fail with "Too many open files", whereas a lower concurrency only queues them.
+fn fit_to_open_file_limit(pool: &mut PoolConfig) {
+    let Some(soft) = open_file_limit() else {
         return;
     };
-    let soft = limits
+    let calls = pool.max_workers * pool.worker_concurrency;
+    let allowed = max_calls_for_files(soft, pool.max_workers);
+    if pool.worker_concurrency > allowed {
+        let concurrency = allowed.max(1);
+        log::warn!(
+            "The open-file limit ({soft}) allows about {} concurrent Bedrock calls with their \
+             callers' connections, fewer than the {calls} configured: lowering \
+             --worker-concurrency from {} to {concurrency} (raise `ulimit -n` to use more)",
+            concurrency * pool.max_workers,
+            pool.worker_concurrency,
+        );
+        pool.worker_concurrency = concurrency;
+    }
+}
+
+/// Files kept for everything but calls: listeners, logs, the emulator, the runtime.
+const RESERVED_FILES: usize = 256;
+
+/// The per-worker concurrency that `workers` workers can use within `files` open files.
+fn max_calls_for_files(files: usize, workers: usize) -> usize {
+    files.saturating_sub(RESERVED_FILES) / 2 / workers.max(1)
+}
+
+/// The soft limit on open files (`ulimit -n`), where the platform reports it.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok());
-    let needed = 2 * calls + 256;
-    if let Some(soft) = soft.filter(|soft| *soft < needed) {
-        log::warn!(
-            "The open-file limit is {soft}, below the {needed} that {calls} concurrent Bedrock calls \
-             and their callers' connections can need: raise it (ulimit -n) or lower \
-             --worker-concurrency / --max-workers, or calls will fail with 'Too many open files'"
-        );
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_fits_two_sockets_per_call_within_the_file_limit() {
+        assert_eq!(max_calls_for_files(20_000, 1), 9_872);
+        assert_eq!(max_calls_for_files(20_000, 2), 4_936);
+        assert_eq!(max_calls_for_files(1_024, 1), 384);
+        assert_eq!(max_calls_for_files(100, 1), 0);
+    }
+
+    #[test]
+    fn a_pool_above_the_limit_is_lowered_and_one_below_is_kept() {
+        let Some(soft) = open_file_limit() else {
+            return;
+        };
+        let mut pool = PoolConfig {
+            max_workers: 1,
+            worker_concurrency: soft,
+            ..PoolConfig::default()
+        };
+        fit_to_open_file_limit(&mut pool);
+        assert_eq!(pool.worker_concurrency, max_calls_for_files(soft, 1).max(1));
+        let mut small = PoolConfig {
+            max_workers: 1,
+            worker_concurrency: 1,
+            ..PoolConfig::default()
+        };
+        fit_to_open_file_limit(&mut small);
+        assert_eq!(small.worker_concurrency, 1);
     }
 }
