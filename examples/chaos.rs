@@ -761,6 +761,45 @@ fn stop_emulator(emulator: Emulator) {
     actix_rt::System::new().block_on(emulator.stop());
 }
 
+/// What one load against a fresh broker gave: the answers, the broker's memory, the
+/// emulator's counts.
+struct Run {
+    result: LoadResult,
+    idle_rss: Option<u64>,
+    peak_rss: Option<u64>,
+    after_rss: Option<u64>,
+    stats: EmulatorStats,
+}
+
+/// Starts a broker in front of `emu` (log `name`), sends `plan`, then stops both.
+fn run_against(env: &Env, emu: Emulator, name: &str, plan: &Load) -> (Run, PathBuf) {
+    let broker = Broker::start(env, &emu.endpoint(), name);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = broker.proc_kib("VmRSS");
+    let result = run_load(&broker.url, plan, None);
+    let peak_rss = broker.proc_kib("VmHWM");
+    let after_rss = broker.proc_kib("VmRSS");
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = emu.stats();
+    broker.stop();
+    stop_emulator(emu);
+    let run = Run {
+        result,
+        idle_rss,
+        peak_rss,
+        after_rss,
+        stats,
+    };
+    (run, broker.log.clone())
+}
+
+/// The rows both load parts end with: memory, then the broker's log.
+fn memory_rows(section: &mut Section, run: &Run) {
+    section.row("broker idle RSS (VmRSS)", mib(run.idle_rss));
+    section.row("broker peak RSS (VmHWM)", mib(run.peak_rss));
+    section.row("broker RSS after the load", mib(run.after_rss));
+}
+
 // ---------------------------------------------------------------------------------------
 // Part 1: 10,000 concurrent requests.
 
@@ -771,9 +810,6 @@ fn concurrent(env: &Env, count: usize, burst_secs: f64) -> Section {
         latency: Duration::from_secs(1),
         ..EmulatorConfig::default()
     });
-    let broker = Broker::start(env, &emu.endpoint(), "concurrent");
-    std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = broker.proc_kib("VmRSS");
     let plan = Load {
         count,
         rate: count as f64 / burst_secs.max(0.001),
@@ -781,14 +817,9 @@ fn concurrent(env: &Env, count: usize, burst_secs: f64) -> Section {
         max_retries: 3,
         keep_alive: env.keep_alive,
     };
-    let result = run_load(&broker.url, &plan, None);
-    let peak_rss = broker.proc_kib("VmHWM");
-    let after_rss = broker.proc_kib("VmRSS");
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = emu.stats();
-    broker.stop();
-    stop_emulator(emu);
-    let samples = &result.samples;
+    let (run, log) = run_against(env, emu, "concurrent", &plan);
+    let stats = &run.stats;
+    let samples = &run.result.samples;
     let answered = samples.iter().filter(|s| s.answered()).count();
     let ok = samples.iter().filter(|s| s.status == 200).count();
     let last = samples.iter().map(|s| s.done).fold(0.0, f64::max);
@@ -807,12 +838,10 @@ fn concurrent(env: &Env, count: usize, burst_secs: f64) -> Section {
     section.row("late", late(samples, timeout).to_string());
     section.row("all answered after", format!("{last:.1} s"));
     section.row("success latency", success_latency(samples));
-    section.row("broker idle RSS (VmRSS)", mib(idle_rss));
-    section.row("broker peak RSS (VmHWM)", mib(peak_rss));
-    section.row("broker RSS after the load", mib(after_rss));
+    memory_rows(&mut section, &run);
     section.row("emulator max_in_flight", stats.max_in_flight.to_string());
     section.row("emulator calls", stats.calls.to_string());
-    section.row("broker log", broker.log.display().to_string());
+    section.row("broker log", log.display().to_string());
     section
 }
 
@@ -831,9 +860,6 @@ fn soak(env: &Env, secs: f64, rate: f64) -> Section {
         seed: 7,
         ..EmulatorConfig::default()
     });
-    let broker = Broker::start(env, &emu.endpoint(), "soak");
-    std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = broker.proc_kib("VmRSS");
     let plan = Load {
         count: (rate * secs).round() as usize,
         rate,
@@ -841,14 +867,8 @@ fn soak(env: &Env, secs: f64, rate: f64) -> Section {
         max_retries: 3,
         keep_alive: env.keep_alive,
     };
-    let result = run_load(&broker.url, &plan, None);
-    let peak_rss = broker.proc_kib("VmHWM");
-    let after_rss = broker.proc_kib("VmRSS");
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = emu.stats();
-    broker.stop();
-    stop_emulator(emu);
-    let samples = &result.samples;
+    let (run, log) = run_against(env, emu, "soak", &plan);
+    let samples = &run.result.samples;
     let answered = samples.iter().filter(|s| s.answered()).count();
     let ok = samples.iter().filter(|s| s.status == 200).count();
     let mut section = Section::new(format!(
@@ -874,12 +894,13 @@ fn soak(env: &Env, secs: f64, rate: f64) -> Section {
     section.row("lost", (samples.len() - answered).to_string());
     section.row("late", late(samples, timeout).to_string());
     section.row("success latency", success_latency(samples));
-    section.row("broker idle RSS (VmRSS)", mib(idle_rss));
-    section.row("broker peak RSS (VmHWM)", mib(peak_rss));
-    section.row("broker RSS after the load", mib(after_rss));
-    emulator_rows(&mut section, &stats);
-    section.row("emulator max_in_flight", stats.max_in_flight.to_string());
-    section.row("broker log", broker.log.display().to_string());
+    memory_rows(&mut section, &run);
+    emulator_rows(&mut section, &run.stats);
+    section.row(
+        "emulator max_in_flight",
+        run.stats.max_in_flight.to_string(),
+    );
+    section.row("broker log", log.display().to_string());
     section
 }
 
