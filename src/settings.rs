@@ -51,6 +51,7 @@ pub struct Settings {
     pub max_workers: Option<usize>,
 
     /// Bedrock calls one worker may hold in flight (waiting for a grant, backing off, or calling).
+    /// Lowered at start-up to what the open-file limit allows (two sockets per call).
     #[arg(long, env = "MODEL_SERVER_WORKER_CONCURRENCY", default_value_t = 1000)]
     pub worker_concurrency: usize,
 
