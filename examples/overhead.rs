@@ -89,15 +89,9 @@ struct Args {
     /// The generator's connection limit.
     #[arg(long, default_value_t = 256)]
     connections: usize,
-    /// The generator's worker threads.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Extra flag for model-server (repeatable), e.g. `--broker-arg=--http-workers=1`.
-    #[arg(long = "broker-arg", allow_hyphen_values = true)]
-    broker_args: Vec<String>,
-    /// Do not run `cargo build --release --bins` first.
-    #[arg(long)]
-    no_build: bool,
+    /// How the generator and the child processes run.
+    #[command(flatten)]
+    run: procs::RunArgs,
 }
 
 /// One measured run and the CPU used during it.
@@ -120,7 +114,7 @@ impl Bench<'_> {
         };
         let mut cfg = LoadConfig::new(&target, mode, rate, seconds).expect("loopback URL");
         cfg.connections = self.args.connections;
-        cfg.threads = self.args.threads;
+        cfg.threads = self.args.run.threads;
         cfg.client_timeout = timeout;
         cfg
     }
@@ -146,10 +140,10 @@ fn mib(kib: u64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    procs::build_servers(args.no_build);
+    procs::build_servers(args.run.no_build);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let emulator = procs::start_emulator("overhead-emulator", 0, &[]);
-    let broker = procs::start_broker("overhead-broker", &emulator.url(), &args.broker_args);
+    let broker = procs::start_broker("overhead-broker", &emulator.url(), &args.run.broker_args);
     // Let start-up settle, then the idle footprint, before any request.
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = broker.rss_kib();
@@ -160,12 +154,12 @@ fn main() {
         emulator.pid(),
         broker.url(),
         broker.pid(),
-        if args.broker_args.is_empty() {
+        if args.run.broker_args.is_empty() {
             String::new()
         } else {
-            format!(", {}", args.broker_args.join(" "))
+            format!(", {}", args.run.broker_args.join(" "))
         },
-        args.threads,
+        args.run.threads,
         args.connections,
     );
     println!(

@@ -65,15 +65,9 @@ struct Args {
     /// Paths to run, in order (comma-separated): direct, broker.
     #[arg(long, value_delimiter = ',', default_value = "direct,broker")]
     paths: Vec<Mode>,
-    /// The generator's worker threads.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Extra flag for model-server (repeatable), e.g. `--broker-arg=--http-workers=1`.
-    #[arg(long = "broker-arg", allow_hyphen_values = true)]
-    broker_args: Vec<String>,
-    /// Do not run `cargo build --release --bins` first.
-    #[arg(long)]
-    no_build: bool,
+    /// How the generator and the child processes run.
+    #[command(flatten)]
+    run: procs::RunArgs,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -115,7 +109,7 @@ fn sample(broker: &Proc, emulator: &Proc, stop: &AtomicBool, started: Instant) -
 
 fn main() {
     let args = Args::parse();
-    procs::build_servers(args.no_build);
+    procs::build_servers(args.run.no_build);
     let emulator = procs::start_emulator("scale-emulator", args.latency_ms, &[]);
     let mut broker_flags = vec![
         "--worker-concurrency".to_string(),
@@ -123,7 +117,7 @@ fn main() {
         "--queue-capacity".into(),
         args.requests.max(10_000).to_string(),
     ];
-    broker_flags.extend(args.broker_args.iter().cloned());
+    broker_flags.extend(args.run.broker_args.iter().cloned());
     let broker = procs::start_broker("scale-broker", &emulator.url(), &broker_flags);
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = broker.rss_kib();
@@ -156,7 +150,7 @@ fn main() {
         let rate = args.requests as f64 / args.spread_secs;
         let mut cfg = LoadConfig::new(&target, mode, rate, args.spread_secs).expect("URL");
         cfg.connections = args.requests;
-        cfg.threads = args.threads;
+        cfg.threads = args.run.threads;
         cfg.client_timeout = Duration::from_secs_f64(args.timeout);
         if mode == Mode::Broker {
             cfg.infer_timeout_secs = Some(args.timeout);

@@ -398,3 +398,17 @@ impl CpuMark {
         }
     }
 }
+
+/// The flags both benchmarks take for their generator and child processes.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The generator's worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Extra flag for model-server (repeatable), e.g. `--broker-arg=--http-workers=1`.
+    #[arg(long = "broker-arg", allow_hyphen_values = true)]
+    pub broker_args: Vec<String>,
+    /// Do not run `cargo build --release --bins` first.
+    #[arg(long)]
+    pub no_build: bool,
+}
