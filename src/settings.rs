@@ -212,6 +212,11 @@ mod tests {
         assert_eq!(c.throttle.schedule.reset_after, Duration::from_secs(60));
         assert_eq!(c.pool.min_workers, 1);
         assert_eq!(c.pool.max_workers, PoolConfig::default_max_workers());
+        // The command line's pool defaults are the library's.
+        let library = PoolConfig::default();
+        assert_eq!(c.pool.worker_concurrency, library.worker_concurrency);
+        assert_eq!(c.pool.worker_idle_timeout, library.worker_idle_timeout);
+        assert_eq!(c.pool.queue_capacity, library.queue_capacity);
         assert_eq!(c.throttle.policy, ThrottlePolicy::Adaptive);
         assert_eq!(
             c.retry.throttle_pause,
