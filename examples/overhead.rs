@@ -371,15 +371,10 @@ fn print_tables(args: &Args, rows: &[(f64, Phase, Phase)]) {
         for p in [d, b] {
             let lag = |q: f64| p.result.lag.value_at_quantile(q) as f64 / 1000.0;
             println!(
-                "{:>6.0} {:<7} | {:>7.2} {:>7} {:>7} {:>8.2} {:>6.2} {:>6.2} | {:>11.3} {:>11.3}",
+                "{:>6.0} {:<7} | {} | {:>11.3} {:>11.3}",
                 rate,
                 p.result.mode.name(),
-                p.cpu.own,
-                broker_cpu(p, false),
-                broker_cpu(p, true),
-                p.cpu.procs[1],
-                p.cpu.others,
-                p.cpu.kernel,
+                cpu_columns(p),
                 lag(0.99),
                 p.result.lag.max() as f64 / 1000.0,
             );
@@ -437,6 +432,20 @@ fn search(bench: &Bench, mode: Mode) -> Option<f64> {
 
 /// The broker's CPU column (in parentheses on the direct path, where it only idles), or its
 /// busiest thread's.
+/// The CPU columns both tables print: loadgen, broker, its busiest thread, emulator, others,
+/// kernel.
+fn cpu_columns(p: &Phase) -> String {
+    format!(
+        "{:>7.2} {:>7} {:>7} {:>8.2} {:>6.2} {:>6.2}",
+        p.cpu.own,
+        broker_cpu(p, false),
+        broker_cpu(p, true),
+        p.cpu.procs[1],
+        p.cpu.others,
+        p.cpu.kernel,
+    )
+}
+
 fn broker_cpu(p: &Phase, top_thread: bool) -> String {
     let v = if top_thread {
         p.cpu.top_thread[0]
@@ -454,7 +463,7 @@ fn print_search_row(p: &Phase, ok: bool) {
     let r = &p.result;
     let lag99 = r.lag.value_at_quantile(0.99) as f64 / 1000.0;
     println!(
-        "{:<7} {:>7.0} {:>5} {:>7.3}% {:>7.0} {:>8.3} {:>8.3} {:>8.3}   {:>7.2} {:>7} {:>7} {:>8.2} {:>6.2} {:>6.2}{}",
+        "{:<7} {:>7.0} {:>5} {:>7.3}% {:>7.0} {:>8.3} {:>8.3} {:>8.3}   {}{}",
         r.mode.name(),
         r.rate,
         if ok { "yes" } else { "no" },
@@ -463,12 +472,7 @@ fn print_search_row(p: &Phase, ok: bool) {
         r.ms(0.5),
         r.ms(0.99),
         lag99,
-        p.cpu.own,
-        broker_cpu(p, false),
-        broker_cpu(p, true),
-        p.cpu.procs[1],
-        p.cpu.others,
-        p.cpu.kernel,
+        cpu_columns(p),
         if r.error_count() > 0 {
             format!("  [{}]", r.errors_text())
         } else {

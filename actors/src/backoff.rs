@@ -120,6 +120,16 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A short brake schedule without jitter: 10, 20, 40, 80 ms, reset after `reset_after`.
+    fn brake_schedule(reset_after: Duration) -> BackoffSchedule {
+        BackoffSchedule {
+            base: ms(10),
+            cap: ms(80),
+            reset_after,
+            jitter: 0.0,
+        }
+    }
+
     #[test]
     fn seed_schedule_doubles_from_one_second_and_caps_at_32() {
         let s = BackoffSchedule::default();
@@ -147,12 +157,7 @@ mod tests {
 
     #[test]
     fn brake_counts_throttles_and_resets_on_success() {
-        let s = BackoffSchedule {
-            base: ms(10),
-            cap: ms(80),
-            reset_after: ms(1000),
-            jitter: 0.0,
-        };
+        let s = brake_schedule(ms(1000));
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
         assert_eq!(b.pre_call_delay(&s, t0, 0), Duration::ZERO);
@@ -168,12 +173,7 @@ mod tests {
 
     #[test]
     fn free_throttles_do_not_count() {
-        let s = BackoffSchedule {
-            base: ms(10),
-            cap: ms(80),
-            reset_after: ms(1000),
-            jitter: 0.0,
-        };
+        let s = brake_schedule(ms(1000));
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
         for _ in 0..4 {
@@ -187,12 +187,7 @@ mod tests {
 
     #[test]
     fn brake_resets_after_the_quiet_window_only() {
-        let s = BackoffSchedule {
-            base: ms(10),
-            cap: ms(80),
-            reset_after: ms(100),
-            jitter: 0.0,
-        };
+        let s = brake_schedule(ms(100));
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
         b.on_throttle(t0);
