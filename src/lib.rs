@@ -31,6 +31,7 @@ pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod protocol;
 pub mod server;
 pub mod settings;
 pub mod strict_json;
