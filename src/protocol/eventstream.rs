@@ -23,7 +23,10 @@ pub fn event_frame(event_type: &str, payload: &[u8]) -> Bytes {
     frame(
         vec![
             Header::new(":message-type", HeaderValue::String("event".into())),
-            Header::new(":event-type", HeaderValue::String(event_type.to_string().into())),
+            Header::new(
+                ":event-type",
+                HeaderValue::String(event_type.to_string().into()),
+            ),
             Header::new(
                 ":content-type",
                 HeaderValue::String("application/json".into()),
@@ -73,7 +76,10 @@ pub enum Frame {
     /// `:message-type: event`, with its `:event-type` and payload.
     Event { event_type: String, payload: Bytes },
     /// `:message-type: exception`, with its `:exception-type` and payload.
-    Exception { exception_type: String, payload: Bytes },
+    Exception {
+        exception_type: String,
+        payload: Bytes,
+    },
 }
 
 /// Decodes one complete frame (lengths and CRCs checked). For tests and the emulator's own
@@ -120,8 +126,7 @@ mod tests {
         };
         assert_eq!(event_type, "chunk");
         let body: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        let decoded =
-            aws_smithy_types::base64::decode(body["bytes"].as_str().unwrap()).unwrap();
+        let decoded = aws_smithy_types::base64::decode(body["bytes"].as_str().unwrap()).unwrap();
         assert_eq!(decoded, event);
     }
 
