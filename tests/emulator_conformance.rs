@@ -792,6 +792,7 @@ async fn window_quota_throttles_until_the_next_aligned_window() {
             window_quota: Some(WindowQuota {
                 requests: 2,
                 window,
+                sliding: false,
             }),
             ..EmulatorConfig::default()
         },
@@ -922,6 +923,7 @@ async fn quota_schedule_halves_then_restores_the_window() {
             window_quota: Some(WindowQuota {
                 requests: 4,
                 window: step,
+                sliding: false,
             }),
             quota_schedule: vec![(step, 0.5), (step * 2, 1.0)],
             ..EmulatorConfig::default()
@@ -1000,7 +1002,7 @@ async fn quota_modes_over_the_admin_api() {
     let cfg: Value = res.json().await.unwrap();
     assert_eq!(
         cfg["window_quota"],
-        json!({"requests": 7, "window_secs": 30.0})
+        json!({"requests": 7, "window_secs": 30.0, "sliding": false})
     );
     assert_eq!(
         cfg["token_quota"],
@@ -1013,7 +1015,8 @@ async fn quota_modes_over_the_admin_api() {
         live.window_quota,
         Some(WindowQuota {
             requests: 7,
-            window: Duration::from_secs(30)
+            window: Duration::from_secs(30),
+            sliding: false,
         })
     );
     assert_eq!(live.token_quota, Some(TokenQuota::per_minute(600.0)));
@@ -1091,8 +1094,12 @@ async fn binary_flags_set_the_quota_modes() {
         "5",
         "--window-secs",
         "2.5",
+        "--window-sliding",
         "--tpm",
         "6000",
+        "--token-window",
+        "9000",
+        "--token-window-sliding",
         "--quota-schedule",
         "30=0.5,60=1",
     ])
@@ -1128,7 +1135,11 @@ async fn binary_flags_set_the_quota_modes() {
     let cfg = cfg.unwrap_or_else(|| panic!("no config from {endpoint:?}"));
     assert_eq!(
         cfg["window_quota"],
-        json!({"requests": 5, "window_secs": 2.5})
+        json!({"requests": 5, "window_secs": 2.5, "sliding": true})
+    );
+    assert_eq!(
+        cfg["token_window_quota"],
+        json!({"tokens": 9000.0, "window_secs": 60.0, "sliding": true})
     );
     assert_eq!(
         cfg["token_quota"],

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use model_server::emulator::{
-    parse_schedule_step, Emulator, EmulatorConfig, FaultKind, Quota, TokenQuota, WindowQuota,
-    DEFAULT_BIND,
+    parse_schedule_step, Emulator, EmulatorConfig, FaultKind, Quota, TokenQuota, TokenWindowQuota,
+    WindowQuota, DEFAULT_BIND,
 };
 
 /// Bedrock Runtime emulator (InvokeModel over the real restJson1 wire protocol).
@@ -32,10 +32,19 @@ struct Args {
     #[arg(long, env = "BEDROCK_EMULATOR_BURST", requires = "quota_rps")]
     burst: Option<f64>,
 
-    /// Fixed-window quota per model id: at most N calls per window (windows start at the
-    /// emulator's start, then every --window-secs).
+    /// Window quota per model id: at most N calls per window (fixed windows start at the
+    /// emulator's start, then every --window-secs; see --window-sliding).
     #[arg(long, env = "BEDROCK_EMULATOR_WINDOW_REQUESTS", value_name = "N")]
     window_requests: Option<u64>,
+
+    /// Make --window-requests a sliding window: a call passes while fewer than N calls were
+    /// admitted in the --window-secs before it.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_WINDOW_SLIDING",
+        requires = "window_requests"
+    )]
+    window_sliding: bool,
 
     /// Window length in seconds for --window-requests [default: 60].
     #[arg(
@@ -62,6 +71,30 @@ struct Args {
         value_parser = parse_non_negative
     )]
     tpm_burst: Option<f64>,
+
+    /// Token window quota per model id: at most N tokens per window (each call reserves
+    /// input + max_tokens and settles to what it used; fixed windows unless
+    /// --token-window-sliding).
+    #[arg(long, env = "BEDROCK_EMULATOR_TOKEN_WINDOW", value_name = "N", value_parser = parse_non_negative)]
+    token_window: Option<f64>,
+
+    /// Window length in seconds for --token-window [default: 60].
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_TOKEN_WINDOW_SECS",
+        value_name = "S",
+        requires = "token_window",
+        value_parser = parse_positive_secs
+    )]
+    token_window_secs: Option<f64>,
+
+    /// Make --token-window a sliding window.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_TOKEN_WINDOW_SLIDING",
+        requires = "token_window"
+    )]
+    token_window_sliding: bool,
 
     /// Quota changes over time, SECS=FACTOR (repeatable; comma-separated): from SECS after
     /// the start every quota rate and capacity is multiplied by FACTOR (absolute, not
@@ -165,10 +198,18 @@ fn main() -> std::io::Result<()> {
             window: args
                 .window_secs
                 .map_or(WindowQuota::DEFAULT_WINDOW, Duration::from_secs_f64),
+            sliding: args.window_sliding,
         }),
         token_quota: args.tpm.map(|tpm| TokenQuota {
             tokens_per_minute: tpm,
             burst_tokens: args.tpm_burst.unwrap_or(tpm / 6.0),
+        }),
+        token_window_quota: args.token_window.map(|tokens| TokenWindowQuota {
+            tokens,
+            window: args
+                .token_window_secs
+                .map_or(WindowQuota::DEFAULT_WINDOW, Duration::from_secs_f64),
+            sliding: args.token_window_sliding,
         }),
         quota_schedule: args.quota_schedule,
         error_rates: args.error_rates,
@@ -183,12 +224,13 @@ fn main() -> std::io::Result<()> {
     actix_rt::System::new().block_on(async move {
         let emulator = Emulator::start(&args.bind, config.clone(), workers)?;
         log::info!(
-            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, quota {:?}, window quota {:?}, token quota {:?}, quota schedule {:?}, error rates {:?}, seed {})",
+            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, quota {:?}, window quota {:?}, token quota {:?}, token window quota {:?}, quota schedule {:?}, error rates {:?}, seed {})",
             emulator.endpoint(),
             config.latency,
             config.quota,
             config.window_quota,
             config.token_quota,
+            config.token_window_quota,
             config.quota_schedule,
             config.error_rates,
             config.seed

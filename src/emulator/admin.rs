@@ -7,7 +7,9 @@ use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{EmulatorConfig, FaultKind, Quota, Scripted, Shared, TokenQuota, WindowQuota};
+use super::{
+    EmulatorConfig, FaultKind, Quota, Scripted, Shared, TokenQuota, TokenWindowQuota, WindowQuota,
+};
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
@@ -31,14 +33,15 @@ async fn stats(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 /// The config as JSON: `{"latency_ms", "quota", "window_quota", "token_quota",
-/// "quota_schedule": [[secs, factor], ...], "quota_factor", "error_rates": {name: fraction},
-/// "seed", "scripted_pending"}`.
+/// "token_window_quota", "quota_schedule": [[secs, factor], ...], "quota_factor",
+/// "error_rates": {name: fraction}, "seed", "scripted_pending"}`.
 #[derive(Serialize)]
 struct ConfigView {
     latency_ms: f64,
     quota: Option<Quota>,
     window_quota: Option<WindowView>,
     token_quota: Option<TokenQuota>,
+    token_window_quota: Option<TokenWindowView>,
     quota_schedule: Vec<(f64, f64)>,
     /// The schedule factor in force now.
     quota_factor: f64,
@@ -51,6 +54,14 @@ struct ConfigView {
 struct WindowView {
     requests: u64,
     window_secs: f64,
+    sliding: bool,
+}
+
+#[derive(Serialize)]
+struct TokenWindowView {
+    tokens: f64,
+    window_secs: f64,
+    sliding: bool,
 }
 
 fn view(shared: &Shared) -> ConfigView {
@@ -61,8 +72,14 @@ fn view(shared: &Shared) -> ConfigView {
         window_quota: c.window_quota.map(|w| WindowView {
             requests: w.requests,
             window_secs: w.window.as_secs_f64(),
+            sliding: w.sliding,
         }),
         token_quota: c.token_quota,
+        token_window_quota: c.token_window_quota.map(|w| TokenWindowView {
+            tokens: w.tokens,
+            window_secs: w.window.as_secs_f64(),
+            sliding: w.sliding,
+        }),
         quota_schedule: c
             .quota_schedule
             .iter()
@@ -91,12 +108,33 @@ struct QuotaPatch {
     burst: Option<f64>,
 }
 
-/// `window_quota` in a patch: `{"requests": N, "window_secs": S}` (S defaults to 60).
+/// `window_quota` in a patch: `{"requests": N, "window_secs": S, "sliding": false}` (S
+/// defaults to 60, `sliding` to false).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WindowPatch {
     requests: u64,
     window_secs: Option<f64>,
+    sliding: Option<bool>,
+}
+
+/// `token_window_quota` in a patch: `{"tokens": N, "window_secs": S, "sliding": false}` (S
+/// defaults to 60, `sliding` to false).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenWindowPatch {
+    tokens: f64,
+    window_secs: Option<f64>,
+    sliding: Option<bool>,
+}
+
+/// A window length in a patch: positive seconds, 60 when absent.
+fn window_length(field: &str, secs: Option<f64>) -> Result<Duration, String> {
+    let secs = secs.unwrap_or(60.0);
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{field}.window_secs must be a positive number, got {secs}"))
 }
 
 /// `token_quota` in a patch: `{"tokens_per_minute": N, "burst_tokens": B}` (B defaults to N/6).
@@ -118,6 +156,8 @@ struct ConfigPatch {
     window_quota: Option<Option<WindowPatch>>,
     #[serde(default, deserialize_with = "present")]
     token_quota: Option<Option<TokenPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    token_window_quota: Option<Option<TokenWindowPatch>>,
     #[serde(default, deserialize_with = "present")]
     quota_schedule: Option<Option<Vec<(f64, f64)>>>,
     error_rates: Option<BTreeMap<String, f64>>,
@@ -161,17 +201,27 @@ fn apply(patch: ConfigPatch, mut config: EmulatorConfig) -> Result<EmulatorConfi
     if let Some(window) = patch.window_quota {
         config.window_quota = match window {
             None => None,
+            Some(w) => Some(WindowQuota {
+                requests: w.requests,
+                window: window_length("window_quota", w.window_secs)?,
+                sliding: w.sliding.unwrap_or(false),
+            }),
+        };
+    }
+    if let Some(window) = patch.token_window_quota {
+        config.token_window_quota = match window {
+            None => None,
             Some(w) => {
-                let secs = w.window_secs.unwrap_or(60.0);
-                let window = Duration::try_from_secs_f64(secs)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| {
-                        format!("window_quota.window_secs must be a positive number, got {secs}")
-                    })?;
-                Some(WindowQuota {
-                    requests: w.requests,
-                    window,
+                if !w.tokens.is_finite() || w.tokens < 0.0 {
+                    return Err(format!(
+                        "token_window_quota.tokens must be a number >= 0, got {}",
+                        w.tokens
+                    ));
+                }
+                Some(TokenWindowQuota {
+                    tokens: w.tokens,
+                    window: window_length("token_window_quota", w.window_secs)?,
+                    sliding: w.sliding.unwrap_or(false),
                 })
             }
         };
@@ -283,6 +333,35 @@ mod tests {
     fn patch(json: &str, config: EmulatorConfig) -> Result<EmulatorConfig, String> {
         let patch: ConfigPatch = serde_json::from_str(json).map_err(|e| e.to_string())?;
         apply(patch, config)
+    }
+
+    #[test]
+    fn window_shapes_patch_in_requests_and_tokens() {
+        let c = patch(
+            r#"{"window_quota": {"requests": 30, "sliding": true},
+                "token_window_quota": {"tokens": 9000, "window_secs": 60, "sliding": true}}"#,
+            EmulatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.window_quota, Some(WindowQuota::sliding_per_minute(30)));
+        assert_eq!(
+            c.token_window_quota,
+            Some(TokenWindowQuota::sliding_per_minute(9000.0))
+        );
+        let c = patch(r#"{"token_window_quota": {"tokens": 500}}"#, c).unwrap();
+        assert_eq!(
+            c.token_window_quota,
+            Some(TokenWindowQuota::per_minute(500.0))
+        );
+        let c = patch(r#"{"token_window_quota": null}"#, c).unwrap();
+        assert_eq!(c.token_window_quota, None);
+        for bad in [
+            r#"{"token_window_quota": {"tokens": -1}}"#,
+            r#"{"token_window_quota": {"tokens": 5, "window_secs": 0}}"#,
+            r#"{"window_quota": {"requests": 5, "sliding": "yes"}}"#,
+        ] {
+            assert!(patch(bad, EmulatorConfig::default()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -22,14 +22,15 @@
 //!    ([`Emulator::script`]); a scripted fault is answered whatever the body; `ok` skips
 //!    steps 2, 4 and 5 (every quota and the injection).
 //! 2. The request quotas, checked without taking anything: the token bucket ([`Quota`]) and the
-//!    fixed window ([`WindowQuota`]). No room in either -> `ThrottlingException`
+//!    window, fixed or sliding ([`WindowQuota`]). No room in either -> `ThrottlingException`
 //!    `Too many requests, please wait before trying again.`
 //! 3. Body validation (content type, then the body) -> `ValidationException`. An invalid body
 //!    takes nothing from any quota.
 //! 4. Admission, all or nothing under one short lock: one call from the request bucket, one
-//!    from the window, and a reservation of `input_tokens + max_tokens` from the token quota
-//!    ([`TokenQuota`]). Request quotas out (a concurrent call took the last one since step 2)
-//!    -> `Too many requests, ...`; token bucket short of the reservation ->
+//!    from the window, and a reservation of `input_tokens + max_tokens` from the token quotas
+//!    (bucket [`TokenQuota`], window [`TokenWindowQuota`]). Request quotas out (a concurrent
+//!    call took the last one since step 2) -> `Too many requests, ...`; a token quota short of
+//!    the reservation ->
 //!    `ThrottlingException` `Too many tokens, please wait before trying again.` (counted in
 //!    [`EmulatorStats::throttled_tokens`] too). A throttled call takes nothing.
 //! 5. Random injection by [`EmulatorConfig::error_rates`] (seeded by `seed`): the fault is
@@ -43,7 +44,11 @@
 //! on every config change and on reset. Buckets start full and are refilled (forgotten) when
 //! a quota or the schedule changes, and on reset; a token reservation larger than the token
 //! capacity is always throttled; a shrinking factor clamps the bucket levels to the new
-//! capacities. See [`Quota`], [`WindowQuota`], [`TokenQuota`].
+//! capacities. See [`Quota`], [`WindowQuota`], [`TokenQuota`], [`TokenWindowQuota`].
+//!
+//! The three shapes AWS might use to enforce a per-minute quota (it does not say which) are
+//! all here, in requests and in tokens: a token bucket (small burst, or a minute's), a
+//! sliding 60 s window, and a fixed 60 s window.
 //!
 //! Throttles and validation errors are answered at once; other faults after the latency.
 //! Besides the ten Bedrock errors, [`FaultKind`] has transport faults (`hang`,
@@ -53,16 +58,19 @@
 //! - `GET /health` -> 200 `{"status":"ok"}`.
 //! - `GET /_emulator/stats` -> [`EmulatorStats`].
 //! - `GET /_emulator/config` -> `{"latency_ms", "quota", "window_quota", "token_quota",
-//!   "quota_schedule", "quota_factor", "error_rates", "seed", "scripted_pending"}`
+//!   "token_window_quota", "quota_schedule", "quota_factor", "error_rates", "seed",
+//!   "scripted_pending"}`
 //!   (`quota_factor`: the schedule factor in force now).
 //! - `POST /_emulator/config` with a partial
 //!   `{"latency_ms": 50, "quota": {"requests_per_second": 5, "burst": 10} | null,
-//!   "window_quota": {"requests": 100, "window_secs": 60} | null,
+//!   "window_quota": {"requests": 100, "window_secs": 60, "sliding": false} | null,
 //!   "token_quota": {"tokens_per_minute": 100000, "burst_tokens": 20000} | null,
+//!   "token_window_quota": {"tokens": 100000, "window_secs": 60, "sliding": true} | null,
 //!   "quota_schedule": [[30, 0.5], [60, 1.0]] | null,
 //!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01}, "seed": 7}`: absent fields are
 //!   kept, `null` removes a quota (or the schedule), `quota_schedule` and `error_rates` replace
 //!   the whole list. Defaults: `burst` = the rate (at least 1), `window_secs` = 60,
+//!   `sliding` = false,
 //!   `burst_tokens` = `tokens_per_minute / 6`. Schedule steps are `[offset_secs, factor]`.
 //!   Every accepted patch restarts the quota clock. Answers the new config; 400
 //!   `{"error": ...}` on bad input.
@@ -94,7 +102,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 pub use faults::{FaultKind, Scripted, UnknownFault};
-pub use quota::{parse_schedule_step, Quota, TokenQuota, WindowQuota};
+pub use quota::{parse_schedule_step, Quota, TokenQuota, TokenWindowQuota, WindowQuota};
 pub use stats::EmulatorStats;
 
 /// Default listen address of the `bedrock-emulator` binary.
@@ -119,10 +127,12 @@ pub struct EmulatorConfig {
     pub latency: Duration,
     /// Token bucket in requests per model id; `None` = unlimited.
     pub quota: Option<Quota>,
-    /// Fixed-window request count per model id; `None` = unlimited.
+    /// Window (fixed or sliding) request count per model id; `None` = unlimited.
     pub window_quota: Option<WindowQuota>,
     /// Tokens-per-minute bucket with reservation per model id; `None` = unlimited.
     pub token_quota: Option<TokenQuota>,
+    /// Window (fixed or sliding) token count with reservation per model id; `None` = unlimited.
+    pub token_window_quota: Option<TokenWindowQuota>,
     /// `(offset, factor)` steps: from `offset` after the quota clock started (emulator start,
     /// config change or reset) every quota's rates and capacities are multiplied by `factor`.
     /// Factors are absolute (`[(30 s, 0.5), (60 s, 1.0)]` halves at 30 s and restores at
@@ -143,13 +153,19 @@ impl EmulatorConfig {
 
     /// True if any quota is configured.
     pub fn has_quota(&self) -> bool {
-        self.quota.is_some() || self.window_quota.is_some() || self.token_quota.is_some()
+        self.quota.is_some() || self.window_quota.is_some() || self.has_token_quota()
+    }
+
+    /// True if a quota in tokens is configured (calls reserve tokens).
+    pub fn has_token_quota(&self) -> bool {
+        self.token_quota.is_some() || self.token_window_quota.is_some()
     }
 
     fn same_quotas(&self, other: &EmulatorConfig) -> bool {
         self.quota == other.quota
             && self.window_quota == other.window_quota
             && self.token_quota == other.token_quota
+            && self.token_window_quota == other.token_window_quota
             && self.quota_schedule == other.quota_schedule
     }
 }

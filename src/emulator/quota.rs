@@ -3,9 +3,13 @@
 //!
 //! - [`Quota`], a token bucket in requests: it holds at most `burst` requests and refills at
 //!   `requests_per_second`. A call takes one.
-//! - [`WindowQuota`], fixed windows: at most `requests` calls per `window`. Windows are aligned
-//!   to the start of the quota clock (see below): they reset at `t0 + k * window`, whenever the
-//!   calls came.
+//! - [`WindowQuota`], windows in requests: at most `requests` calls per `window`. A fixed
+//!   window is aligned to the start of the quota clock (see below): it resets at
+//!   `t0 + k * window`, whenever the calls came. A sliding window admits a call if fewer than
+//!   `requests` calls were admitted in the `window` before it.
+//! - [`TokenWindowQuota`], the same two window shapes in model tokens with reservation: at
+//!   most `tokens` per window, admission reserving `input_tokens + max_tokens` like the token
+//!   bucket below, and a call's share settled to what it used when it ends.
 //! - [`TokenQuota`], a token bucket in model tokens with reservation: it holds at most
 //!   `burst_tokens` and refills at `tokens_per_minute / 60` per second. Admission reserves
 //!   `input_tokens + max_tokens` (input counted like the reply counts it: `ceil(chars / 4)`
@@ -17,7 +21,8 @@
 //!   throttled.
 //! - `EmulatorConfig::quota_schedule`, `(offset, factor)` steps: from each offset on, every
 //!   configured rate and capacity is multiplied by `factor` (absolute, not cumulative; 1 before
-//!   the first step). Window `requests` scale to `floor(requests * factor)`; a token-bucket
+//!   the first step). Window `requests` scale to `floor(requests * factor)` (window `tokens`
+//!   to `tokens * factor`); a token-bucket
 //!   `burst` scaled below 1 acts as 1 unless the factor is 0 (which throttles everything).
 //!   The factor is looked up from the elapsed time on each call (no timers); a refill uses the
 //!   factor in force at the time of the call for the whole time since the bucket's last
@@ -30,7 +35,7 @@
 //! All per-model state sits in one map under one mutex, held only for the arithmetic. A
 //! throttled call takes nothing from any quota.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,27 +78,73 @@ impl Quota {
     }
 }
 
-/// Fixed-window quota applied per model id: at most `requests` calls per `window`. Windows
-/// are aligned to the quota clock's start `t0` (emulator start, config change or reset): they
-/// reset at `t0 + k * window`, whenever the calls came. A schedule factor scales `requests`
-/// to `floor(requests * factor)`.
+/// Window quota in requests applied per model id: at most `requests` calls per `window`.
+/// Fixed windows are aligned to the quota clock's start `t0` (emulator start, config change or
+/// reset): they reset at `t0 + k * window`, whenever the calls came. A sliding window admits a
+/// call while fewer than `requests` calls were admitted in the `window` before it. A schedule
+/// factor scales `requests` to `floor(requests * factor)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowQuota {
     /// Calls admitted per window (0 admits none).
     pub requests: u64,
     /// Window length ([`WindowQuota::DEFAULT_WINDOW`] unless chosen). Zero acts as 1 ns.
     pub window: Duration,
+    /// Sliding (the last `window`) rather than fixed (aligned to the quota clock).
+    pub sliding: bool,
 }
 
 impl WindowQuota {
     /// The usual window: one minute.
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
-    /// `requests` per minute.
+    /// `requests` per fixed minute.
     pub fn per_minute(requests: u64) -> WindowQuota {
         WindowQuota {
             requests,
             window: WindowQuota::DEFAULT_WINDOW,
+            sliding: false,
+        }
+    }
+
+    /// `requests` in any 60 s.
+    pub fn sliding_per_minute(requests: u64) -> WindowQuota {
+        WindowQuota {
+            sliding: true,
+            ..WindowQuota::per_minute(requests)
+        }
+    }
+}
+
+/// Window quota in model tokens applied per model id: at most `tokens` per `window` (fixed or
+/// sliding, as for [`WindowQuota`]). Admission reserves `input_tokens + max_tokens` in the
+/// window; when the call ends its share is settled like the token bucket's (a success keeps
+/// input + output tokens, a failure after admission keeps the input). A reservation larger
+/// than `tokens` is always throttled ("Too many tokens"). A schedule factor scales `tokens`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenWindowQuota {
+    /// Tokens admitted per window.
+    pub tokens: f64,
+    /// Window length.
+    pub window: Duration,
+    /// Sliding (the last `window`) rather than fixed (aligned to the quota clock).
+    pub sliding: bool,
+}
+
+impl TokenWindowQuota {
+    /// `tokens` per fixed minute.
+    pub fn per_minute(tokens: f64) -> TokenWindowQuota {
+        TokenWindowQuota {
+            tokens,
+            window: WindowQuota::DEFAULT_WINDOW,
+            sliding: false,
+        }
+    }
+
+    /// `tokens` in any 60 s.
+    pub fn sliding_per_minute(tokens: f64) -> TokenWindowQuota {
+        TokenWindowQuota {
+            sliding: true,
+            ..TokenWindowQuota::per_minute(tokens)
         }
     }
 }
@@ -205,12 +256,21 @@ struct Rate {
     capacity: f64,
 }
 
+/// A window's limit at one moment: how much it admits, how long it is, whether it slides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct WindowLimit {
+    limit: f64,
+    window: Duration,
+    sliding: bool,
+}
+
 /// The limits in force at one moment: the configured quotas scaled by the schedule's factor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Limits {
     requests: Option<Rate>,
-    window: Option<(u64, Duration)>,
+    window: Option<WindowLimit>,
     tokens: Option<Rate>,
+    token_window: Option<WindowLimit>,
 }
 
 impl Limits {
@@ -224,17 +284,23 @@ impl Limits {
                     0.0
                 },
             }),
-            window: config.window_quota.map(|w| {
-                let n = if factor == 1.0 {
-                    w.requests
+            window: config.window_quota.map(|w| WindowLimit {
+                limit: if factor == 1.0 {
+                    w.requests as f64
                 } else {
-                    (w.requests as f64 * factor).floor() as u64
-                };
-                (n, w.window)
+                    (w.requests as f64 * factor).floor()
+                },
+                window: w.window,
+                sliding: w.sliding,
             }),
             tokens: config.token_quota.map(|t| Rate {
                 per_sec: t.rate() * factor,
                 capacity: t.capacity() * factor,
+            }),
+            token_window: config.token_window_quota.map(|w| WindowLimit {
+                limit: non_negative(w.tokens) * factor,
+                window: w.window,
+                sliding: w.sliding,
             }),
         }
     }
@@ -264,10 +330,76 @@ impl Bucket {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Window {
+/// What a window has admitted: one entry per admitted call, `(id, when, amount)` (amount 1
+/// for a request window, the call's tokens for a token window), oldest first. A fixed window
+/// keeps the entries since its start; a sliding one those of the last `window`.
+#[derive(Clone, Debug)]
+struct Ledger {
+    /// Start of the current fixed window (unused when sliding).
     start: Instant,
-    used: u64,
+    /// Admitted calls still counted.
+    entries: VecDeque<(u64, Instant, f64)>,
+    /// Sum of the entries' amounts.
+    used: f64,
+}
+
+impl Ledger {
+    fn new(epoch: Instant) -> Ledger {
+        Ledger {
+            start: epoch,
+            entries: VecDeque::new(),
+            used: 0.0,
+        }
+    }
+
+    /// Drops what no longer counts at `now`: entries before the fixed window's start (a new
+    /// window began), or older than the sliding window.
+    fn refresh(&mut self, limit: &WindowLimit, epoch: Instant, now: Instant) {
+        let from = if limit.sliding {
+            now.checked_sub(limit.window).unwrap_or(epoch)
+        } else {
+            let start = epoch + window_offset(now.saturating_duration_since(epoch), limit.window);
+            if start != self.start {
+                self.start = start;
+            }
+            start
+        };
+        let keep_strictly_after = limit.sliding;
+        while let Some(&(_, at, amount)) = self.entries.front() {
+            let expired = if keep_strictly_after {
+                at <= from
+            } else {
+                at < from
+            };
+            if !expired {
+                break;
+            }
+            self.entries.pop_front();
+            self.used -= amount;
+        }
+        if self.entries.is_empty() {
+            self.used = 0.0;
+        }
+    }
+
+    fn room(&self, limit: &WindowLimit, amount: f64) -> bool {
+        self.used + amount <= limit.limit + 1e-9
+    }
+
+    fn record(&mut self, id: u64, now: Instant, amount: f64) {
+        self.entries.push_back((id, now, amount));
+        self.used += amount;
+    }
+
+    /// Takes `amount` off entry `id` if it still counts.
+    fn give_back(&mut self, id: u64, amount: f64) {
+        if let Ok(i) = self.entries.binary_search_by_key(&id, |(e, _, _)| *e) {
+            let entry = &mut self.entries[i];
+            let back = amount.min(entry.2);
+            entry.2 -= back;
+            self.used = (self.used - back).max(0.0);
+        }
+    }
 }
 
 /// Why admission failed.
@@ -275,76 +407,93 @@ struct Window {
 pub(crate) enum Throttle {
     /// The request bucket or the window is out ("Too many requests").
     Requests,
-    /// The token bucket holds less than the reservation ([`TOO_MANY_TOKENS`]).
+    /// The token bucket or token window holds less than the reservation ([`TOO_MANY_TOKENS`]).
     Tokens,
 }
 
 /// One model id's quota state (each part used only if its quota is configured).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct ModelState {
     requests: Bucket,
-    window: Window,
+    window: Ledger,
     tokens: Bucket,
+    token_window: Ledger,
+    /// Id of the next admitted call (ledger entries are found by it when settled).
+    next_id: u64,
 }
 
 impl ModelState {
     fn new(epoch: Instant, now: Instant) -> ModelState {
         ModelState {
             requests: Bucket::full(now),
-            window: Window {
-                start: epoch,
-                used: 0,
-            },
+            window: Ledger::new(epoch),
             tokens: Bucket::full(now),
+            token_window: Ledger::new(epoch),
+            next_id: 0,
         }
     }
 
-    /// Brings the state to `now`: refills the buckets, starts a new window if one began.
+    /// Brings the state to `now`: refills the buckets, forgets what the windows no longer count.
     fn refresh(&mut self, limits: &Limits, epoch: Instant, now: Instant) {
         if let Some(rate) = limits.requests {
             self.requests.refill(rate, now);
         }
-        if let Some((_, window)) = limits.window {
-            let start = epoch + window_offset(now.saturating_duration_since(epoch), window);
-            if start != self.window.start {
-                self.window = Window { start, used: 0 };
-            }
+        if let Some(window) = limits.window {
+            self.window.refresh(&window, epoch, now);
         }
         if let Some(rate) = limits.tokens {
             self.tokens.refill(rate, now);
+        }
+        if let Some(window) = limits.token_window {
+            self.token_window.refresh(&window, epoch, now);
         }
     }
 
     /// Would the request quotas (bucket and window) admit one more call?
     fn requests_ok(&self, limits: &Limits) -> bool {
         limits.requests.is_none_or(|_| self.requests.level >= 1.0)
-            && limits.window.is_none_or(|(n, _)| self.window.used < n)
+            && limits.window.is_none_or(|w| self.window.room(&w, 1.0))
     }
 
-    /// Takes one call from the request quotas and `reserve` tokens, or nothing.
-    fn admit(&mut self, limits: &Limits, reserve: f64) -> Result<(), Throttle> {
+    /// Takes one call from the request quotas and `reserve` tokens from the token quotas, or
+    /// nothing. Returns the call's id (to settle its tokens later).
+    fn admit(&mut self, limits: &Limits, reserve: f64, now: Instant) -> Result<u64, Throttle> {
         if !self.requests_ok(limits) {
             return Err(Throttle::Requests);
         }
         if limits.tokens.is_some() && self.tokens.level < reserve {
             return Err(Throttle::Tokens);
         }
+        if limits
+            .token_window
+            .is_some_and(|w| !self.token_window.room(&w, reserve))
+        {
+            return Err(Throttle::Tokens);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
         if limits.requests.is_some() {
             self.requests.level -= 1.0;
         }
         if limits.window.is_some() {
-            self.window.used += 1;
+            self.window.record(id, now, 1.0);
         }
         if limits.tokens.is_some() {
             self.tokens.level -= reserve;
         }
-        Ok(())
+        if limits.token_window.is_some() {
+            self.token_window.record(id, now, reserve);
+        }
+        Ok(id)
     }
 
-    /// Gives `tokens` back to the token bucket, capped at its capacity.
-    fn refund(&mut self, limits: &Limits, tokens: f64) {
+    /// Gives `tokens` of call `id` back to the token quotas (the bucket capped at its capacity).
+    fn refund(&mut self, limits: &Limits, id: u64, tokens: f64) {
         if let Some(rate) = limits.tokens {
             self.tokens.level = (self.tokens.level + tokens).min(rate.capacity);
+        }
+        if limits.token_window.is_some() {
+            self.token_window.give_back(id, tokens);
         }
     }
 }
@@ -418,20 +567,22 @@ impl Quotas {
     }
 
     /// Admits a call to `model`: takes one request from the request quotas and `reserve`
-    /// tokens from the token quota, all or nothing.
+    /// tokens from the token quotas, all or nothing. Returns the call's id in the quota state.
     pub(crate) fn admit(
         &self,
         model: &str,
         config: &EmulatorConfig,
         reserve: f64,
-    ) -> Result<(), Throttle> {
-        self.with_model(model, config, |s, l| s.admit(l, reserve))
+    ) -> Result<u64, Throttle> {
+        let now = Instant::now();
+        self.with_model(model, config, |s, l| s.admit(l, reserve, now))
     }
 
-    /// Gives `tokens` back to `model`'s token bucket (capped at its capacity).
-    pub(crate) fn refund(&self, model: &str, config: &EmulatorConfig, tokens: f64) {
-        if tokens > 0.0 && config.token_quota.is_some() {
-            self.with_model(model, config, |s, l| s.refund(l, tokens));
+    /// Gives `tokens` of call `id` back to `model`'s token quotas (the bucket capped at its
+    /// capacity; a window only while the call still counts in it).
+    pub(crate) fn refund(&self, model: &str, config: &EmulatorConfig, id: u64, tokens: f64) {
+        if tokens > 0.0 && config.has_token_quota() {
+            self.with_model(model, config, |s, l| s.refund(l, id, tokens));
         }
     }
 }
@@ -443,6 +594,8 @@ pub(crate) struct Reservation<'a> {
     quotas: &'a Quotas,
     model: &'a str,
     config: &'a EmulatorConfig,
+    /// The call's id in the quota state.
+    id: u64,
     max_tokens: u64,
     open: bool,
 }
@@ -452,12 +605,14 @@ impl<'a> Reservation<'a> {
         quotas: &'a Quotas,
         model: &'a str,
         config: &'a EmulatorConfig,
+        id: u64,
         max_tokens: u64,
     ) -> Reservation<'a> {
         Reservation {
             quotas,
             model,
             config,
+            id,
             max_tokens,
             open: true,
         }
@@ -467,7 +622,7 @@ impl<'a> Reservation<'a> {
     pub(crate) fn settle(mut self, output_tokens: u64) {
         self.open = false;
         let refund = success_refund(self.max_tokens, output_tokens);
-        self.quotas.refund(self.model, self.config, refund);
+        self.quotas.refund(self.model, self.config, self.id, refund);
     }
 }
 
@@ -475,7 +630,7 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.open {
             self.quotas
-                .refund(self.model, self.config, self.max_tokens as f64);
+                .refund(self.model, self.config, self.id, self.max_tokens as f64);
         }
     }
 }
@@ -502,7 +657,7 @@ mod tests {
     ) -> Result<(), Throttle> {
         let l = limits(c, at);
         s.refresh(&l, t0, t0 + at);
-        s.admit(&l, reserve)
+        s.admit(&l, reserve, t0 + at).map(|_| ())
     }
 
     #[test]
@@ -565,6 +720,7 @@ mod tests {
             window_quota: Some(WindowQuota {
                 requests: 2,
                 window: ms(1000),
+                sliding: false,
             }),
             ..EmulatorConfig::default()
         };
@@ -589,7 +745,7 @@ mod tests {
         let t1 = t0 + ms(5500);
         let l = limits(&c, Duration::ZERO);
         s.refresh(&l, t1, t1);
-        assert_eq!(s.window.used, 0);
+        assert_eq!(s.window.used, 0.0);
         assert_eq!(s.window.start, t1);
     }
 
@@ -623,11 +779,11 @@ mod tests {
         );
         assert_eq!(s.tokens.level, 49.0, "a throttle takes nothing");
         // Success with 13 output tokens gives back 237.
-        s.refund(&l, success_refund(250, 13));
+        s.refund(&l, 0, success_refund(250, 13));
         assert_eq!(s.tokens.level, 286.0);
         assert_eq!(admit_at(&mut s, &c, t0, z, reservation(1, 250)), Ok(()));
         // A failed call gives back max_tokens and keeps the input.
-        s.refund(&l, 250.0);
+        s.refund(&l, 0, 250.0);
         assert_eq!(s.tokens.level, 285.0);
         // Refill at 1 token/s, and refunds are capped at the capacity.
         assert_eq!(
@@ -635,7 +791,7 @@ mod tests {
             Err(Throttle::Tokens)
         );
         assert_eq!(s.tokens.level, 295.0);
-        s.refund(&l, 1000.0);
+        s.refund(&l, 0, 1000.0);
         assert_eq!(s.tokens.level, 300.0);
     }
 
@@ -657,7 +813,7 @@ mod tests {
         let z = Duration::ZERO;
         let mut s = ModelState::new(t0, t0);
         assert_eq!(admit_at(&mut s, &c, t0, z, 200.0), Err(Throttle::Tokens));
-        assert_eq!((s.requests.level, s.window.used), (5.0, 0));
+        assert_eq!((s.requests.level, s.window.used), (5.0, 0.0));
         for _ in 0..3 {
             assert_eq!(admit_at(&mut s, &c, t0, z, 10.0), Ok(()));
         }
@@ -665,7 +821,7 @@ mod tests {
         assert_eq!(admit_at(&mut s, &c, t0, z, 10.0), Err(Throttle::Requests));
         assert_eq!(
             (s.requests.level, s.window.used, s.tokens.level),
-            (2.0, 3, 70.0)
+            (2.0, 3.0, 70.0)
         );
     }
 
@@ -719,6 +875,7 @@ mod tests {
             window_quota: Some(WindowQuota {
                 requests: 5,
                 window: Duration::from_secs(10),
+                sliding: false,
             }),
             token_quota: Some(TokenQuota {
                 tokens_per_minute: 600.0,
@@ -735,7 +892,10 @@ mod tests {
                 capacity: 4.0
             })
         );
-        assert_eq!(before.window, Some((5, Duration::from_secs(10))));
+        assert_eq!(
+            before.window.map(|w| (w.limit, w.window)),
+            Some((5.0, Duration::from_secs(10)))
+        );
         assert_eq!(
             before.tokens,
             Some(Rate {
@@ -751,7 +911,11 @@ mod tests {
                 capacity: 2.0
             })
         );
-        assert_eq!(halved.window, Some((2, Duration::from_secs(10))), "floor");
+        assert_eq!(
+            halved.window.map(|w| (w.limit, w.window)),
+            Some((2.0, Duration::from_secs(10))),
+            "floor"
+        );
         assert_eq!(
             halved.tokens,
             Some(Rate {
@@ -761,7 +925,7 @@ mod tests {
         );
         let off = limits(&c, ms(30_000));
         assert_eq!(off.requests.map(|r| r.capacity), Some(0.0));
-        assert_eq!(off.window.map(|w| w.0), Some(0));
+        assert_eq!(off.window.map(|w| w.limit), Some(0.0));
 
         // Levels above a shrunken capacity are clamped.
         let t0 = Instant::now();
@@ -792,24 +956,112 @@ mod tests {
             ..EmulatorConfig::default()
         };
         let q = Quotas::default();
+        let ok = |r: Result<u64, Throttle>| r.map(|_| ());
         assert!(q.has_room("m", &c));
-        assert_eq!(q.admit("m", &c, 80.0), Ok(()));
-        assert_eq!(q.admit("m", &c, 80.0), Err(Throttle::Tokens));
-        assert_eq!(q.admit("other", &c, 80.0), Ok(()), "per model id");
+        let first = q.admit("m", &c, 80.0).unwrap();
+        assert_eq!(ok(q.admit("m", &c, 80.0)), Err(Throttle::Tokens));
+        assert_eq!(ok(q.admit("other", &c, 80.0)), Ok(()), "per model id");
         {
-            let r = Reservation::new(&q, "m", &c, 70);
+            let r = Reservation::new(&q, "m", &c, first, 70);
             r.settle(10); // gives back 60 -> 80
         }
-        assert_eq!(q.admit("m", &c, 80.0), Ok(()));
+        let second = q.admit("m", &c, 80.0).unwrap();
         {
-            let _unsettled = Reservation::new(&q, "m", &c, 50);
+            let _unsettled = Reservation::new(&q, "m", &c, second, 50);
         } // dropped: gives back 50
-        assert_eq!(q.admit("m", &c, 60.0), Err(Throttle::Tokens));
-        assert_eq!(q.admit("m", &c, 50.0), Ok(()));
+        assert_eq!(ok(q.admit("m", &c, 60.0)), Err(Throttle::Tokens));
+        assert_eq!(ok(q.admit("m", &c, 50.0)), Ok(()));
         q.restart(false);
-        assert_eq!(q.admit("m", &c, 1.0), Err(Throttle::Tokens), "kept");
+        assert_eq!(ok(q.admit("m", &c, 1.0)), Err(Throttle::Tokens), "kept");
         q.restart(true);
-        assert_eq!(q.admit("m", &c, 100.0), Ok(()), "full again");
+        assert_eq!(ok(q.admit("m", &c, 100.0)), Ok(()), "full again");
         assert_eq!(q.factor(&c), 1.0);
+    }
+
+    #[test]
+    fn sliding_windows_count_the_last_window_whatever_its_alignment() {
+        let c = EmulatorConfig {
+            window_quota: Some(WindowQuota {
+                requests: 2,
+                window: ms(1000),
+                sliding: true,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let t0 = Instant::now();
+        let mut s = ModelState::new(t0, t0);
+        assert_eq!(admit_at(&mut s, &c, t0, ms(900), 0.0), Ok(()));
+        assert_eq!(admit_at(&mut s, &c, t0, ms(950), 0.0), Ok(()));
+        // A fixed window would reset at 1 s; a sliding one waits until 1.9 s.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(1500), 0.0),
+            Err(Throttle::Requests)
+        );
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(1899), 0.0),
+            Err(Throttle::Requests),
+            "the call at 0.9 s counts until 1.9 s"
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(1900), 0.0), Ok(()));
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(1940), 0.0),
+            Err(Throttle::Requests)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(1951), 0.0), Ok(()));
+        // The admitted pattern repeats a window later.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(2800), 0.0),
+            Err(Throttle::Requests)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(2900), 0.0), Ok(()));
+    }
+
+    #[test]
+    fn token_windows_reserve_then_settle_to_what_calls_used() {
+        for sliding in [false, true] {
+            let c = EmulatorConfig {
+                token_window_quota: Some(TokenWindowQuota {
+                    tokens: 1000.0,
+                    window: ms(1000),
+                    sliding,
+                }),
+                ..EmulatorConfig::default()
+            };
+            let t0 = Instant::now();
+            let l = limits(&c, Duration::ZERO);
+            let mut s = ModelState::new(t0, t0);
+            s.refresh(&l, t0, t0);
+            // Larger than the window's tokens: never passes.
+            assert_eq!(s.admit(&l, 1001.0, t0), Err(Throttle::Tokens));
+            let a = s.admit(&l, reservation(10, 590), t0).unwrap();
+            assert_eq!(s.admit(&l, 600.0, t0), Err(Throttle::Tokens));
+            // The first call used 10 + 40: its share drops to 50, so 600 more fit.
+            s.refund(&l, a, success_refund(590, 40));
+            assert_eq!(s.token_window.used, 50.0);
+            let b = s.admit(&l, 600.0, t0 + ms(100)).unwrap();
+            // A failed call keeps its input: give back max_tokens only.
+            s.refund(&l, b, 590.0);
+            assert_eq!(s.token_window.used, 60.0);
+            // At 1.05 s the fixed window has reset; the sliding one still counts the call at
+            // 0.1 s (10 tokens) but not the one at 0 s.
+            s.refresh(&l, t0, t0 + ms(1050));
+            assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
+            // Settling a call the window no longer counts changes nothing.
+            s.refund(&l, a, 10.0);
+            assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
+        }
+    }
+
+    #[test]
+    fn schedule_scales_window_tokens() {
+        let c = EmulatorConfig {
+            token_window_quota: Some(TokenWindowQuota::sliding_per_minute(1000.0)),
+            quota_schedule: vec![(ms(10), 0.5)],
+            ..EmulatorConfig::default()
+        };
+        assert_eq!(
+            limits(&c, ms(10)).token_window.map(|w| w.limit),
+            Some(500.0)
+        );
     }
 }

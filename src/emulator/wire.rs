@@ -177,18 +177,19 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
             .get("max_tokens")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(u64::MAX);
-        let reserve = if config.token_quota.is_some() {
+        let reserve = if config.has_token_quota() {
             quota::reservation(reply::input_tokens(&request), max_tokens)
         } else {
             0.0
         };
         match shared.quotas.admit(model, &config, reserve) {
-            Ok(()) => {
-                if config.token_quota.is_some() {
+            Ok(id) => {
+                if config.has_token_quota() {
                     reservation = Some(quota::Reservation::new(
                         &shared.quotas,
                         model,
                         &config,
+                        id,
                         max_tokens,
                     ));
                 }
