@@ -45,6 +45,7 @@ pub mod backoff;
 pub mod bedrock;
 pub mod broker;
 pub mod job;
+pub mod model_throttle;
 pub mod pacing;
 pub mod queue;
 pub mod request;

@@ -27,8 +27,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::backoff::{BackoffSchedule, SharedBrake};
-use crate::pacing::{Adjustment, PacingConfig, RateController, Reservation};
+use crate::backoff::BackoffSchedule;
+use crate::model_throttle::ModelThrottle;
+use crate::pacing::{Adjustment, PacingConfig};
 
 /// Which throttle policy the broker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -98,7 +99,7 @@ impl ThrottleConfig {
 
 impl ThrottleConfig {
     /// Consecutive throttles the brake lets pass before it delays calls.
-    fn free_throttles(&self) -> u32 {
+    pub fn free_throttles(&self) -> u32 {
         match self.policy {
             ThrottlePolicy::Adaptive => self.brake_after.saturating_sub(1),
             ThrottlePolicy::Seed | ThrottlePolicy::None => 0,
@@ -245,66 +246,14 @@ pub struct ModelThrottleStatus {
     pub succeeded: u64,
 }
 
-/// Throttle state of one model.
-#[derive(Debug)]
-struct ModelThrottle {
-    /// The seed's shared consecutive-throttle brake.
-    brake: SharedBrake,
-    /// Adaptive: the pace in calls.
-    calls: RateController,
-    /// Adaptive: the pace in tokens (for tokens-per-minute quotas).
-    tokens: RateController,
-    /// Smoothed latency of successful calls: the feedback delay.
-    latency: Duration,
-    /// Smoothed tokens a successful call uses (input + output): what a slot of the token
-    /// pace holds, and how the token pace is expressed in calls. Bedrock reserves input +
-    /// `max_tokens` at admission but gives the unused part back when the call ends, so the
-    /// sustained rate is set by what calls use; its reservation needs only the quota's burst.
-    tokens_per_call: f64,
-    /// The last rate published to subscribers.
-    published: Option<f64>,
-    /// Calls reported.
-    reported: u64,
-    /// Throttled reports.
-    throttled: u64,
-    /// Successful reports.
-    succeeded: u64,
-}
-
-impl ModelThrottle {
-    fn new(now: Instant) -> ModelThrottle {
-        ModelThrottle {
-            brake: SharedBrake::default(),
-            calls: RateController::new(now),
-            tokens: RateController::new(now),
-            latency: Duration::from_millis(100),
-            tokens_per_call: 0.0,
-            published: None,
-            reported: 0,
-            throttled: 0,
-            succeeded: 0,
-        }
-    }
-
-    /// Calls per second both paces allow together.
-    fn calls_per_sec(&self) -> Option<f64> {
-        let by_tokens = self
-            .tokens
-            .rate()
-            .map(|t| t / self.tokens_per_call.max(1.0));
-        match (self.calls.rate(), by_tokens) {
-            (Some(c), Some(t)) => Some(c.min(t)),
-            (c, t) => c.or(t),
-        }
-    }
-}
-
 /// The actor owning every model's throttle state.
 pub struct ThrottleActor {
     /// Region, policy, schedule and pacing constants.
     config: ThrottleConfig,
     /// State per model id.
     models: HashMap<Arc<str>, ModelThrottle>,
+    /// The last rate published to subscribers, per model.
+    published: HashMap<Arc<str>, Option<f64>>,
     /// Who hears about pace changes (the supervisors).
     subscribers: Vec<Recipient<RateUpdate>>,
     /// Published for the workers: which models need a grant before a call.
@@ -317,6 +266,7 @@ impl ThrottleActor {
         ThrottleActor {
             config,
             models: HashMap::new(),
+            published: HashMap::new(),
             subscribers: Vec::new(),
             gates: ThrottleGates::default(),
         }
@@ -329,81 +279,45 @@ impl ThrottleActor {
 
     /// Publishes whether calls to `model` must ask first: when it is paced or braking.
     fn update_gate(&mut self, model: &Arc<str>, now: Instant) {
-        let free = self.config.free_throttles();
-        let schedule = self.config.schedule;
-        let ask = match (self.config.policy, self.models.get_mut(model)) {
-            (ThrottlePolicy::None, _) | (_, None) => false,
-            (_, Some(state)) => {
-                state.calls.rate().is_some()
-                    || state.tokens.rate().is_some()
-                    || !state.brake.pre_call_delay(&schedule, now, free).is_zero()
-            }
-        };
+        let ask = self
+            .models
+            .get_mut(model)
+            .is_some_and(|state| state.must_ask(now, &self.config));
         self.gates.set(model, ask);
     }
 
-    /// The seed brake's delay for a call now, or zero; logs the seed's line when braking.
-    fn brake_delay(&mut self, model: &Arc<str>, now: Instant) -> Duration {
-        if self.config.policy == ThrottlePolicy::None {
-            return Duration::ZERO;
-        }
-        let free = self.config.free_throttles();
-        let schedule = self.config.schedule;
-        let state = self
-            .models
-            .get_mut(model)
-            .expect("state exists once granted");
-        let base = state.brake.pre_call_delay(&schedule, now, free);
-        if base.is_zero() {
-            return Duration::ZERO;
-        }
-        let delay = schedule.jittered(base, fastrand::f64());
-        log::info!(
-            "Pre-emptive backoff due to shared throttling... waiting {:.2}s before calling {} ({} consecutive throttles)",
-            delay.as_secs_f64(),
-            model,
-            state.brake.consecutive()
-        );
-        delay
-    }
-
-    /// Judges the model's control windows and tells subscribers if its pace changed.
-    fn adjust(&mut self, model: &Arc<str>, now: Instant) {
-        let pacing = self.config.pacing;
+    /// Tells subscribers if `model`'s pace changed.
+    fn publish(&mut self, model: &Arc<str>) {
         let Some(state) = self.models.get_mut(model) else {
             return;
         };
-        for (lane, unit) in [(&mut state.calls, "calls"), (&mut state.tokens, "tokens")] {
-            match lane.adjust(now, state.latency, &pacing) {
-                Some(Adjustment::Cut { from, to }) => log::info!(
-                    "Pacing {model} at {to:.2} {unit}/s after throttles (was {})",
-                    from.map_or("unpaced".to_string(), |f| format!("{f:.2}"))
-                ),
-                Some(Adjustment::Probe { from, to }) => {
-                    log::debug!("Pacing {model} up from {from:.2} to {to:.2} {unit}/s")
-                }
-                Some(Adjustment::Unpaced { from }) => log::info!(
-                    "Stopped pacing {model} (was {from:.2} {unit}/s): nothing succeeded for a minute; the shared backoff spaces calls"
-                ),
-                None => {}
-            }
-        }
+        let Some(published) = self.published.get_mut(model) else {
+            return;
+        };
         let rate = state.calls_per_sec();
-        let changed = match (rate, state.published) {
+        let changed = match (rate, *published) {
             (Some(new), Some(old)) => (new - old).abs() > old * 0.01,
             (new, old) => new.is_some() != old.is_some(),
         };
         if changed {
-            state.published = rate;
+            *published = rate;
             let update = RateUpdate {
                 model: model.clone(),
                 calls_per_sec: rate,
-                latency: state.latency,
+                latency: state.latency(),
             };
             for subscriber in &self.subscribers {
                 subscriber.do_send(update.clone());
             }
         }
+    }
+
+    /// The model's state, created on first sight.
+    fn state(&mut self, model: &Arc<str>, now: Instant) -> &mut ModelThrottle {
+        self.published.entry(model.clone()).or_insert(None);
+        self.models
+            .entry(model.clone())
+            .or_insert_with(|| ModelThrottle::new(now))
     }
 }
 
@@ -421,47 +335,19 @@ impl Handler<Acquire> for ThrottleActor {
 
     fn handle(&mut self, msg: Acquire, _ctx: &mut Context<Self>) -> Grant {
         let now = Instant::now();
-        let pacing = self.config.pacing;
-        let policy = self.config.policy;
-        let state = self
-            .models
-            .entry(msg.model.clone())
-            .or_insert_with(|| ModelThrottle::new(now));
-        if policy == ThrottlePolicy::None {
-            return Grant::CallAfter {
-                delay: Duration::ZERO,
-                tokens: 0,
-            };
+        let config = self.config.clone();
+        let state = self.state(&msg.model, now);
+        let (grant, brake) = state.grant(now, msg.reserved_tokens, &config, fastrand::f64());
+        if !brake.is_zero() {
+            log::info!(
+                "Pre-emptive backoff due to shared throttling... waiting {:.2}s before calling {} ({} consecutive throttles)",
+                brake.as_secs_f64(),
+                msg.model,
+                state.brake().consecutive()
+            );
         }
-        // 1. Adaptive: a slot from both paces (calls, and the tokens a call typically uses).
-        let mut send_at = now;
-        let mut tokens = 0;
-        if policy == ThrottlePolicy::Adaptive {
-            if state.tokens_per_call == 0.0 {
-                state.tokens_per_call = msg.reserved_tokens as f64;
-            }
-            tokens = (msg.reserved_tokens as f64)
-                .min(state.tokens_per_call)
-                .ceil() as u64;
-            match state.calls.reserve(now, 1.0, &pacing) {
-                Reservation::ComeBack(after) => return Grant::AskAgainAfter(after),
-                Reservation::At(at) => send_at = at,
-            }
-            match state.tokens.reserve(now, tokens as f64, &pacing) {
-                Reservation::ComeBack(after) => {
-                    state.calls.refund(now, 1.0, &pacing);
-                    return Grant::AskAgainAfter(after);
-                }
-                Reservation::At(at) => send_at = send_at.max(at),
-            }
-        }
-        // 2. The seed's brake, behind the pacer (or alone).
-        let brake = self.brake_delay(&msg.model, now);
         self.update_gate(&msg.model, now);
-        Grant::CallAfter {
-            delay: send_at.saturating_duration_since(now).max(brake),
-            tokens,
-        }
+        grant
     }
 }
 
@@ -470,56 +356,37 @@ impl Handler<Report> for ThrottleActor {
 
     fn handle(&mut self, msg: Report, _ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let pacing = self.config.pacing;
-        let state = self
-            .models
-            .entry(msg.model.clone())
-            .or_insert_with(|| ModelThrottle::new(now));
-        let granted = msg.granted_tokens as f64;
-        state.reported += 1;
-        match msg.outcome {
-            CallOutcome::Success {
-                input_tokens,
-                output_tokens,
-            } => {
-                state.succeeded += 1;
-                state.latency = (state.latency * 7 + msg.latency) / 8;
-                if let Some(was) = state.brake.on_success() {
-                    log::info!(
-                        "Request succeeded, resetting shared throttle counter... ({}, was {} consecutive throttles)",
-                        msg.model,
-                        was
-                    );
+        let config = self.config.clone();
+        let model = &msg.model;
+        let notes = self.state(model, now).report(
+            now,
+            msg.outcome,
+            msg.latency,
+            msg.granted_tokens,
+            &config,
+        );
+        if let Some(was) = notes.brake_reset {
+            log::info!(
+                "Request succeeded, resetting shared throttle counter... ({model}, was {was} consecutive throttles)"
+            );
+        }
+        for (lane, adjustment) in notes.adjustments {
+            let unit = lane.unit();
+            match adjustment {
+                Adjustment::Cut { from, to } => log::info!(
+                    "Pacing {model} at {to:.2} {unit}/s after throttles (was {})",
+                    from.map_or("unpaced".to_string(), |f| format!("{f:.2}"))
+                ),
+                Adjustment::Probe { from, to } => {
+                    log::debug!("Pacing {model} up from {from:.2} to {to:.2} {unit}/s")
                 }
-                // Settle the token slot with what Bedrock actually counted.
-                let used = (input_tokens + output_tokens) as f64;
-                state.calls.on_admitted(now, 1.0, &pacing);
-                state.tokens.settle(now, granted, used, &pacing);
-                state.tokens.on_admitted(now, used, &pacing);
-                state.tokens_per_call = 0.9 * state.tokens_per_call + 0.1 * used;
-            }
-            CallOutcome::Throttled { tokens } => {
-                state.throttled += 1;
-                state.brake.on_throttle(now);
-                // A throttled call took nothing from the token quota.
-                state.tokens.refund(now, granted, &pacing);
-                let lane = if tokens {
-                    &mut state.tokens
-                } else {
-                    &mut state.calls
-                };
-                lane.on_throttle(now, state.latency, &pacing);
-            }
-            CallOutcome::OtherFailure => {
-                // Not throttled: the quota admitted it, whatever else went wrong.
-                state.calls.on_admitted(now, 1.0, &pacing);
-                state.tokens.refund(now, granted, &pacing);
+                Adjustment::Unpaced { from } => log::info!(
+                    "Stopped pacing {model} (was {from:.2} {unit}/s): nothing succeeded for a minute; the shared backoff spaces calls"
+                ),
             }
         }
-        if self.config.policy == ThrottlePolicy::Adaptive {
-            self.adjust(&msg.model, now);
-        }
-        self.update_gate(&msg.model, now);
+        self.publish(model);
+        self.update_gate(model, now);
     }
 }
 
@@ -528,10 +395,9 @@ impl Handler<Release> for ThrottleActor {
 
     fn handle(&mut self, msg: Release, _ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let pacing = self.config.pacing;
+        let config = self.config.clone();
         if let Some(state) = self.models.get_mut(&msg.model) {
-            state.calls.refund(now, 1.0, &pacing);
-            state.tokens.refund(now, msg.granted_tokens as f64, &pacing);
+            state.release(now, msg.granted_tokens, &config);
         }
     }
 }
@@ -549,32 +415,29 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
 
     fn handle(&mut self, _msg: GetThrottleStatus, _ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        let schedule = self.config.schedule;
-        let free = self.config.free_throttles();
+        let config = &self.config;
         let mut out: Vec<ModelThrottleStatus> = self
             .models
             .iter_mut()
             .map(|(model, state)| {
-                let delay = match self.config.policy {
-                    ThrottlePolicy::None => Duration::ZERO,
-                    _ => state.brake.pre_call_delay(&schedule, now, free),
-                };
+                let delay = state.brake_delay(now, config);
+                let (calls, throttled, succeeded) = state.counts();
                 ModelThrottleStatus {
-                    region: self.config.region.clone(),
+                    region: config.region.clone(),
                     model: model.to_string(),
-                    policy: self.config.policy,
-                    consecutive_throttles: state.brake.consecutive(),
+                    policy: config.policy,
+                    consecutive_throttles: state.brake().consecutive(),
                     current_delay_ms: delay.as_millis() as u64,
                     since_last_throttle_ms: state
-                        .brake
+                        .brake()
                         .last_throttle()
                         .map(|at| now.saturating_duration_since(at).as_millis() as u64),
-                    paced_calls_per_sec: state.calls.rate(),
-                    paced_tokens_per_sec: state.tokens.rate(),
-                    latency_ms: state.latency.as_millis() as u64,
-                    calls: state.reported,
-                    throttled: state.throttled,
-                    succeeded: state.succeeded,
+                    paced_calls_per_sec: state.paced_calls(),
+                    paced_tokens_per_sec: state.paced_tokens(),
+                    latency_ms: state.latency().as_millis() as u64,
+                    calls,
+                    throttled,
+                    succeeded,
                 }
             })
             .collect();
