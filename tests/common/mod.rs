@@ -1,6 +1,9 @@
 //! Shared helpers of the integration tests: a real server on port 0 with the in-process
-//! emulator behind it (the real AWS SDK over loopback HTTP), and a small JSON client.
+//! emulator behind it (the real AWS SDK over loopback HTTP), and a small JSON client; the
+//! outside programs some tests drive are found through [`external`].
 #![allow(dead_code)]
+
+pub mod external;
 
 use std::net::SocketAddr;
 use std::time::Duration;
