@@ -206,6 +206,7 @@ impl ModelThrottle {
     ) -> ReportNotes {
         let pacing = &config.pacing;
         let granted = granted_tokens as f64;
+        let paced = config.policy == ThrottlePolicy::Adaptive;
         let mut notes = ReportNotes::default();
         self.reported += 1;
         match outcome {
@@ -216,32 +217,38 @@ impl ModelThrottle {
                 self.succeeded += 1;
                 self.latency = (self.latency * 7 + latency) / 8;
                 notes.brake_reset = self.brake.on_success();
-                // Settle the token slot with what Bedrock actually counted.
                 let used = (input_tokens + output_tokens) as f64;
-                self.calls.on_admitted(now, 1.0, pacing);
-                self.tokens.settle(now, granted, used, pacing);
-                self.tokens.on_admitted(now, used, pacing);
+                if paced {
+                    // Settle the token slot with what Bedrock actually counted.
+                    self.calls.on_admitted(now, 1.0, pacing);
+                    self.tokens.settle(now, granted, used, pacing);
+                    self.tokens.on_admitted(now, used, pacing);
+                }
                 self.tokens_per_call = 0.9 * self.tokens_per_call + 0.1 * used;
             }
             CallOutcome::Throttled { tokens } => {
                 self.throttled += 1;
                 self.brake.on_throttle(now);
-                // A throttled call took nothing from the token quota.
-                self.tokens.refund(now, granted, pacing);
-                let lane = if tokens {
-                    &mut self.tokens
-                } else {
-                    &mut self.calls
-                };
-                lane.on_throttle(now, self.latency, pacing);
+                if paced {
+                    // A throttled call took nothing from the token quota.
+                    self.tokens.refund(now, granted, pacing);
+                    let lane = if tokens {
+                        &mut self.tokens
+                    } else {
+                        &mut self.calls
+                    };
+                    lane.on_throttle(now, self.latency, pacing);
+                }
             }
             CallOutcome::OtherFailure => {
-                // Not throttled: the quota admitted it, whatever else went wrong.
-                self.calls.on_admitted(now, 1.0, pacing);
-                self.tokens.refund(now, granted, pacing);
+                if paced {
+                    // Not throttled: the quota admitted it, whatever else went wrong.
+                    self.calls.on_admitted(now, 1.0, pacing);
+                    self.tokens.refund(now, granted, pacing);
+                }
             }
         }
-        if config.policy == ThrottlePolicy::Adaptive {
+        if paced {
             for (lane, controller) in [
                 (Lane::Calls, &mut self.calls),
                 (Lane::Tokens, &mut self.tokens),

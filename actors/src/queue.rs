@@ -31,7 +31,7 @@ const DISPATCH_SLACK: usize = 4;
 
 /// Admission assumes the pace may drop by this fraction before the job's turn, so that the
 /// pacer's small cuts do not make admitted jobs miss their deadline (and be shed later).
-const ADMISSION_HEADROOM: f64 = 0.20;
+pub const ADMISSION_HEADROOM: f64 = 0.20;
 
 /// How long a job waits for its call to start with `ahead` jobs of its model before it
 /// (queued or holding a worker slot), at `pace` calls/s with calls taking `latency`.
