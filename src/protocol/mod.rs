@@ -3,6 +3,7 @@
 //! Every route runs the same broker call (an Anthropic Messages body sent to Bedrock's
 //! InvokeModel or InvokeModelWithResponseStream, through the one queue, throttle, retry loop
 //! and deadline). What differs per route is only translation, and that lives here:
+//! - [`body`]: the checks every route makes on an Anthropic Messages body (`/infer` too);
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
 //!   and Anthropic replies, stream events and broker errors back to its own shapes.
@@ -10,6 +11,7 @@
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
+pub mod body;
 pub mod eventstream;
 
 /// What went wrong with a request, independent of the protocol that reports it. Each
