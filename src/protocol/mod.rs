@@ -6,11 +6,13 @@
 //! - [`body`]: the checks every route makes on an Anthropic Messages body (`/infer` too);
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
-//!   and Anthropic replies, stream events and broker errors back to its own shapes.
+//!   and Anthropic replies, stream events and broker errors back to its own shapes:
+//!   [`bedrock`] (the Bedrock-native routes' errors).
 //!
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
+pub mod bedrock;
 pub mod body;
 pub mod eventstream;
 
