@@ -7,11 +7,13 @@
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
 //!   and Anthropic replies, stream events and broker errors back to its own shapes:
+//!   [`anthropic`] (`/v1/messages`, and the Anthropic body of the Bedrock-native routes),
 //!   [`bedrock`] (the Bedrock-native routes' errors).
 //!
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod body;
 pub mod eventstream;
