@@ -6,6 +6,10 @@
 //! sampling numbers) and refuse the ones it cannot honour (`stream`, `model`); every other
 //! Anthropic field (`system`, `stop_sequences`, `tools`, ...) passes through unchanged.
 //! Unknown top-level fields are refused, so a misspelt `max_retries` is not silently ignored.
+//!
+//! The payload checks are the ones every route makes on an Anthropic body
+//! ([`crate::protocol::body`]); what is `/infer`'s own is here: the envelope, the seed's
+//! defaults, and refusing `model` and `stream` in the payload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +18,10 @@ use actors::InferRequest;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::strict_json::{self, JsonError};
+use crate::protocol::body::{
+    self, check_body, check_model_id, optional_uint, parse_object, MaxTokens,
+};
+use crate::strict_json;
 
 /// Seed default for `payload.max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4000;
@@ -29,11 +36,9 @@ pub const DEFAULT_MAX_RETRIES: u64 = 3;
 /// Most retries a request may ask for.
 pub const MAX_RETRIES_LIMIT: u64 = 20;
 /// Largest `max_tokens` accepted (above every Claude model's output limit).
-pub const MAX_TOKENS_LIMIT: u64 = 1_000_000;
+pub const MAX_TOKENS_LIMIT: u64 = body::MAX_TOKENS_LIMIT;
 /// The Bedrock Anthropic API version sent unless the payload names one.
-pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
-/// Longest model id or ARN accepted.
-const MODEL_NAME_LIMIT: usize = 2048;
+pub const ANTHROPIC_VERSION: &str = body::BEDROCK_ANTHROPIC_VERSION;
 /// Top-level fields of the request.
 const TOP_LEVEL_FIELDS: [&str; 5] = ["type", "model_name", "payload", "timeout", "max_retries"];
 
@@ -54,13 +59,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
 /// Parses and validates an `/infer` body into the request the broker runs.
 pub fn parse_infer(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiError> {
     // 1. The body is one JSON object, with no key given twice.
-    let value = strict_json::parse(body).map_err(|e| match e {
-        JsonError::Syntax(e) => invalid("body", format!("not valid JSON ({e})")),
-        JsonError::DuplicateKey(path) => invalid(path, "duplicate key: give each key once"),
-    })?;
-    let Value::Object(mut top) = value else {
-        return Err(invalid("body", "must be a JSON object"));
-    };
+    let mut top = parse_object(body)?;
     if let Some(unknown) = top.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
         return Err(invalid(
             strict_json::key_name(unknown),
@@ -76,7 +75,7 @@ pub fn parse_infer(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiErro
         return Err(invalid("type", "must not be empty"));
     }
     let model = required_string(&top, "model_name")?;
-    check_model_name(&model)?;
+    check_model_id("model_name", &model)?;
     // 3. Budget fields, with the seed's defaults.
     let timeout_secs = match top.get("timeout") {
         None | Some(Value::Null) => DEFAULT_TIMEOUT_SECS,
@@ -123,42 +122,9 @@ fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, ApiE
     }
 }
 
-/// An optional non-negative integer field of `obj`, reported as `prefix + field`.
-fn optional_uint(
-    obj: &Map<String, Value>,
-    field: &str,
-    prefix: &str,
-    default: u64,
-) -> Result<u64, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| invalid(format!("{prefix}{field}"), "must be a non-negative integer")),
-    }
-}
-
-fn check_model_name(model: &str) -> Result<(), ApiError> {
-    if model.is_empty() {
-        return Err(invalid("model_name", "must not be empty"));
-    }
-    if model.len() > MODEL_NAME_LIMIT {
-        return Err(invalid(
-            "model_name",
-            format!("must be at most {MODEL_NAME_LIMIT} bytes"),
-        ));
-    }
-    if model.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "model_name",
-            "must be a Bedrock model id or ARN (no spaces or control characters)",
-        ));
-    }
-    Ok(())
-}
-
-/// Checks the Anthropic payload, fills the seed's defaults, and serializes the body Bedrock
-/// gets. Also returns the tokens Bedrock will reserve: estimated input + `max_tokens`.
+/// Checks the Anthropic payload (the checks every route shares, in [`crate::protocol::body`]),
+/// fills the seed's defaults, and serializes the body Bedrock gets. Also returns the tokens
+/// Bedrock will reserve: estimated input + `max_tokens`.
 fn anthropic_body(mut payload: Map<String, Value>) -> Result<(Vec<u8>, u64), ApiError> {
     if payload.contains_key("model") {
         return Err(invalid(
@@ -176,40 +142,13 @@ fn anthropic_body(mut payload: Map<String, Value>) -> Result<(Vec<u8>, u64), Api
         }
     }
     payload.remove("stream");
-    let mut input_chars = check_messages(payload.get("messages"))?;
-    if let Some(system) = payload.get("system") {
-        input_chars += check_content("payload.system", system, true)?;
-    }
-    let max_tokens = optional_uint(&payload, "max_tokens", "payload.", DEFAULT_MAX_TOKENS)?;
-    if max_tokens == 0 || max_tokens > MAX_TOKENS_LIMIT {
-        return Err(invalid(
-            "payload.max_tokens",
-            format!("must be between 1 and {MAX_TOKENS_LIMIT}"),
-        ));
-    }
-    payload.insert("max_tokens".into(), Value::from(max_tokens));
-    check_unit_interval(&payload, "temperature")?;
-    check_unit_interval(&payload, "top_p")?;
+    let checked = check_body(
+        &mut payload,
+        "payload.",
+        MaxTokens::Default(DEFAULT_MAX_TOKENS),
+    )?;
     if !payload.contains_key("temperature") {
         payload.insert("temperature".into(), Value::from(DEFAULT_TEMPERATURE));
-    }
-    if let Some(top_k) = payload.get("top_k") {
-        if !top_k.is_u64() {
-            return Err(invalid("payload.top_k", "must be a non-negative integer"));
-        }
-    }
-    if let Some(stops) = payload.get("stop_sequences") {
-        let ok = stops.as_array().is_some_and(|items| {
-            items
-                .iter()
-                .all(|s| s.as_str().is_some_and(|s| !s.is_empty()))
-        });
-        if !ok {
-            return Err(invalid(
-                "payload.stop_sequences",
-                "must be a list of non-empty strings",
-            ));
-        }
     }
     match payload.get("anthropic_version") {
         None | Some(Value::Null) => {
@@ -220,101 +159,7 @@ fn anthropic_body(mut payload: Map<String, Value>) -> Result<(Vec<u8>, u64), Api
     }
     let body = serde_json::to_vec(&Value::Object(payload))
         .map_err(|e| invalid("payload", format!("cannot be serialized ({e})")))?;
-    // Bedrock counts roughly four characters per token for English text.
-    let reserved = (input_chars as u64).div_ceil(4) + max_tokens;
-    Ok((body, reserved))
-}
-
-fn check_unit_interval(payload: &Map<String, Value>, field: &str) -> Result<(), ApiError> {
-    match payload.get(field) {
-        None => Ok(()),
-        Some(v) => match v.as_f64() {
-            Some(x) if (0.0..=1.0).contains(&x) => Ok(()),
-            _ => Err(invalid(
-                format!("payload.{field}"),
-                "must be a number between 0 and 1",
-            )),
-        },
-    }
-}
-
-/// Checks `payload.messages`; returns the characters of text they hold.
-fn check_messages(messages: Option<&Value>) -> Result<usize, ApiError> {
-    let messages = match messages {
-        Some(Value::Array(list)) => list,
-        None | Some(Value::Null) => return Err(invalid("payload.messages", "is required")),
-        Some(_) => return Err(invalid("payload.messages", "must be a list of messages")),
-    };
-    if messages.is_empty() {
-        return Err(invalid("payload.messages", "must not be empty"));
-    }
-    let mut chars = 0;
-    for (i, message) in messages.iter().enumerate() {
-        let field = format!("payload.messages[{i}]");
-        let Value::Object(message) = message else {
-            return Err(invalid(field, "must be an object with role and content"));
-        };
-        match message.get("role") {
-            Some(Value::String(role)) if role == "user" || role == "assistant" => {}
-            Some(Value::String(role)) => {
-                return Err(invalid(
-                    format!("{field}.role"),
-                    format!("must be \"user\" or \"assistant\", not {role:?}"),
-                ))
-            }
-            None => return Err(invalid(format!("{field}.role"), "is required")),
-            Some(_) => return Err(invalid(format!("{field}.role"), "must be a string")),
-        }
-        let content = message
-            .get("content")
-            .ok_or_else(|| invalid(format!("{field}.content"), "is required"))?;
-        chars += check_content(&format!("{field}.content"), content, false)?;
-    }
-    Ok(chars)
-}
-
-/// Checks a content value: a non-empty string, or a non-empty list of typed blocks (text
-/// blocks need non-empty text). Returns the characters of text it holds.
-fn check_content(
-    field: &str,
-    content: &Value,
-    allow_empty_string: bool,
-) -> Result<usize, ApiError> {
-    match content {
-        Value::String(text) if text.is_empty() && !allow_empty_string => {
-            Err(invalid(field, "must not be empty"))
-        }
-        Value::String(text) => Ok(text.chars().count()),
-        Value::Array(blocks) if blocks.is_empty() => Err(invalid(field, "must not be empty")),
-        Value::Array(blocks) => {
-            let mut chars = 0;
-            for (j, block) in blocks.iter().enumerate() {
-                let block_field = format!("{field}[{j}]");
-                let kind = block.get("type").and_then(Value::as_str).ok_or_else(|| {
-                    invalid(format!("{block_field}.type"), "is required (a string)")
-                })?;
-                if kind == "text" {
-                    match block.get("text") {
-                        Some(Value::String(t)) if !t.is_empty() => chars += t.chars().count(),
-                        _ => {
-                            return Err(invalid(
-                                format!("{block_field}.text"),
-                                "must be a non-empty string",
-                            ))
-                        }
-                    }
-                } else {
-                    // Images, documents, tool results: count their serialized size roughly.
-                    chars += block.to_string().len() / 4;
-                }
-            }
-            Ok(chars)
-        }
-        _ => Err(invalid(
-            field,
-            "must be a string or a list of content blocks",
-        )),
-    }
+    Ok((body, checked.reserved_tokens()))
 }
 
 #[cfg(test)]

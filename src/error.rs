@@ -9,6 +9,8 @@ use actix_web::{HttpResponse, ResponseError};
 use actors::InferError;
 use serde_json::{json, Map, Value};
 
+use crate::protocol::FieldError;
+
 /// An HTTP-level error.
 #[derive(Debug)]
 pub enum ApiError {
@@ -38,6 +40,15 @@ pub enum ApiError {
 impl From<InferError> for ApiError {
     fn from(e: InferError) -> Self {
         ApiError::Infer(e)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
     }
 }
 

@@ -3,14 +3,22 @@
 //! Every route runs the same broker call (an Anthropic Messages body sent to Bedrock's
 //! InvokeModel or InvokeModelWithResponseStream, through the one queue, throttle, retry loop
 //! and deadline). What differs per route is only translation, and that lives here:
+//! - [`body`]: the checks every route makes on an Anthropic Messages body (`/infer` too);
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
-//!   and Anthropic replies, stream events and broker errors back to its own shapes.
+//!   and Anthropic replies, stream events and broker errors back to its own shapes:
+//!   [`anthropic`] (`/v1/messages`, and the Anthropic body of the Bedrock-native routes),
+//!   [`bedrock`] (the Bedrock-native routes' errors);
+//! - [`models`]: the `GET /v1/models` list.
 //!
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
+pub mod anthropic;
+pub mod bedrock;
+pub mod body;
 pub mod eventstream;
+pub mod models;
 
 /// What went wrong with a request, independent of the protocol that reports it. Each
 /// protocol maps a class to its own status and error type (see its module).
