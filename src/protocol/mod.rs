@@ -5,12 +5,18 @@
 //! and deadline). What differs per route is only translation, and that lives here:
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
-//!   and Anthropic replies, stream events and broker errors back to its own shapes.
+//!   and Anthropic replies, stream events and broker errors back to its own shapes:
+//!   [`openai`] (Chat Completions);
+//! - `anthropic_body` and `usage`: what those mappings share (strict parsing, role
+//!   alternation, the token reservation estimate; token counts of replies and streams).
 //!
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
+mod anthropic_body;
 pub mod eventstream;
+pub mod openai;
+mod usage;
 
 /// What went wrong with a request, independent of the protocol that reports it. Each
 /// protocol maps a class to its own status and error type (see its module).
