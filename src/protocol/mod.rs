@@ -6,7 +6,7 @@
 //! - [`eventstream`]: AWS event-stream frames (Bedrock-native streaming routes);
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
 //!   and Anthropic replies, stream events and broker errors back to its own shapes:
-//!   [`openai`] (Chat Completions);
+//!   [`openai`] (Chat Completions), [`converse`] (Bedrock Converse);
 //! - `anthropic_body` and `usage`: what those mappings share (strict parsing, role
 //!   alternation, the token reservation estimate; token counts of replies and streams).
 //!
@@ -14,6 +14,7 @@
 //! class into its own status code and body.
 
 mod anthropic_body;
+pub mod converse;
 pub mod eventstream;
 pub mod openai;
 mod usage;
