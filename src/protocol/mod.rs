@@ -8,17 +8,24 @@
 //! - one module per client protocol, mapping its requests to the Anthropic Messages body,
 //!   and Anthropic replies, stream events and broker errors back to its own shapes:
 //!   [`anthropic`] (`/v1/messages`, and the Anthropic body of the Bedrock-native routes),
-//!   [`bedrock`] (the Bedrock-native routes' errors);
-//! - [`models`]: the `GET /v1/models` list.
+//!   [`bedrock`] (the Bedrock-native routes' errors), [`openai`] (Chat Completions),
+//!   [`converse`] (Bedrock Converse);
+//! - [`models`]: the `GET /v1/models` list;
+//! - `anthropic_body` and `usage`: what the OpenAI and Converse mappings share (role
+//!   alternation, the token reservation estimate; token counts of replies and streams).
 //!
 //! Errors are classified once, protocol-neutrally, as an [`ErrorClass`]; each protocol turns a
 //! class into its own status code and body.
 
 pub mod anthropic;
+mod anthropic_body;
 pub mod bedrock;
 pub mod body;
+pub mod converse;
 pub mod eventstream;
 pub mod models;
+pub mod openai;
+mod usage;
 
 /// What went wrong with a request, independent of the protocol that reports it. Each
 /// protocol maps a class to its own status and error type (see its module).
