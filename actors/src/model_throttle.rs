@@ -122,10 +122,16 @@ impl ModelThrottle {
         (self.reported, self.throttled, self.succeeded)
     }
 
-    /// The brake's un-jittered delay for a call now (zero when it is not braking).
+    /// The brake's un-jittered delay for a call now (zero when it is not braking). With the
+    /// adaptive policy the brake applies only while the pacer has no level to pace at.
     pub fn brake_delay(&mut self, now: Instant, config: &ThrottleConfig) -> Duration {
         match config.policy {
             ThrottlePolicy::None => Duration::ZERO,
+            ThrottlePolicy::Adaptive
+                if self.calls.rate().is_some() || self.tokens.rate().is_some() =>
+            {
+                Duration::ZERO
+            }
             _ => self
                 .brake
                 .pre_call_delay(&config.schedule, now, config.free_throttles()),
@@ -209,6 +215,8 @@ impl ModelThrottle {
         let paced = config.policy == ThrottlePolicy::Adaptive;
         let mut notes = ReportNotes::default();
         self.reported += 1;
+        let typical = self.latency;
+        let mut changed: Vec<(Lane, Option<Adjustment>)> = Vec::new();
         match outcome {
             CallOutcome::Success {
                 input_tokens,
@@ -220,9 +228,15 @@ impl ModelThrottle {
                 let used = (input_tokens + output_tokens) as f64;
                 if paced {
                     // Settle the token slot with what Bedrock actually counted.
-                    self.calls.on_admitted(now, 1.0, pacing);
+                    changed.push((
+                        Lane::Calls,
+                        self.calls.on_admitted(now, 1.0, latency, pacing),
+                    ));
                     self.tokens.settle(now, granted, used, pacing);
-                    self.tokens.on_admitted(now, used, pacing);
+                    changed.push((
+                        Lane::Tokens,
+                        self.tokens.on_admitted(now, used, latency, pacing),
+                    ));
                 }
                 self.tokens_per_call = 0.9 * self.tokens_per_call + 0.1 * used;
             }
@@ -232,32 +246,33 @@ impl ModelThrottle {
                 if paced {
                     // A throttled call took nothing from the token quota.
                     self.tokens.refund(now, granted, pacing);
-                    let lane = if tokens {
-                        &mut self.tokens
+                    let (lane, controller) = if tokens {
+                        (Lane::Tokens, &mut self.tokens)
                     } else {
-                        &mut self.calls
+                        (Lane::Calls, &mut self.calls)
                     };
-                    lane.on_throttle(now, self.latency, pacing);
+                    changed.push((lane, controller.on_throttle(now, latency, typical, pacing)));
                 }
             }
             CallOutcome::OtherFailure => {
                 if paced {
                     // Not throttled: the quota admitted it, whatever else went wrong.
-                    self.calls.on_admitted(now, 1.0, pacing);
+                    changed.push((
+                        Lane::Calls,
+                        self.calls.on_admitted(now, 1.0, latency, pacing),
+                    ));
                     self.tokens.refund(now, granted, pacing);
                 }
             }
         }
         if paced {
-            for (lane, controller) in [
-                (Lane::Calls, &mut self.calls),
-                (Lane::Tokens, &mut self.tokens),
-            ] {
-                if let Some(adjustment) = controller.adjust(now, self.latency, pacing) {
-                    notes.adjustments.push((lane, adjustment));
-                }
-            }
+            changed.push((Lane::Calls, self.calls.adjust(now, typical, pacing)));
+            changed.push((Lane::Tokens, self.tokens.adjust(now, typical, pacing)));
         }
+        notes.adjustments = changed
+            .into_iter()
+            .filter_map(|(lane, adjustment)| adjustment.map(|a| (lane, a)))
+            .collect();
         notes
     }
 

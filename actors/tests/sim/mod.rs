@@ -450,7 +450,12 @@ pub fn run(s: &Scenario) -> Outcome {
                         tokens: matches!(s.shape, Shape::TokenBucket { .. }),
                     }
                 };
-                model.report(now, outcome, call_latency, job.granted_tokens, &config);
+                let notes = model.report(now, outcome, call_latency, job.granted_tokens, &config);
+                if trace_adjustments() {
+                    for (lane, adjustment) in notes.adjustments {
+                        eprintln!("  {t:8.3} {lane:?} {adjustment:?} (ok={ok})");
+                    }
+                }
                 if t > job.deadline {
                     // The call ran past the deadline: the request got its 504 at the deadline.
                     finish(job, &mut holding);
@@ -488,6 +493,11 @@ pub fn run(s: &Scenario) -> Outcome {
         .sum::<f64>()
         / s.seconds;
     out
+}
+
+/// `SIM_TRACE=2` prints every pace change.
+fn trace_adjustments() -> bool {
+    std::env::var("SIM_TRACE").is_ok_and(|v| v == "2")
 }
 
 fn finish(job: &mut Job, holding: &mut usize) {
