@@ -79,10 +79,13 @@
 //! request above `debug`.
 
 mod admin;
+mod events;
 mod faults;
 mod quota;
 mod reply;
 mod stats;
+mod stream;
+mod tools;
 mod validate;
 mod wire;
 
@@ -93,7 +96,9 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-pub use faults::{FaultKind, Scripted, UnknownFault};
+pub use faults::{
+    Fault, FaultKind, MidStream, Scripted, StreamException, StreamFault, UnknownFault,
+};
 pub use quota::{parse_schedule_step, Quota, TokenQuota, WindowQuota};
 pub use stats::EmulatorStats;
 
@@ -130,8 +135,17 @@ pub struct EmulatorConfig {
     pub quota_schedule: Vec<(Duration, f64)>,
     /// Random injection: the fraction of calls answered with each fault (stacked in order).
     pub error_rates: Vec<(FaultKind, f64)>,
+    /// Random injection inside streamed replies: the fraction of calls given each mid-stream
+    /// fault, stacked after `error_rates` in the same draw. A non-streamed call drawn for one
+    /// gets its pre-stream equivalent ([`MidStream::before_stream`]).
+    pub stream_error_rates: Vec<(MidStream, f64)>,
     /// Seed of the injection RNG (re-applied on every config change), so runs are reproducible.
     pub seed: u64,
+    /// Pace of streamed replies in output tokens per second: each delta comes out when the
+    /// tokens sent so far (`ceil(chars / 4)` of the deltas' content) are due at this rate,
+    /// counted from the first event. `None`: no pacing (deltas as fast as the socket takes
+    /// them). `latency` still comes before the first event.
+    pub stream_tokens_per_sec: Option<f64>,
 }
 
 impl EmulatorConfig {
@@ -193,8 +207,17 @@ impl Shared {
         self.quotas.restart(!old.same_quotas(&config));
     }
 
-    pub(crate) fn inject(&self, rates: &[(FaultKind, f64)]) -> Option<FaultKind> {
-        faults::pick(&mut lock(&self.rng), rates)
+    /// One random draw over `config`'s `error_rates`, then its `stream_error_rates`.
+    pub(crate) fn inject(&self, config: &EmulatorConfig) -> Option<Fault> {
+        let before = config
+            .error_rates
+            .iter()
+            .map(|&(kind, rate)| (Fault::Before(kind), rate));
+        let mid_stream = config
+            .stream_error_rates
+            .iter()
+            .map(|&(fault, rate)| (Fault::MidStream(fault), rate));
+        faults::pick(&mut lock(&self.rng), before.chain(mid_stream))
     }
 
     pub(crate) fn reset(&self) {
