@@ -18,10 +18,12 @@ use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::event_stream::RawMessage;
 use model_server::emulator::{
-    Emulator, EmulatorConfig, FaultKind, MidStream, Quota, Scripted, StreamException, StreamFault,
-    TokenQuota,
+    Emulator, EmulatorConfig, EmulatorStats, FaultKind, MidStream, Quota, Scripted,
+    StreamException, StreamFault, TokenQuota,
 };
 use serde_json::{json, Value};
+
+mod common;
 
 const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const HAIKU: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -168,22 +170,17 @@ fn count(events: &[Value], delta_type: &str) -> usize {
         .count()
 }
 
-/// Waits up to `within` for `check` on the emulator's stats.
-async fn eventually(
+/// Waits up to `within` for `check` to hold on the emulator's stats.
+async fn stats_reach(
     emu: &Emulator,
     within: Duration,
-    check: impl Fn(&model_server::emulator::EmulatorStats) -> bool,
+    check: impl Fn(&EmulatorStats) -> bool,
 ) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if check(&emu.stats()) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually(within, || {
+        let holds = check(&emu.stats());
+        async move { holds }
+    })
+    .await
 }
 
 #[actix_web::test]
@@ -479,7 +476,7 @@ async fn a_cut_connection_is_an_error_not_a_clean_end() {
         (s.errors["reset_mid_body"], s.errors["truncated_body"]),
         (1, 1)
     );
-    assert!(eventually(&emu, Duration::from_secs(3), |s| s.in_flight == 0).await);
+    assert!(stats_reach(&emu, Duration::from_secs(3), |s| s.in_flight == 0).await);
     emu.stop().await;
 }
 
@@ -500,7 +497,7 @@ async fn a_stall_sends_nothing_more_until_the_client_leaves_or_its_time_is_up() 
     assert_eq!(s.errors["stall"], 1);
     drop(out);
     assert!(
-        eventually(&emu, Duration::from_secs(3), |s| s.streams_in_flight == 0).await,
+        stats_reach(&emu, Duration::from_secs(3), |s| s.streams_in_flight == 0).await,
         "the emulator lets go of the stalled stream when the client leaves"
     );
     assert_eq!(emu.stats().streams_cancelled, 0, "counted as faulted once");
@@ -581,7 +578,7 @@ async fn a_client_that_leaves_stops_the_stream() {
     let left = Instant::now();
     drop(out);
     assert!(
-        eventually(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 1
+        stats_reach(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 1
             && s.streams_in_flight == 0
             && s.in_flight == 0)
         .await,
@@ -767,7 +764,7 @@ async fn quota_admission_applies_to_streams() {
     let mut out = open(&c, SONNET, &hi(400)).await.unwrap();
     next(&mut out).await.unwrap();
     drop(out);
-    assert!(eventually(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 1).await);
+    assert!(stats_reach(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 1).await);
     level -= 1;
 
     // The bucket holds exactly `level`: one token more is refused before the stream starts.
@@ -789,4 +786,77 @@ async fn quota_admission_applies_to_streams() {
     // Buckets are per model id.
     stream(&c, HAIKU, &hi(400)).await;
     emu.stop().await;
+}
+
+#[actix_web::test]
+async fn binary_flags_set_pacing_and_mid_stream_rates() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BEDROCK_EMULATOR_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.args([
+        "--bind",
+        "127.0.0.1:0",
+        "--stream-tokens-per-sec",
+        "25",
+        "--error-rate",
+        "ThrottlingException=0.1,modelStreamErrorException@4=0.2",
+        "--error-rate",
+        "stall@2:1.5=0.05",
+    ])
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("bedrock-emulator starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let endpoint = rx.recv_timeout(Duration::from_secs(20));
+    let cfg = match &endpoint {
+        Ok(endpoint) => awc::Client::default()
+            .get(format!("{endpoint}/_emulator/config"))
+            .send()
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let cfg: Option<Value> = match cfg {
+        Some(mut res) => res.json().await.ok(),
+        None => None,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let cfg = cfg.unwrap_or_else(|| panic!("no config from {endpoint:?}"));
+    assert_eq!(cfg["stream_tokens_per_sec"], 25.0);
+    assert_eq!(
+        cfg["error_rates"],
+        json!({"ThrottlingException": 0.1, "modelStreamErrorException@4": 0.2,
+            "stall@2:1.5": 0.05})
+    );
+
+    // Pacing must be positive; a mid-stream name needs its event count.
+    for args in [
+        &["--stream-tokens-per-sec", "0"][..],
+        &["--error-rate", "cut=0.1"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"))
+            .args(args)
+            .args(["--bind", "127.0.0.1:0"])
+            .env_remove("BEDROCK_EMULATOR_STREAM_TOKENS_PER_SEC")
+            .env_remove("BEDROCK_EMULATOR_ERROR_RATE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+    }
 }

@@ -91,7 +91,9 @@ pub(crate) struct Counters {
     errors: [AtomicU64; SLOTS],
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Mid-stream faults other than throttles, by [`StreamFault::slot`].
     stream_errors: [AtomicU64; STREAM_SLOTS],
+    /// See the fields of the same names in [`EmulatorStats`].
     streams_started: AtomicU64,
     streams_completed: AtomicU64,
     streams_faulted: AtomicU64,

@@ -35,6 +35,9 @@ use crate::protocol::eventstream::exception_frame_with;
 /// How long a stall without a duration lasts at most if the client never leaves.
 const STALL_LIMIT: Duration = Duration::from_secs(600);
 
+/// The longest a paced delta waits after the first event, in seconds.
+const MAX_PACED_WAIT_SECS: f64 = 86_400.0;
+
 /// One item of the body: a frame, or the error that makes actix-web abort the connection.
 type FrameResult = Result<Bytes, io::Error>;
 
@@ -147,13 +150,10 @@ async fn produce(run: Run, tx: mpsc::Sender<FrameResult>) {
         // 2. Pacing: a delta goes out when its tokens are due.
         if let Some(rate) = tokens_per_sec.filter(|_| event.content_chars > 0) {
             paced_chars += event.content_chars;
-            let due = reply::tokens_for(paced_chars) as f64 / rate;
-            if let Some(at) = Duration::try_from_secs_f64(due)
-                .ok()
-                .and_then(|d| first_event.checked_add(d))
-            {
-                tokio::time::sleep_until(at.into()).await;
-            }
+            // Capped at a day, so an absurdly slow pace cannot overflow the clock.
+            let due = (reply::tokens_for(paced_chars) as f64 / rate).min(MAX_PACED_WAIT_SECS);
+            let at = first_event + Duration::try_from_secs_f64(due).unwrap_or_default();
+            tokio::time::sleep_until(at.into()).await;
         }
         // 3. The frame; message_stop carries the invocation metrics.
         let elapsed_ms = started.elapsed().as_millis() as u64;

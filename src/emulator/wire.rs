@@ -148,17 +148,21 @@ pub(crate) async fn dispatch(
 pub(crate) enum Decision {
     /// Answer this now (a validation error, a token throttle); already counted, nothing held.
     Answer(HttpResponse),
-    /// Fail before the reply with this fault (not counted yet). `reserved`: the `max_tokens`
-    /// the token quota holds for the call until it is answered.
+    /// Fail before the reply with this fault (not counted yet); the reservation is held until
+    /// the fault is answered.
     Fault {
+        /// The fault.
         kind: FaultKind,
+        /// `max_tokens` held by the token quota, when it admitted the call.
         reserved: Option<u64>,
     },
-    /// Serve the validated request. `reserved` as above; `mid_stream`: a fault to strike
-    /// inside the reply.
+    /// Serve the validated request.
     Serve {
+        /// The parsed body.
         request: Value,
+        /// `max_tokens` held by the token quota, when it admitted the call.
         reserved: Option<u64>,
+        /// A fault to strike inside the reply.
         mid_stream: Option<MidStream>,
     },
 }
