@@ -21,6 +21,7 @@ use model_server::emulator::{
     Emulator, EmulatorConfig, EmulatorStats, FaultKind, MidStream, Quota, Scripted,
     StreamException, StreamFault, TokenQuota,
 };
+use model_server::protocol::eventstream::{decode_frame, Frame};
 use serde_json::{json, Value};
 
 mod common;
@@ -273,7 +274,8 @@ async fn stream_matches_invoke_with_usage_and_metrics() {
     assert_eq!((s.streams_started, s.streams_completed), (3, 3));
     assert_eq!((s.streams_faulted, s.streams_cancelled), (0, 0));
     assert_eq!((s.streams_in_flight, s.in_flight), (0, 0));
-    assert!(s.max_streams_in_flight >= 1);
+    // One call at a time: a stream is one call in flight, from its request to its end.
+    assert_eq!((s.max_in_flight, s.max_streams_in_flight), (1, 1));
     assert_eq!(s.last_body, Some(short));
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     emu.stop().await;
@@ -563,31 +565,50 @@ async fn pacing_spreads_the_deltas_over_the_expected_time() {
 
 #[actix_web::test]
 async fn a_client_that_leaves_stops_the_stream() {
-    // 2 tokens/s: the whole stream would take about half a minute.
+    // 2 tokens/s: a whole stream would take about half a minute.
     let emu = start(EmulatorConfig {
         stream_tokens_per_sec: Some(2.0),
         ..EmulatorConfig::default()
     });
     let c = client(&emu);
-    let mut out = open(&c, SONNET, &long_body()).await.unwrap();
-    assert_eq!(
-        next(&mut out).await.unwrap().unwrap()["type"],
-        "message_start"
-    );
-    assert_eq!(emu.stats().streams_in_flight, 1);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut out = open(&c, SONNET, &long_body()).await.unwrap();
+        assert_eq!(
+            next(&mut out).await.unwrap().unwrap()["type"],
+            "message_start"
+        );
+        streams.push(out);
+    }
+    let s = emu.stats();
+    assert_eq!((s.streams_in_flight, s.max_streams_in_flight), (3, 3));
+
+    // One client leaves: its stream alone stops.
     let left = Instant::now();
-    drop(out);
+    drop(streams.pop());
     assert!(
         stats_reach(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 1
+            && s.streams_in_flight == 2)
+        .await,
+        "{:?}",
+        emu.stats()
+    );
+    drop(streams);
+    assert!(
+        stats_reach(&emu, Duration::from_secs(3), |s| s.streams_cancelled == 3
             && s.streams_in_flight == 0
             && s.in_flight == 0)
         .await,
         "{:?}",
         emu.stats()
     );
-    assert!(left.elapsed() < Duration::from_secs(5));
+    assert!(
+        left.elapsed() < Duration::from_secs(6),
+        "long before the streams' end"
+    );
     let s = emu.stats();
     assert_eq!((s.ok, s.streams_completed, s.streams_faulted), (0, 0, 0));
+    assert_eq!(s.max_streams_in_flight, 3);
     emu.stop().await;
 }
 
@@ -859,4 +880,88 @@ async fn binary_flags_set_pacing_and_mid_stream_rates() {
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
     }
+}
+
+/// Splits a raw event-stream body into its frames (each starts with its total length).
+fn frames(mut body: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while body.len() >= 4 {
+        let len = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
+        out.push(decode_frame(&body[..len]).expect("a valid frame"));
+        body = &body[len..];
+    }
+    assert!(body.is_empty(), "no partial frame at the end");
+    out
+}
+
+#[actix_web::test]
+async fn raw_wire_headers_and_frames() {
+    let emu = start(EmulatorConfig::default());
+    let url = format!(
+        "{}/model/{}/invoke-with-response-stream",
+        emu.endpoint(),
+        percent_encoding::utf8_percent_encode(SONNET, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let http = awc::Client::default();
+    let post = || {
+        http.post(url.as_str())
+            .insert_header(("authorization", "Bearer token"))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-amzn-bedrock-accept", "application/json"))
+            .send_body(serde_json::to_vec(&body("raw")).unwrap())
+    };
+
+    let mut res = post().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let header = |res: &awc::ClientResponse<_>, name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header(&res, "content-type").as_deref(),
+        Some("application/vnd.amazon.eventstream")
+    );
+    assert_eq!(
+        header(&res, "x-amzn-bedrock-content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(header(&res, "x-amzn-requestid").map(|v| v.len()), Some(36));
+    let raw = res.body().await.unwrap();
+    let mut types = Vec::new();
+    for frame in frames(&raw) {
+        let Frame::Event {
+            event_type,
+            payload,
+        } = frame
+        else {
+            panic!("{frame:?}");
+        };
+        assert_eq!(event_type, "chunk");
+        let payload: Value = serde_json::from_slice(&payload).unwrap();
+        let event = aws_smithy_types::base64::decode(payload["bytes"].as_str().unwrap()).unwrap();
+        let event: Value = serde_json::from_slice(&event).unwrap();
+        types.push(event["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(types.first().map(String::as_str), Some("message_start"));
+    assert_eq!(types.last().map(String::as_str), Some("message_stop"));
+
+    // An exception frame: lower camel case type, the Bedrock payload.
+    emu.script(None, vec!["modelStreamErrorException@1".parse().unwrap()]);
+    let mut res = post().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let frames = frames(&res.body().await.unwrap());
+    assert_eq!(frames.len(), 2);
+    let Frame::Exception {
+        exception_type,
+        payload,
+    } = &frames[1]
+    else {
+        panic!("{frames:?}");
+    };
+    assert_eq!(exception_type, "modelStreamErrorException");
+    let payload: Value = serde_json::from_slice(payload).unwrap();
+    assert_eq!(payload["originalStatusCode"], 500);
+    assert!(payload["message"].is_string() && payload["originalMessage"].is_string());
+    emu.stop().await;
 }

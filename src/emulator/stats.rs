@@ -168,9 +168,10 @@ impl Counters {
     }
 
     /// A stream begins (its 200 head is sent): it is in flight until [`Counters::stream_ended`].
+    /// Its handler, counted by [`Counters::enter`] already, ends right after, so the call is
+    /// not counted twice in `max_in_flight`.
     pub(crate) fn stream_started(&self) {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.streams_started.fetch_add(1, Ordering::Relaxed);
         let streams = self.streams_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.max_streams_in_flight
