@@ -286,9 +286,6 @@ impl StreamException {
                 "originalStatusCode": 500,
                 "originalMessage": "Internal error while streaming the response.",
             }),
-            StreamException::Throttling => {
-                serde_json::json!({ "message": FaultKind::Throttling.message() })
-            }
             other => serde_json::json!({ "message": other.before_stream().message() }),
         }
     }

@@ -46,7 +46,7 @@ pub(crate) fn error_response(status: StatusCode, error_type: &str, message: &str
         .body(body)
 }
 
-pub(crate) fn validation(message: &str) -> HttpResponse {
+fn validation(message: &str) -> HttpResponse {
     error_response(
         StatusCode::BAD_REQUEST,
         FaultKind::Validation.name(),
