@@ -718,8 +718,8 @@ async fn admin_api_over_http() {
         reply["usage"]["output_tokens"].to_string()
     );
 
-    // Streaming and Converse are not implemented yet; unknown paths are not model calls.
-    for op in ["converse", "invoke-with-response-stream"] {
+    // Converse is not implemented yet; unknown paths are not model calls.
+    for op in ["converse", "converse-stream"] {
         let res = http
             .post(url.replace("/invoke", &format!("/{op}")))
             .insert_header(("authorization", "Bearer other-token"))

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use model_server::emulator::{
-    parse_schedule_step, Emulator, EmulatorConfig, FaultKind, Quota, TokenQuota, TokenWindowQuota,
+    parse_schedule_step, Emulator, EmulatorConfig, Fault, Quota, TokenQuota, TokenWindowQuota,
     WindowQuota, DEFAULT_BIND,
 };
 
-/// Bedrock Runtime emulator (InvokeModel over the real restJson1 wire protocol).
+/// Bedrock Runtime emulator (InvokeModel and InvokeModelWithResponseStream over the real
+/// restJson1 and event-stream wire protocols).
 #[derive(Parser, Debug)]
 #[command(name = "bedrock-emulator", version)]
 struct Args {
@@ -20,9 +21,20 @@ struct Args {
     #[arg(long, env = "BEDROCK_EMULATOR_BIND", default_value = DEFAULT_BIND)]
     bind: String,
 
-    /// Latency added before every reply (throttles and validation errors excepted).
+    /// Latency added before every reply (throttles and validation errors excepted); for a
+    /// streamed reply, before its first event.
     #[arg(long, env = "BEDROCK_EMULATOR_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
+
+    /// Pace of streamed replies in output tokens per second (deltas of a few words come out
+    /// as their tokens fall due); unpaced when absent.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_STREAM_TOKENS_PER_SEC",
+        value_name = "N",
+        value_parser = parse_positive
+    )]
+    stream_tokens_per_sec: Option<f64>,
 
     /// Quota per model id in requests per second (token bucket); unlimited when absent.
     #[arg(long, env = "BEDROCK_EMULATOR_QUOTA_RPS")]
@@ -109,11 +121,17 @@ struct Args {
     quota_schedule: Vec<(Duration, f64)>,
 
     /// Inject a fault into a fraction of calls, NAME=FRACTION (repeatable; comma-separated in
-    /// the env var). NAME: ThrottlingException, ModelNotReadyException, ValidationException,
-    /// ServiceQuotaExceededException, AccessDeniedException, ResourceNotFoundException,
-    /// ModelTimeoutException, ModelErrorException, InternalServerException,
-    /// ServiceUnavailableException, hang, reset_mid_body, truncated_body, non_json_body,
-    /// non_json_error.
+    /// the env var). Before the reply, NAME: ThrottlingException, ModelNotReadyException,
+    /// ValidationException, ServiceQuotaExceededException, AccessDeniedException,
+    /// ResourceNotFoundException, ModelTimeoutException, ModelErrorException,
+    /// InternalServerException, ServiceUnavailableException, hang, reset_mid_body,
+    /// truncated_body, non_json_body, non_json_error. Inside a streamed reply, after its first
+    /// N events, NAME@N: throttlingException, modelStreamErrorException,
+    /// internalServerException, serviceUnavailableException, modelTimeoutException,
+    /// validationException (an exception frame), cut (the connection is closed), stall (no
+    /// more bytes until the client leaves; stall@N:SECS cuts after SECS seconds). A
+    /// non-streamed call drawn for a mid-stream fault gets the matching error, reset_mid_body
+    /// or hang.
     #[arg(
         long = "error-rate",
         env = "BEDROCK_EMULATOR_ERROR_RATE",
@@ -121,7 +139,7 @@ struct Args {
         value_delimiter = ',',
         value_parser = parse_rate
     )]
-    error_rates: Vec<(FaultKind, f64)>,
+    error_rates: Vec<(Fault, f64)>,
 
     /// HTTP worker threads (default: the number of CPUs).
     #[arg(long, env = "BEDROCK_EMULATOR_WORKERS")]
@@ -132,11 +150,11 @@ struct Args {
     seed: u64,
 }
 
-fn parse_rate(s: &str) -> Result<(FaultKind, f64), String> {
+fn parse_rate(s: &str) -> Result<(Fault, f64), String> {
     let (name, rate) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=FRACTION, got {s:?}"))?;
-    let kind: FaultKind = name.parse().map_err(|e| format!("{e}"))?;
+    let kind: Fault = name.parse().map_err(|e| format!("{e}"))?;
     let rate: f64 = rate
         .trim()
         .parse()
@@ -159,6 +177,13 @@ fn parse_positive_secs(s: &str) -> Result<f64, String> {
     match parse_non_negative(s)? {
         x if x > 0.0 => Ok(x),
         x => Err(format!("expected seconds > 0, got {x}")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match parse_non_negative(s)? {
+        x if x > 0.0 => Ok(x),
+        x => Err(format!("expected a number > 0, got {x}")),
     }
 }
 
@@ -212,8 +237,24 @@ fn main() -> std::io::Result<()> {
             sliding: args.token_window_sliding,
         }),
         quota_schedule: args.quota_schedule,
-        error_rates: args.error_rates,
+        error_rates: args
+            .error_rates
+            .iter()
+            .filter_map(|&(fault, rate)| match fault {
+                Fault::Before(kind) => Some((kind, rate)),
+                Fault::MidStream(_) => None,
+            })
+            .collect(),
+        stream_error_rates: args
+            .error_rates
+            .iter()
+            .filter_map(|&(fault, rate)| match fault {
+                Fault::MidStream(mid) => Some((mid, rate)),
+                Fault::Before(_) => None,
+            })
+            .collect(),
         seed: args.seed,
+        stream_tokens_per_sec: args.stream_tokens_per_sec,
     };
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -224,15 +265,17 @@ fn main() -> std::io::Result<()> {
     actix_rt::System::new().block_on(async move {
         let emulator = Emulator::start(&args.bind, config.clone(), workers)?;
         log::info!(
-            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, quota {:?}, window quota {:?}, token quota {:?}, token window quota {:?}, quota schedule {:?}, error rates {:?}, seed {})",
+            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, stream tokens/s {:?}, quota {:?}, window quota {:?}, token quota {:?}, token window quota {:?}, quota schedule {:?}, error rates {:?}, mid-stream error rates {:?}, seed {})",
             emulator.endpoint(),
             config.latency,
+            config.stream_tokens_per_sec,
             config.quota,
             config.window_quota,
             config.token_quota,
             config.token_window_quota,
             config.quota_schedule,
             config.error_rates,
+            config.stream_error_rates,
             config.seed
         );
         shutdown_signal().await;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{
-    EmulatorConfig, FaultKind, Quota, Scripted, Shared, TokenQuota, TokenWindowQuota, WindowQuota,
+    EmulatorConfig, Fault, Quota, Scripted, Shared, TokenQuota, TokenWindowQuota, WindowQuota,
 };
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,12 +32,14 @@ async fn stats(shared: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(shared.stats.snapshot())
 }
 
-/// The config as JSON: `{"latency_ms", "quota", "window_quota", "token_quota",
-/// "token_window_quota", "quota_schedule": [[secs, factor], ...], "quota_factor",
-/// "error_rates": {name: fraction}, "seed", "scripted_pending"}`.
+/// The config as JSON: `{"latency_ms", "stream_tokens_per_sec", "quota", "window_quota",
+/// "token_quota", "token_window_quota", "quota_schedule": [[secs, factor], ...],
+/// "quota_factor", "error_rates": {name: fraction}, "seed", "scripted_pending"}`.
+/// `error_rates` holds both kinds of faults (`NAME@N` for the mid-stream ones).
 #[derive(Serialize)]
 struct ConfigView {
     latency_ms: f64,
+    stream_tokens_per_sec: Option<f64>,
     quota: Option<Quota>,
     window_quota: Option<WindowView>,
     token_quota: Option<TokenQuota>,
@@ -68,6 +70,7 @@ fn view(shared: &Shared) -> ConfigView {
     let c = shared.config();
     ConfigView {
         latency_ms: c.latency.as_secs_f64() * 1000.0,
+        stream_tokens_per_sec: c.stream_tokens_per_sec,
         quota: c.quota,
         window_quota: c.window_quota.map(|w| WindowView {
             requests: w.requests,
@@ -90,6 +93,11 @@ fn view(shared: &Shared) -> ConfigView {
             .error_rates
             .iter()
             .map(|(k, r)| (k.name().to_owned(), *r))
+            .chain(
+                c.stream_error_rates
+                    .iter()
+                    .map(|(m, r)| (m.to_string(), *r)),
+            )
             .collect(),
         seed: c.seed,
         scripted_pending: shared.scripts.len(),
@@ -151,6 +159,8 @@ struct TokenPatch {
 struct ConfigPatch {
     latency_ms: Option<f64>,
     #[serde(default, deserialize_with = "present")]
+    stream_tokens_per_sec: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
     quota: Option<Option<QuotaPatch>>,
     #[serde(default, deserialize_with = "present")]
     window_quota: Option<Option<WindowPatch>>,
@@ -176,6 +186,14 @@ fn apply(patch: ConfigPatch, mut config: EmulatorConfig) -> Result<EmulatorConfi
             ));
         }
         config.latency = Duration::from_secs_f64(ms / 1000.0);
+    }
+    if let Some(pace) = patch.stream_tokens_per_sec {
+        if let Some(rate) = pace.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(format!(
+                "stream_tokens_per_sec must be a number > 0 (or null for no pacing), got {rate}"
+            ));
+        }
+        config.stream_tokens_per_sec = pace;
     }
     if let Some(quota) = patch.quota {
         config.quota = match quota {
@@ -263,15 +281,20 @@ fn apply(patch: ConfigPatch, mut config: EmulatorConfig) -> Result<EmulatorConfi
         config.quota_schedule = steps;
     }
     if let Some(rates) = patch.error_rates {
-        let mut parsed = Vec::with_capacity(rates.len());
+        let mut before = Vec::new();
+        let mut mid_stream = Vec::new();
         for (name, rate) in rates {
-            let kind: FaultKind = name.parse().map_err(|e| format!("error_rates: {e}"))?;
+            let fault: Fault = name.parse().map_err(|e| format!("error_rates: {e}"))?;
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("error_rates.{name} must be in 0..=1, got {rate}"));
             }
-            parsed.push((kind, rate));
+            match fault {
+                Fault::Before(kind) => before.push((kind, rate)),
+                Fault::MidStream(fault) => mid_stream.push((fault, rate)),
+            }
         }
-        config.error_rates = parsed;
+        config.error_rates = before;
+        config.stream_error_rates = mid_stream;
     }
     if let Some(seed) = patch.seed {
         config.seed = seed;
@@ -399,6 +422,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c, EmulatorConfig::default());
+    }
+
+    #[test]
+    fn pacing_and_mid_stream_rates_patch() {
+        let c = patch(
+            r#"{"stream_tokens_per_sec": 40,
+                "error_rates": {"ThrottlingException": 0.1, "cut@3": 0.2, "stall@1:2": 0.05}}"#,
+            EmulatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.stream_tokens_per_sec, Some(40.0));
+        assert_eq!(
+            c.error_rates,
+            vec![(super::super::FaultKind::Throttling, 0.1)]
+        );
+        let names: Vec<String> = c
+            .stream_error_rates
+            .iter()
+            .map(|(m, r)| format!("{m}={r}"))
+            .collect();
+        assert_eq!(names, ["cut@3=0.2", "stall@1:2=0.05"]);
+
+        let c = patch(r#"{"latency_ms": 1}"#, c).unwrap();
+        assert_eq!(c.stream_tokens_per_sec, Some(40.0), "absent: kept");
+        let c = patch(r#"{"stream_tokens_per_sec": null, "error_rates": {}}"#, c).unwrap();
+        assert_eq!(
+            c,
+            EmulatorConfig {
+                latency: Duration::from_millis(1),
+                ..EmulatorConfig::default()
+            }
+        );
+        for bad in [
+            r#"{"stream_tokens_per_sec": 0}"#,
+            r#"{"stream_tokens_per_sec": -3}"#,
+            r#"{"error_rates": {"cut@x": 0.1}}"#,
+            r#"{"error_rates": {"AccessDeniedException@2": 0.1}}"#,
+        ] {
+            assert!(patch(bad, EmulatorConfig::default()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,17 @@
 //! Faults the emulator can answer with: the ten Bedrock error types plus five broken-transport
-//! shapes, the per-model script queues that force them, and random injection by rate.
+//! shapes before the reply ([`FaultKind`]), faults inside a streamed reply ([`MidStream`]: an
+//! exception frame, a cut connection or a stall after N events), the per-model script queues
+//! that force them, and random injection by rate.
+//!
+//! A fault is named by a string everywhere (scripts, rates, flags, stats): a [`FaultKind`] name
+//! (`ThrottlingException`, `hang`, ...) strikes before the reply; `NAME@N` strikes inside a
+//! streamed reply after its first N events, NAME being a stream exception
+//! (`throttlingException`, `modelStreamErrorException`, `internalServerException`,
+//! `serviceUnavailableException`, `modelTimeoutException`, `validationException`), `cut` or
+//! `stall` (`stall@N:SECS` to stall SECS seconds before cutting; plain `stall@N` lasts until the
+//! client leaves or the emulator stops). A non-streamed call (InvokeModel has no events to
+//! fail between) given a mid-stream fault gets its pre-stream equivalent
+//! ([`MidStream::before_stream`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -9,10 +21,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 
-use super::{lock, reply, wire};
+use super::{events, lock, reply, wire};
 
 /// How a call can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,7 +139,7 @@ impl FaultKind {
         )
     }
 
-    fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             FaultKind::Throttling => "Too many requests, please wait before trying again.",
             FaultKind::ModelNotReady => {
@@ -173,11 +185,15 @@ pub struct UnknownFault(pub String);
 impl fmt::Display for UnknownFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        let stream: Vec<&str> = StreamException::ALL.iter().map(|e| e.name()).collect();
         write!(
             f,
-            "unknown fault {:?}; expected one of: {}",
+            "unknown fault {:?}; expected one of: {}; or NAME@N for a fault after the first N \
+             events of a streamed reply, NAME one of: {}, cut, stall (stall@N:SECS for a \
+             stall of SECS seconds)",
             self.0,
-            names.join(", ")
+            names.join(", "),
+            stream.join(", ")
         )
     }
 }
@@ -192,12 +208,6 @@ impl FromStr for FaultKind {
     /// `model_not_ready`.
     fn from_str(s: &str) -> Result<FaultKind, UnknownFault> {
         let wanted = s.trim();
-        let squash = |x: &str| -> String {
-            x.chars()
-                .filter(|c| *c != '_' && *c != '-')
-                .flat_map(char::to_lowercase)
-                .collect()
-        };
         let wanted_sq = squash(wanted);
         FaultKind::ALL
             .iter()
@@ -212,6 +222,242 @@ impl FromStr for FaultKind {
     }
 }
 
+/// An exception Bedrock sends inside a response stream (`:message-type: exception`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamException {
+    /// `throttlingException`.
+    Throttling,
+    /// `modelStreamErrorException` (its payload also has `originalStatusCode` and
+    /// `originalMessage`).
+    ModelStreamError,
+    /// `internalServerException`.
+    InternalServer,
+    /// `serviceUnavailableException`.
+    ServiceUnavailable,
+    /// `modelTimeoutException`.
+    ModelTimeout,
+    /// `validationException`.
+    Validation,
+}
+
+impl StreamException {
+    /// Every stream exception, in declaration order (the index is `exception as usize`).
+    pub const ALL: [StreamException; 6] = [
+        StreamException::Throttling,
+        StreamException::ModelStreamError,
+        StreamException::InternalServer,
+        StreamException::ServiceUnavailable,
+        StreamException::ModelTimeout,
+        StreamException::Validation,
+    ];
+
+    /// The `:exception-type` header value: lower camel case, as Bedrock sends it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamException::Throttling => "throttlingException",
+            StreamException::ModelStreamError => "modelStreamErrorException",
+            StreamException::InternalServer => "internalServerException",
+            StreamException::ServiceUnavailable => "serviceUnavailableException",
+            StreamException::ModelTimeout => "modelTimeoutException",
+            StreamException::Validation => "validationException",
+        }
+    }
+
+    /// The error a call gets when this exception strikes before any event: the same Bedrock
+    /// error, and `ModelErrorException` (424, as `modelStreamErrorException`) for the stream
+    /// error InvokeModel does not have.
+    pub fn before_stream(self) -> FaultKind {
+        match self {
+            StreamException::Throttling => FaultKind::Throttling,
+            StreamException::ModelStreamError => FaultKind::ModelError,
+            StreamException::InternalServer => FaultKind::InternalServer,
+            StreamException::ServiceUnavailable => FaultKind::ServiceUnavailable,
+            StreamException::ModelTimeout => FaultKind::ModelTimeout,
+            StreamException::Validation => FaultKind::Validation,
+        }
+    }
+
+    /// The frame's JSON payload: `{"message"}`, plus `originalStatusCode` and
+    /// `originalMessage` for `modelStreamErrorException`.
+    pub(crate) fn payload(self) -> serde_json::Value {
+        match self {
+            StreamException::ModelStreamError => serde_json::json!({
+                "message": "The model stream failed (injected by the emulator).",
+                "originalStatusCode": 500,
+                "originalMessage": "Internal error while streaming the response.",
+            }),
+            other => serde_json::json!({ "message": other.before_stream().message() }),
+        }
+    }
+}
+
+/// What goes wrong inside a streamed reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamFault {
+    /// An exception frame, then the body ends.
+    Exception(StreamException),
+    /// The connection is closed without finishing the body (no final chunk).
+    Cut,
+    /// No more bytes; the connection stays open for this long, then is cut. `None`: until the
+    /// client leaves or the emulator stops (ten minutes at most).
+    Stall(Option<Duration>),
+}
+
+impl StreamFault {
+    /// The name in scripts, rates and stats: the exception type, `cut` or `stall`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamFault::Exception(e) => e.name(),
+            StreamFault::Cut => "cut",
+            StreamFault::Stall(_) => "stall",
+        }
+    }
+
+    /// Index of the stats slot counting this fault (exceptions, then cut, then stall).
+    pub(crate) fn slot(self) -> usize {
+        match self {
+            StreamFault::Exception(e) => e as usize,
+            StreamFault::Cut => StreamException::ALL.len(),
+            StreamFault::Stall(_) => StreamException::ALL.len() + 1,
+        }
+    }
+
+    /// Stats names by slot (see [`StreamFault::slot`]).
+    pub(crate) const SLOT_NAMES: [&'static str; 8] = [
+        "throttlingException",
+        "modelStreamErrorException",
+        "internalServerException",
+        "serviceUnavailableException",
+        "modelTimeoutException",
+        "validationException",
+        "cut",
+        "stall",
+    ];
+}
+
+/// A fault that strikes inside a streamed reply once `after_events` events (Anthropic stream
+/// events, one `chunk` frame each) have been sent; past the last event it strikes in place of
+/// the clean end of the body. Written `NAME@N` (`stall@N:SECS` for a timed stall).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MidStream {
+    /// Events sent before the fault (0: right after the 200 head).
+    pub after_events: u32,
+    /// What happens then.
+    pub fault: StreamFault,
+}
+
+impl MidStream {
+    /// The fault a non-streamed call gets instead (it has no events to fail between): the
+    /// exception's Bedrock error, `reset_mid_body` for a cut, `hang` for a stall.
+    pub fn before_stream(self) -> FaultKind {
+        match self.fault {
+            StreamFault::Exception(e) => e.before_stream(),
+            StreamFault::Cut => FaultKind::ResetMidBody,
+            StreamFault::Stall(_) => FaultKind::Hang,
+        }
+    }
+}
+
+impl fmt::Display for MidStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.fault.name(), self.after_events)?;
+        if let StreamFault::Stall(Some(d)) = self.fault {
+            write!(f, ":{}", d.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for MidStream {
+    type Err = UnknownFault;
+
+    /// `NAME@N` or `stall@N:SECS`; names case-insensitively, `_`/`-` ignored, and the
+    /// exceptions also without their `Exception` suffix (`throttling@3`).
+    fn from_str(s: &str) -> Result<MidStream, UnknownFault> {
+        let unknown = || UnknownFault(s.trim().to_owned());
+        let (name, at) = s.trim().split_once('@').ok_or_else(unknown)?;
+        let (count, secs) = match at.split_once(':') {
+            Some((count, secs)) => (count, Some(secs)),
+            None => (at, None),
+        };
+        let after_events: u32 = count.trim().parse().map_err(|_| unknown())?;
+        let wanted = squash(name);
+        let fault = if wanted == "cut" {
+            StreamFault::Cut
+        } else if wanted == "stall" {
+            let stall = match secs {
+                None => None,
+                Some(secs) => Some(
+                    secs.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+                        .ok_or_else(unknown)?,
+                ),
+            };
+            StreamFault::Stall(stall)
+        } else {
+            let exception = StreamException::ALL
+                .iter()
+                .copied()
+                .find(|e| {
+                    let name_sq = squash(e.name());
+                    name_sq == wanted || name_sq.strip_suffix("exception") == Some(wanted.as_str())
+                })
+                .ok_or_else(unknown)?;
+            StreamFault::Exception(exception)
+        };
+        if secs.is_some() && !matches!(fault, StreamFault::Stall(_)) {
+            return Err(unknown());
+        }
+        Ok(MidStream {
+            after_events,
+            fault,
+        })
+    }
+}
+
+/// Lower case without `_` and `-`, for lenient name matching.
+fn squash(x: &str) -> String {
+    x.trim()
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A fault of either kind: what a rate names (`error_rates`, `--error-rate`) and what random
+/// injection draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Strikes before the reply.
+    Before(FaultKind),
+    /// Strikes inside a streamed reply.
+    MidStream(MidStream),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Before(kind) => kind.fmt(f),
+            Fault::MidStream(m) => m.fmt(f),
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+
+    /// A [`FaultKind`] name, or a [`MidStream`] (`NAME@N`).
+    fn from_str(s: &str) -> Result<Fault, UnknownFault> {
+        if s.contains('@') {
+            s.parse().map(Fault::MidStream)
+        } else {
+            s.parse().map(Fault::Before)
+        }
+    }
+}
+
 /// A forced outcome for one call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scripted {
@@ -219,6 +465,9 @@ pub enum Scripted {
     Ok,
     /// Answer with this fault, whatever the body.
     Fault(FaultKind),
+    /// Answer normally (skips quota and injection; the body is still validated), then fail
+    /// inside the streamed reply; a non-streamed call gets [`MidStream::before_stream`].
+    MidStream(MidStream),
 }
 
 impl fmt::Display for Scripted {
@@ -226,6 +475,7 @@ impl fmt::Display for Scripted {
         match self {
             Scripted::Ok => f.write_str("ok"),
             Scripted::Fault(k) => k.fmt(f),
+            Scripted::MidStream(m) => m.fmt(f),
         }
     }
 }
@@ -233,12 +483,15 @@ impl fmt::Display for Scripted {
 impl FromStr for Scripted {
     type Err = UnknownFault;
 
-    /// `"ok"` or a [`FaultKind`] name.
+    /// `"ok"`, a [`FaultKind`] name, or a [`MidStream`] (`NAME@N`).
     fn from_str(s: &str) -> Result<Scripted, UnknownFault> {
         if s.trim().eq_ignore_ascii_case("ok") {
             Ok(Scripted::Ok)
         } else {
-            s.parse().map(Scripted::Fault)
+            s.parse().map(|fault| match fault {
+                Fault::Before(kind) => Scripted::Fault(kind),
+                Fault::MidStream(m) => Scripted::MidStream(m),
+            })
         }
     }
 }
@@ -309,14 +562,17 @@ impl Scripts {
 
 /// Random injection: one uniform draw; the rates are stacked in order, so `[(A, 0.1), (B, 0.2)]`
 /// gives A 10% and B 20% of calls (rates summing past 1 starve the later ones).
-pub(crate) fn pick(rng: &mut fastrand::Rng, rates: &[(FaultKind, f64)]) -> Option<FaultKind> {
+pub(crate) fn pick<T>(
+    rng: &mut fastrand::Rng,
+    rates: impl IntoIterator<Item = (T, f64)>,
+) -> Option<T> {
     let draw = rng.f64();
     let mut acc = 0.0;
-    for &(kind, rate) in rates {
+    for (fault, rate) in rates {
         if rate.is_finite() && rate > 0.0 {
             acc += rate;
             if draw < acc {
-                return Some(kind);
+                return Some(fault);
             }
         }
     }
@@ -325,10 +581,16 @@ pub(crate) fn pick(rng: &mut fastrand::Rng, rates: &[(FaultKind, f64)]) -> Optio
 
 /// What a fault reply needs to know about the call.
 pub(crate) struct FaultCall<'a> {
+    /// The decoded model id.
     pub model: &'a str,
+    /// The request body (the broken-body faults cut the reply it would have had).
     pub body: &'a Bytes,
+    /// Slept before the faults that are not fast.
     pub latency: Duration,
+    /// Releases hangs when the emulator stops.
     pub shutdown: &'a tokio::sync::watch::Sender<bool>,
+    /// True on `invoke-with-response-stream`: the broken-body faults cut an event stream.
+    pub streamed: bool,
 }
 
 /// Answers a call with `kind`, sleeping the latency first unless the kind is fast.
@@ -351,8 +613,8 @@ pub(crate) async fn respond(kind: FaultKind, call: FaultCall<'_>) -> HttpRespons
             )
         }
         FaultKind::ResetMidBody => {
-            let reply = reply_for(call.model, call.body);
-            let head = Bytes::copy_from_slice(&reply.body[..reply.body.len().min(24)]);
+            let (mut builder, body) = broken_body(&call);
+            let head = Bytes::copy_from_slice(&body[..body.len().min(24)]);
             let stream = futures_util::stream::unfold(0u8, move |step| {
                 let head = head.clone();
                 async move {
@@ -371,12 +633,12 @@ pub(crate) async fn respond(kind: FaultKind, call: FaultCall<'_>) -> HttpRespons
                     }
                 }
             });
-            wire::success_builder(&reply).streaming(stream)
+            builder.streaming(stream)
         }
         FaultKind::TruncatedBody => {
-            let reply = reply_for(call.model, call.body);
-            let half = Bytes::copy_from_slice(&reply.body[..reply.body.len() / 2]);
-            wire::success_builder(&reply).body(half)
+            let (mut builder, body) = broken_body(&call);
+            let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
+            builder.body(half)
         }
         FaultKind::NonJsonBody => HttpResponse::Ok()
             .content_type("application/json")
@@ -396,11 +658,19 @@ pub(crate) async fn respond(kind: FaultKind, call: FaultCall<'_>) -> HttpRespons
     }
 }
 
-/// The reply the call would have had (from a placeholder conversation if the body is invalid).
-fn reply_for(model: &str, body: &Bytes) -> reply::Reply {
+/// The success head and the whole body the call would have had (from a placeholder
+/// conversation if the body is invalid): a JSON message, or on the stream route its event
+/// stream.
+fn broken_body(call: &FaultCall<'_>) -> (HttpResponseBuilder, Vec<u8>) {
     let request =
-        serde_json::from_slice::<serde_json::Value>(body).unwrap_or(serde_json::Value::Null);
-    reply::build(model, &request)
+        serde_json::from_slice::<serde_json::Value>(call.body).unwrap_or(serde_json::Value::Null);
+    if call.streamed {
+        let message = reply::message(call.model, &request);
+        (wire::stream_builder(), events::whole_body(&message))
+    } else {
+        let reply = reply::build(call.model, &request);
+        (wire::success_builder(&reply), reply.body)
+    }
 }
 
 #[cfg(test)]
@@ -447,11 +717,38 @@ mod tests {
         let mut b = fastrand::Rng::with_seed(7);
         let mut hits = 0;
         for _ in 0..10_000 {
-            let x = pick(&mut a, &rates);
-            assert_eq!(x, pick(&mut b, &rates));
+            let x = pick(&mut a, rates);
+            assert_eq!(x, pick(&mut b, rates));
             hits += usize::from(x.is_some());
         }
         assert!((4_500..5_500).contains(&hits), "{hits}");
-        assert_eq!(pick(&mut a, &[]), None);
+        assert_eq!(pick::<FaultKind>(&mut a, []), None);
+    }
+
+    #[test]
+    fn fault_names_round_trip() {
+        for text in [
+            "throttlingException@0",
+            "modelStreamErrorException@3",
+            "cut@7",
+            "stall@2",
+            "stall@2:1.5",
+        ] {
+            let m: MidStream = text.parse().unwrap();
+            assert_eq!(m.to_string(), text);
+        }
+        let m: MidStream = "Throttling@4".parse().unwrap();
+        assert_eq!(m.fault, StreamFault::Exception(StreamException::Throttling));
+        assert_eq!(m.before_stream(), FaultKind::Throttling);
+        for bad in [
+            "cut",
+            "cut@x",
+            "cut@1:2",
+            "stall@1:-1",
+            "AccessDenied@1",
+            "@3",
+        ] {
+            assert!(bad.parse::<MidStream>().is_err(), "{bad}");
+        }
     }
 }

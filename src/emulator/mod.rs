@@ -1,8 +1,9 @@
-//! Bedrock Runtime emulator: an HTTP server that speaks Bedrock Runtime's restJson1 wire
-//! protocol, so the real `aws-sdk-bedrockruntime` client (and boto3) talk to it unchanged.
-//! It is `model-server --emulator`'s built-in backend, the test double of the integration
-//! tests, and the target of the benchmarks (standalone: the `bedrock-emulator` binary, default
-//! address [`DEFAULT_BIND`]).
+//! Bedrock Runtime emulator: an HTTP server that speaks Bedrock Runtime's wire protocol
+//! (restJson1, and AWS event-stream frames for streamed replies), so the real
+//! `aws-sdk-bedrockruntime` client, boto3 and Anthropic's `AnthropicBedrock` talk to it
+//! unchanged. It is `model-server --emulator`'s built-in backend, the test double of the
+//! integration tests, and the target of the benchmarks (standalone: the `bedrock-emulator`
+//! binary, default address [`DEFAULT_BIND`]).
 //!
 //! # Model routes
 //! - `POST /model/{modelId}/invoke`: the model id is one percent-encoded path segment
@@ -10,17 +11,33 @@
 //!   Anthropic Messages request (`application/json` or the SDK's `application/octet-stream`),
 //!   validated like Bedrock does (400 `ValidationException`, `Malformed input request: ...`).
 //!   Any `Authorization` is accepted and not checked. The reply is a deterministic Anthropic
-//!   message echoing the turn count and the last user text, with `x-amzn-RequestId` and
-//!   `X-Amzn-Bedrock-{Input,Output}-Token-Count` headers (tokens = ceil(chars / 4)).
-//! - `converse`, `converse-stream`, `invoke-with-response-stream` and anything else:
-//!   404 `UnknownOperationException` (not implemented yet).
+//!   message (see `reply.rs` and `tools.rs`): an echo of the turn count and the last user text;
+//!   a `tool_use` block (`stop_reason: "tool_use"`) when `tool_choice` is `any` or `tool`, or
+//!   when the last user message says `use the NAME tool` or `call NAME` for one of `tools`
+//!   (input: the tool schema's required properties filled with simple values); a text quoting
+//!   the `tool_result` blocks of the last user message; a leading `thinking` block with a
+//!   signature when `thinking.type` is `enabled`. Headers: `x-amzn-RequestId` and
+//!   `X-Amzn-Bedrock-{Input,Output}-Token-Count` (tokens = ceil(chars / 4)).
+//! - `POST /model/{modelId}/invoke-with-response-stream`: the same call, decided the same way
+//!   (steps 1-5 below, the same pre-stream errors), answered after the latency with 200,
+//!   `Content-Type: application/vnd.amazon.eventstream`, `x-amzn-RequestId`,
+//!   `X-Amzn-Bedrock-Content-Type: application/json` and one `chunk` frame per Anthropic stream
+//!   event: `message_start`, per block `content_block_start`, deltas of a few words
+//!   (`text_delta`, `thinking_delta` + `signature_delta`, `input_json_delta` starting with
+//!   `""`), `content_block_stop`, then `message_delta` and `message_stop` with
+//!   `amazon-bedrock-invocationMetrics`. Content and usage equal InvokeModel's for the same
+//!   body. Frames are written as they are produced, paced by
+//!   [`EmulatorConfig::stream_tokens_per_sec`]; a client that leaves stops the production
+//!   (counted in [`EmulatorStats::streams_cancelled`]).
+//! - `converse`, `converse-stream` and anything else: 404 `UnknownOperationException` (not
+//!   implemented yet).
 //! - Errors are `{"message": ...}` + `x-amzn-ErrorType: <Name>` + the Bedrock status; no
 //!   `Retry-After`.
 //!
-//! # Order of decisions for one InvokeModel call
+//! # Order of decisions for one call
 //! 1. A scripted outcome queued for this model id, else one queued for any model
-//!    ([`Emulator::script`]); a scripted fault is answered whatever the body; `ok` skips
-//!    steps 2, 4 and 5 (every quota and the injection).
+//!    ([`Emulator::script`]); a scripted fault is answered whatever the body; `ok` and a
+//!    mid-stream fault skip steps 2, 4 and 5 (every quota and the injection).
 //! 2. The request quotas, checked without taking anything: the token bucket ([`Quota`]) and the
 //!    window, fixed or sliding ([`WindowQuota`]). No room in either -> `ThrottlingException`
 //!    `Too many requests, please wait before trying again.`
@@ -33,11 +50,13 @@
 //!    the reservation ->
 //!    `ThrottlingException` `Too many tokens, please wait before trying again.` (counted in
 //!    [`EmulatorStats::throttled_tokens`] too). A throttled call takes nothing.
-//! 5. Random injection by [`EmulatorConfig::error_rates`] (seeded by `seed`): the fault is
-//!    answered after the latency, then the call's reservation gives back `max_tokens`.
+//! 5. Random injection by [`EmulatorConfig::error_rates`] then
+//!    [`EmulatorConfig::stream_error_rates`] (one draw, seeded by `seed`): a pre-stream fault
+//!    is answered after the latency, then the call's reservation gives back `max_tokens`.
 //! 6. Success after [`EmulatorConfig::latency`]; the reservation gives back
-//!    `max_tokens - output_tokens`. A call dropped before it ends (the client went away)
-//!    gives back `max_tokens`.
+//!    `max_tokens - output_tokens` (a stream: when its last event is sent). A call dropped
+//!    before it ends (the client went away, a stream's mid-stream fault) gives back
+//!    `max_tokens`.
 //!
 //! Every quota is per model id and scaled by [`EmulatorConfig::quota_schedule`]; windows and
 //! the schedule count from the quota clock `t0`, which starts with the emulator and restarts
@@ -50,32 +69,45 @@
 //! all here, in requests and in tokens: a token bucket (small burst, or a minute's), a
 //! sliding 60 s window, and a fixed 60 s window.
 //!
+//! # Faults
 //! Throttles and validation errors are answered at once; other faults after the latency.
 //! Besides the ten Bedrock errors, [`FaultKind`] has transport faults (`hang`,
-//! `reset_mid_body`, `truncated_body`, `non_json_body`, `non_json_error`).
+//! `reset_mid_body`, `truncated_body`, `non_json_body`, `non_json_error`; on the stream route
+//! the broken bodies cut the event stream). Faults inside a streamed reply ([`MidStream`],
+//! written `NAME@N`) strike after its first N events: an exception frame
+//! (`throttlingException@N`, `modelStreamErrorException@N` with `originalStatusCode` and
+//! `originalMessage`, `internalServerException@N`, `serviceUnavailableException@N`,
+//! `modelTimeoutException@N`, `validationException@N`), `cut@N` (the connection is closed
+//! without finishing the body), `stall@N` (no more bytes until the client leaves or the
+//! emulator stops) or `stall@N:SECS` (cut after SECS seconds). N past the last event: in place
+//! of the clean end. A mid-stream `throttlingException` counts in `throttled`, the others in
+//! `errors` by name. InvokeModel given a mid-stream fault (scripted or drawn) answers its
+//! pre-stream equivalent ([`MidStream::before_stream`]).
 //!
 //! # Admin API (JSON)
 //! - `GET /health` -> 200 `{"status":"ok"}`.
-//! - `GET /_emulator/stats` -> [`EmulatorStats`].
-//! - `GET /_emulator/config` -> `{"latency_ms", "quota", "window_quota", "token_quota",
-//!   "token_window_quota", "quota_schedule", "quota_factor", "error_rates", "seed",
-//!   "scripted_pending"}`
-//!   (`quota_factor`: the schedule factor in force now).
+//! - `GET /_emulator/stats` -> [`EmulatorStats`] (with the stream counters `streams_started`,
+//!   `streams_completed`, `streams_faulted`, `streams_cancelled`, `streams_in_flight`,
+//!   `max_streams_in_flight`; a completed stream also counts in `ok`).
+//! - `GET /_emulator/config` -> `{"latency_ms", "stream_tokens_per_sec", "quota",
+//!   "window_quota", "token_quota", "token_window_quota", "quota_schedule", "quota_factor",
+//!   "error_rates", "seed", "scripted_pending"}` (`quota_factor`: the schedule factor in force
+//!   now; `error_rates` holds both kinds of faults).
 //! - `POST /_emulator/config` with a partial
-//!   `{"latency_ms": 50, "quota": {"requests_per_second": 5, "burst": 10} | null,
+//!   `{"latency_ms": 50, "stream_tokens_per_sec": 50 | null,
+//!   "quota": {"requests_per_second": 5, "burst": 10} | null,
 //!   "window_quota": {"requests": 100, "window_secs": 60, "sliding": false} | null,
 //!   "token_quota": {"tokens_per_minute": 100000, "burst_tokens": 20000} | null,
 //!   "token_window_quota": {"tokens": 100000, "window_secs": 60, "sliding": true} | null,
 //!   "quota_schedule": [[30, 0.5], [60, 1.0]] | null,
-//!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01}, "seed": 7}`: absent fields are
-//!   kept, `null` removes a quota (or the schedule), `quota_schedule` and `error_rates` replace
-//!   the whole list. Defaults: `burst` = the rate (at least 1), `window_secs` = 60,
-//!   `sliding` = false,
-//!   `burst_tokens` = `tokens_per_minute / 6`. Schedule steps are `[offset_secs, factor]`.
-//!   Every accepted patch restarts the quota clock. Answers the new config; 400
-//!   `{"error": ...}` on bad input.
+//!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01, "cut@5": 0.02}, "seed": 7}`:
+//!   absent fields are kept, `null` removes a quota (or the schedule, or the pacing),
+//!   `quota_schedule` and `error_rates` replace the whole list. Defaults: `burst` = the rate
+//!   (at least 1), `window_secs` = 60, `sliding` = false, `burst_tokens` =
+//!   `tokens_per_minute / 6`. Schedule steps are `[offset_secs, factor]`. Every accepted patch
+//!   restarts the quota clock. Answers the new config; 400 `{"error": ...}` on bad input.
 //! - `POST /_emulator/script` with `{"model": "id" (optional), "outcomes": ["ThrottlingException",
-//!   "ok", "hang", ...]}`: queues forced outcomes.
+//!   "ok", "hang", "throttlingException@3", "stall@2:1.5", ...]}`: queues forced outcomes.
 //! - `POST /_emulator/reset`: zeroes the stats, drops queued scripts, refills the quota buckets
 //!   and restarts the quota clock.
 //!
@@ -83,14 +115,18 @@
 //! No lock is held across an await; counters are atomics; the config is an `Arc` swapped under
 //! a short `RwLock`; the quota state of every model sits in one map under one mutex held only
 //! for the arithmetic (twice per call when a quota is configured, not at all otherwise); the
-//! schedule factor is computed from the elapsed time (no timers); nothing is logged per
+//! schedule factor is computed from the elapsed time (no timers); a stream is produced inside
+//! its response body (no task of its own) through a one-slot channel; nothing is logged per
 //! request above `debug`.
 
 mod admin;
+mod events;
 mod faults;
 mod quota;
 mod reply;
 mod stats;
+mod stream;
+mod tools;
 mod validate;
 mod wire;
 
@@ -101,7 +137,9 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-pub use faults::{FaultKind, Scripted, UnknownFault};
+pub use faults::{
+    Fault, FaultKind, MidStream, Scripted, StreamException, StreamFault, UnknownFault,
+};
 pub use quota::{parse_schedule_step, Quota, TokenQuota, TokenWindowQuota, WindowQuota};
 pub use stats::EmulatorStats;
 
@@ -140,8 +178,17 @@ pub struct EmulatorConfig {
     pub quota_schedule: Vec<(Duration, f64)>,
     /// Random injection: the fraction of calls answered with each fault (stacked in order).
     pub error_rates: Vec<(FaultKind, f64)>,
+    /// Random injection inside streamed replies: the fraction of calls given each mid-stream
+    /// fault, stacked after `error_rates` in the same draw. A non-streamed call drawn for one
+    /// gets its pre-stream equivalent ([`MidStream::before_stream`]).
+    pub stream_error_rates: Vec<(MidStream, f64)>,
     /// Seed of the injection RNG (re-applied on every config change), so runs are reproducible.
     pub seed: u64,
+    /// Pace of streamed replies in output tokens per second: each delta comes out when the
+    /// tokens sent so far (`ceil(chars / 4)` of the deltas' content) are due at this rate,
+    /// counted from the first event. `None`: no pacing (deltas as fast as the socket takes
+    /// them). `latency` still comes before the first event.
+    pub stream_tokens_per_sec: Option<f64>,
 }
 
 impl EmulatorConfig {
@@ -209,8 +256,17 @@ impl Shared {
         self.quotas.restart(!old.same_quotas(&config));
     }
 
-    pub(crate) fn inject(&self, rates: &[(FaultKind, f64)]) -> Option<FaultKind> {
-        faults::pick(&mut lock(&self.rng), rates)
+    /// One random draw over `config`'s `error_rates`, then its `stream_error_rates`.
+    pub(crate) fn inject(&self, config: &EmulatorConfig) -> Option<Fault> {
+        let before = config
+            .error_rates
+            .iter()
+            .map(|&(kind, rate)| (Fault::Before(kind), rate));
+        let mid_stream = config
+            .stream_error_rates
+            .iter()
+            .map(|&(fault, rate)| (Fault::MidStream(fault), rate));
+        faults::pick(&mut lock(&self.rng), before.chain(mid_stream))
     }
 
     pub(crate) fn reset(&self) {

@@ -587,6 +587,16 @@ impl Quotas {
     }
 }
 
+/// What the token quotas hold for an admitted call: its id in the quota state and the
+/// `max_tokens` reserved beyond its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// The call's id (see [`Quotas::admit`]).
+    pub(crate) id: u64,
+    /// What a success gives back the unused part of.
+    pub(crate) max_tokens: u64,
+}
+
 /// A token reservation held by an admitted call. [`Reservation::settle`] gives back the unused
 /// `max_tokens` of a success; dropping it unsettled (a fault, or the client went away) gives
 /// back all of `max_tokens`.
@@ -594,9 +604,7 @@ pub(crate) struct Reservation<'a> {
     quotas: &'a Quotas,
     model: &'a str,
     config: &'a EmulatorConfig,
-    /// The call's id in the quota state.
-    id: u64,
-    max_tokens: u64,
+    held: Held,
     open: bool,
 }
 
@@ -605,15 +613,13 @@ impl<'a> Reservation<'a> {
         quotas: &'a Quotas,
         model: &'a str,
         config: &'a EmulatorConfig,
-        id: u64,
-        max_tokens: u64,
+        held: Held,
     ) -> Reservation<'a> {
         Reservation {
             quotas,
             model,
             config,
-            id,
-            max_tokens,
+            held,
             open: true,
         }
     }
@@ -621,16 +627,18 @@ impl<'a> Reservation<'a> {
     /// The call succeeded with `output_tokens`: refunds `max_tokens - output_tokens`.
     pub(crate) fn settle(mut self, output_tokens: u64) {
         self.open = false;
-        let refund = success_refund(self.max_tokens, output_tokens);
-        self.quotas.refund(self.model, self.config, self.id, refund);
+        let refund = success_refund(self.held.max_tokens, output_tokens);
+        self.quotas
+            .refund(self.model, self.config, self.held.id, refund);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.open {
+            let max_tokens = self.held.max_tokens as f64;
             self.quotas
-                .refund(self.model, self.config, self.id, self.max_tokens as f64);
+                .refund(self.model, self.config, self.held.id, max_tokens);
         }
     }
 }
@@ -962,12 +970,20 @@ mod tests {
         assert_eq!(ok(q.admit("m", &c, 80.0)), Err(Throttle::Tokens));
         assert_eq!(ok(q.admit("other", &c, 80.0)), Ok(()), "per model id");
         {
-            let r = Reservation::new(&q, "m", &c, first, 70);
+            let held = Held {
+                id: first,
+                max_tokens: 70,
+            };
+            let r = Reservation::new(&q, "m", &c, held);
             r.settle(10); // gives back 60 -> 80
         }
         let second = q.admit("m", &c, 80.0).unwrap();
         {
-            let _unsettled = Reservation::new(&q, "m", &c, second, 50);
+            let held = Held {
+                id: second,
+                max_tokens: 50,
+            };
+            let _unsettled = Reservation::new(&q, "m", &c, held);
         } // dropped: gives back 50
         assert_eq!(ok(q.admit("m", &c, 60.0)), Err(Throttle::Tokens));
         assert_eq!(ok(q.admit("m", &c, 50.0)), Ok(()));

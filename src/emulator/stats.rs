@@ -10,7 +10,7 @@ use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{lock, FaultKind};
+use super::{lock, FaultKind, StreamFault};
 
 /// Name under which calls to operations the emulator does not implement are counted.
 pub(crate) const UNKNOWN_OPERATION: &str = "UnknownOperationException";
@@ -33,15 +33,37 @@ pub struct EmulatorStats {
     /// Output tokens of the successful replies (`usage.output_tokens` summed).
     #[serde(default)]
     pub output_tokens: u64,
-    /// Other faults by name (`ValidationException`, `hang`, `UnknownOperationException`, ...).
+    /// Other faults by name (`ValidationException`, `hang`, `UnknownOperationException`, ...;
+    /// mid-stream faults by their stream name: `modelStreamErrorException`, `cut`, `stall`,
+    /// ...).
     pub errors: BTreeMap<String, u64>,
     /// Calls per decoded model id.
     pub per_model: BTreeMap<String, u64>,
-    /// Calls currently being served (including the latency sleep and hangs).
+    /// Calls currently being served (including the latency sleep, hangs and streams).
     pub in_flight: u64,
     /// Highest `in_flight` seen.
     pub max_in_flight: u64,
-    /// The last InvokeModel body received (a JSON string of the raw text if it was not JSON).
+    /// Streamed replies begun (a 200 head sent on `invoke-with-response-stream`).
+    #[serde(default)]
+    pub streams_started: u64,
+    /// Streams that sent every event and ended cleanly (also counted in `ok`).
+    #[serde(default)]
+    pub streams_completed: u64,
+    /// Streams ended by a mid-stream fault (exception frame, cut, stall); the fault is also
+    /// counted in `throttled` or `errors`.
+    #[serde(default)]
+    pub streams_faulted: u64,
+    /// Streams the client left before their end (the emulator stopped producing them).
+    #[serde(default)]
+    pub streams_cancelled: u64,
+    /// Streams being sent now (also in `in_flight`).
+    #[serde(default)]
+    pub streams_in_flight: u64,
+    /// Highest `streams_in_flight` seen.
+    #[serde(default)]
+    pub max_streams_in_flight: u64,
+    /// The last InvokeModel or InvokeModelWithResponseStream body received (a JSON string of
+    /// the raw text if it was not JSON).
     pub last_body: Option<serde_json::Value>,
     /// The last model-route request's headers (lower-case names; `authorization` cut to its
     /// scheme, e.g. `AWS4-HMAC-SHA256` or `Bearer`).
@@ -50,6 +72,7 @@ pub struct EmulatorStats {
 
 const SLOTS: usize = FaultKind::ALL.len() + 1;
 const UNKNOWN_SLOT: usize = FaultKind::ALL.len();
+const STREAM_SLOTS: usize = StreamFault::SLOT_NAMES.len();
 
 #[derive(Default)]
 struct Last {
@@ -68,6 +91,15 @@ pub(crate) struct Counters {
     errors: [AtomicU64; SLOTS],
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    /// Mid-stream faults other than throttles, by [`StreamFault::slot`].
+    stream_errors: [AtomicU64; STREAM_SLOTS],
+    /// See the fields of the same names in [`EmulatorStats`].
+    streams_started: AtomicU64,
+    streams_completed: AtomicU64,
+    streams_faulted: AtomicU64,
+    streams_cancelled: AtomicU64,
+    streams_in_flight: AtomicU64,
+    max_streams_in_flight: AtomicU64,
     per_model: Mutex<HashMap<String, u64>>,
     last: Mutex<Last>,
 }
@@ -135,6 +167,42 @@ impl Counters {
         }
     }
 
+    /// A stream begins (its 200 head is sent): it is in flight until [`Counters::stream_ended`].
+    /// Its handler, counted by [`Counters::enter`] already, ends right after, so the call is
+    /// not counted twice in `max_in_flight`.
+    pub(crate) fn stream_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.streams_started.fetch_add(1, Ordering::Relaxed);
+        let streams = self.streams_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.max_streams_in_flight
+            .fetch_max(streams, Ordering::AcqRel);
+    }
+
+    /// A stream sent every event: a success with its tokens.
+    pub(crate) fn stream_completed(&self, input_tokens: u64, output_tokens: u64) {
+        self.streams_completed.fetch_add(1, Ordering::Relaxed);
+        self.ok(input_tokens, output_tokens);
+    }
+
+    /// A mid-stream fault struck; a `throttlingException` counts as a throttle.
+    pub(crate) fn stream_faulted(&self, fault: StreamFault) {
+        self.streams_faulted.fetch_add(1, Ordering::Relaxed);
+        if fault == StreamFault::Exception(super::StreamException::Throttling) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stream_errors[fault.slot()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A stream ended; `cancelled` when it neither completed nor faulted (the client left).
+    pub(crate) fn stream_ended(&self, cancelled: bool) {
+        if cancelled {
+            self.streams_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.streams_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn unknown_operation(&self) {
         self.errors[UNKNOWN_SLOT].fetch_add(1, Ordering::Relaxed);
     }
@@ -148,6 +216,12 @@ impl Counters {
                     .get(slot)
                     .map_or(UNKNOWN_OPERATION, |k| k.name());
                 errors.insert(name.to_owned(), n);
+            }
+        }
+        for (slot, n) in self.stream_errors.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                errors.insert(StreamFault::SLOT_NAMES[slot].to_owned(), n);
             }
         }
         let per_model = lock(&self.per_model)
@@ -169,6 +243,12 @@ impl Counters {
             per_model,
             in_flight: self.in_flight.load(Ordering::Acquire),
             max_in_flight: self.max_in_flight.load(Ordering::Acquire),
+            streams_started: self.streams_started.load(Ordering::Relaxed),
+            streams_completed: self.streams_completed.load(Ordering::Relaxed),
+            streams_faulted: self.streams_faulted.load(Ordering::Relaxed),
+            streams_cancelled: self.streams_cancelled.load(Ordering::Relaxed),
+            streams_in_flight: self.streams_in_flight.load(Ordering::Acquire),
+            max_streams_in_flight: self.max_streams_in_flight.load(Ordering::Acquire),
             last_body: body.map(|b| {
                 serde_json::from_slice(&b).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(&b).into())
@@ -178,7 +258,8 @@ impl Counters {
         }
     }
 
-    /// Zeroes the counters; `max_in_flight` restarts from the calls in flight now.
+    /// Zeroes the counters; `max_in_flight` and `max_streams_in_flight` restart from the calls
+    /// and streams in flight now.
     pub(crate) fn reset(&self) {
         self.calls.store(0, Ordering::Relaxed);
         self.ok.store(0, Ordering::Relaxed);
@@ -186,11 +267,19 @@ impl Counters {
         self.throttled_tokens.store(0, Ordering::Relaxed);
         self.input_tokens.store(0, Ordering::Relaxed);
         self.output_tokens.store(0, Ordering::Relaxed);
-        for e in &self.errors {
+        for e in self.errors.iter().chain(&self.stream_errors) {
             e.store(0, Ordering::Relaxed);
         }
         self.max_in_flight
             .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
+        self.streams_started.store(0, Ordering::Relaxed);
+        self.streams_completed.store(0, Ordering::Relaxed);
+        self.streams_faulted.store(0, Ordering::Relaxed);
+        self.streams_cancelled.store(0, Ordering::Relaxed);
+        self.max_streams_in_flight.store(
+            self.streams_in_flight.load(Ordering::Acquire),
+            Ordering::Release,
+        );
         lock(&self.per_model).clear();
         *lock(&self.last) = Last::default();
     }

@@ -170,7 +170,103 @@ pub(crate) fn anthropic_body(body: &[u8]) -> Result<Value, String> {
     if let Some(v) = obj.get("top_k") {
         expect_type(v, "#/top_k", "Integer", v.is_u64() || v.is_i64())?;
     }
+    if let Some(tools) = obj.get("tools") {
+        check_tools(tools)?;
+    }
+    if let Some(choice) = obj.get("tool_choice") {
+        check_tool_choice(choice)?;
+    }
+    if let Some(thinking) = obj.get("thinking") {
+        check_thinking(thinking, max_tokens.as_u64().unwrap_or(0))?;
+        let forced = obj
+            .get("tool_choice")
+            .and_then(|c| c.get("type"))
+            .is_some_and(|kind| kind == "any" || kind == "tool");
+        if forced && thinking.get("type").is_some_and(|kind| kind == "enabled") {
+            return Err(malformed(
+                "#/tool_choice: thinking may not be enabled when tool_choice forces tool use"
+                    .to_owned(),
+            ));
+        }
+    }
     Ok(value)
+}
+
+/// `tools`: objects with a string `name`; a custom tool (no `type`, or `custom`) also needs an
+/// object `input_schema`. Server tools (`type` like `web_search_20250305`) are not checked
+/// further.
+fn check_tools(tools: &Value) -> Result<(), String> {
+    let Value::Array(list) = tools else {
+        return expect_type(tools, "#/tools", "JSONArray", false);
+    };
+    for (i, tool) in list.iter().enumerate() {
+        let at = format!("#/tools/{i}");
+        let Value::Object(t) = tool else {
+            return expect_type(tool, &at, "JSONObject", false);
+        };
+        let name = required(t, &at, "name")?;
+        expect_type(name, &format!("{at}/name"), "String", name.is_string())?;
+        let custom = t
+            .get("type")
+            .is_none_or(|kind| kind.as_str() == Some("custom"));
+        if custom {
+            let schema = required(t, &at, "input_schema")?;
+            expect_type(
+                schema,
+                &format!("{at}/input_schema"),
+                "JSONObject",
+                schema.is_object(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `tool_choice`: `{"type": "auto" | "any" | "none"}` or `{"type": "tool", "name": ...}`.
+fn check_tool_choice(choice: &Value) -> Result<(), String> {
+    let Value::Object(c) = choice else {
+        return expect_type(choice, "#/tool_choice", "JSONObject", false);
+    };
+    let kind = required(c, "#/tool_choice", "type")?;
+    match kind.as_str() {
+        Some("auto" | "any" | "none") => Ok(()),
+        Some("tool") => {
+            let name = required(c, "#/tool_choice", "name")?;
+            expect_type(name, "#/tool_choice/name", "String", name.is_string())
+        }
+        Some(other) => Err(malformed(format!(
+            "#/tool_choice/type: {other} is not a valid enum value"
+        ))),
+        None => expect_type(kind, "#/tool_choice/type", "String", false),
+    }
+}
+
+/// `thinking`: `{"type": "enabled", "budget_tokens": N}` with `1024 <= N < max_tokens`, or
+/// another string `type` (`disabled`, ...).
+fn check_thinking(thinking: &Value, max_tokens: u64) -> Result<(), String> {
+    let Value::Object(t) = thinking else {
+        return expect_type(thinking, "#/thinking", "JSONObject", false);
+    };
+    let kind = required(t, "#/thinking", "type")?;
+    expect_type(kind, "#/thinking/type", "String", kind.is_string())?;
+    if kind != "enabled" {
+        return Ok(());
+    }
+    let budget = required(t, "#/thinking", "budget_tokens")?;
+    let Some(n) = budget.as_u64() else {
+        return expect_type(budget, "#/thinking/budget_tokens", "Integer", false);
+    };
+    if n < 1024 {
+        return Err(malformed(format!(
+            "#/thinking/budget_tokens: expected minimum: 1024, found: {n}"
+        )));
+    }
+    if max_tokens <= n {
+        return Err(malformed(format!(
+            "#/max_tokens: must be greater than thinking.budget_tokens ({n}), found: {max_tokens}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -186,6 +282,9 @@ mod tests {
         check(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         check(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"system":[{"type":"text","text":"s"}],"temperature":0.1,"top_k":3,"stop_sequences":["x"],
             "messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image","source":{}}]},{"role":"assistant","content":"a"}]}"#).unwrap();
+        check(r#"{"anthropic_version":"v","max_tokens":2000,"messages":[{"role":"user","content":"x"}],
+            "tools":[{"name":"t","input_schema":{"type":"object"}},{"type":"web_search_20250305","name":"web_search"}],
+            "tool_choice":{"type":"auto"},"thinking":{"type":"enabled","budget_tokens":1024}}"#).unwrap();
     }
 
     #[test]
@@ -236,6 +335,34 @@ mod tests {
             (
                 r#"{"anthropic_version":"v","max_tokens":5,"model":"m","messages":[{"role":"user","content":"x"}]}"#,
                 "extraneous key [model] is not permitted",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"input_schema":{}}]}"#,
+                "#/tools/0: required key [name] not found",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"t"}]}"#,
+                "#/tools/0: required key [input_schema] not found",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"some"}}"#,
+                "#/tool_choice/type: some is not a valid enum value",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"tool"}}"#,
+                "#/tool_choice: required key [name] not found",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":5000,"messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled","budget_tokens":100}}"#,
+                "#/thinking/budget_tokens: expected minimum: 1024, found: 100",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":2000,"messages":[{"role":"user","content":"x"}],"thinking":{"type":"enabled","budget_tokens":2000}}"#,
+                "#/max_tokens: must be greater than thinking.budget_tokens (2000)",
+            ),
+            (
+                r#"{"anthropic_version":"v","max_tokens":2000,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"t","input_schema":{}}],"tool_choice":{"type":"any"},"thinking":{"type":"enabled","budget_tokens":1024}}"#,
+                "thinking may not be enabled when tool_choice forces tool use",
             ),
         ];
         for (body, want) in cases {

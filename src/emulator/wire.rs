@@ -1,5 +1,6 @@
-//! Bedrock Runtime's restJson1 wire shapes: model routes, model-id decoding, the success reply
-//! and the error reply.
+//! Bedrock Runtime's restJson1 wire shapes: model routes, model-id decoding, the decisions both
+//! model routes share (script, quotas, validation, admission, injection), the InvokeModel
+//! reply and the error reply.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -7,11 +8,12 @@ use std::time::Instant;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
+use serde_json::Value;
 
-use super::faults::{self, FaultCall, FaultKind, Scripted};
+use super::faults::{self, Fault, FaultCall, FaultKind, MidStream, Scripted};
 use super::quota::{self, Throttle};
 use super::stats::UNKNOWN_OPERATION;
-use super::{reply, validate, Shared};
+use super::{reply, stream, validate, EmulatorConfig, Shared};
 
 pub(crate) const REQUEST_ID: &str = "x-amzn-RequestId";
 pub(crate) const ERROR_TYPE: &str = "x-amzn-ErrorType";
@@ -70,6 +72,15 @@ pub(crate) fn success_builder(reply: &reply::Reply) -> HttpResponseBuilder {
     b
 }
 
+/// Status and headers of a successful InvokeModelWithResponseStream reply, before the frames.
+pub(crate) fn stream_builder() -> HttpResponseBuilder {
+    let mut b = HttpResponse::Ok();
+    b.content_type("application/vnd.amazon.eventstream")
+        .insert_header((REQUEST_ID, request_id()))
+        .insert_header(("X-Amzn-Bedrock-Content-Type", "application/json"));
+    b
+}
+
 /// Decodes the model id: one percent-encoded path segment (`%3A` -> `:`, `%2F` -> `/`).
 pub(crate) fn decode_model_id(raw: &str) -> Option<Cow<'_, str>> {
     if raw.is_empty() {
@@ -112,51 +123,83 @@ pub(crate) async fn dispatch(
         return unknown_operation();
     };
     let stats = &shared.stats;
-    let is_invoke = op == "invoke" && req.method() == Method::POST;
+    let streamed = match op {
+        "invoke" if req.method() == Method::POST => Some(false),
+        "invoke-with-response-stream" if req.method() == Method::POST => Some(true),
+        _ => None,
+    };
     let Some(model) = decode_model_id(raw_id) else {
-        stats.call(None, req.headers(), is_invoke.then_some(&body));
+        stats.call(None, req.headers(), streamed.map(|_| &body));
         stats.fault(FaultKind::Validation);
         return validation("The provided model identifier is invalid.");
     };
-    stats.call(Some(&model), req.headers(), is_invoke.then_some(&body));
-    if !is_invoke {
-        stats.unknown_operation();
-        return unknown_operation();
+    stats.call(Some(&model), req.headers(), streamed.map(|_| &body));
+    match streamed {
+        Some(false) => invoke(&req, &model, &body, &shared).await,
+        Some(true) => stream::invoke_stream(&req, &model, &body, shared.clone()).await,
+        None => {
+            stats.unknown_operation();
+            unknown_operation()
+        }
     }
-    invoke(&req, &model, &body, &shared).await
 }
 
-async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -> HttpResponse {
-    let started = Instant::now();
-    let stats = &shared.stats;
-    let _in_flight = stats.enter();
-    let config = shared.config();
+/// What the steps both model routes share decided for one call.
+pub(crate) enum Decision {
+    /// Answer this now (a validation error, a token throttle); already counted, nothing held.
+    Answer(HttpResponse),
+    /// Fail before the reply with this fault (not counted yet); the reservation is held until
+    /// the fault is answered.
+    Fault {
+        /// The fault.
+        kind: FaultKind,
+        /// What the token quotas hold for the call, when they admitted it.
+        reserved: Option<quota::Held>,
+    },
+    /// Serve the validated request.
+    Serve {
+        /// The parsed body.
+        request: Value,
+        /// What the token quotas hold for the call, when they admitted it.
+        reserved: Option<quota::Held>,
+        /// A fault to strike inside the reply.
+        mid_stream: Option<MidStream>,
+    },
+}
 
-    let fault = |kind: FaultKind| {
-        stats.fault(kind);
-        faults::respond(
-            kind,
-            FaultCall {
-                model,
-                body,
-                latency: config.latency,
-                shutdown: &shared.shutdown,
-            },
-        )
-    };
+/// Steps 1 to 5 of a model call (see the module doc of `emulator`): script, request quotas,
+/// validation, admission, random injection. Synchronous, so a caller holding a reservation
+/// creates its guard before anything can drop the call.
+pub(crate) fn decide(
+    req: &HttpRequest,
+    model: &str,
+    body: &[u8],
+    shared: &Shared,
+    config: &EmulatorConfig,
+) -> Decision {
+    let stats = &shared.stats;
 
     // 1. Scripted outcome.
     let scripted = shared.scripts.pop(model);
-    let quotas_apply = scripted.is_none() && config.has_quota();
+    let mut mid_stream = None;
     match scripted {
-        Some(Scripted::Fault(kind)) => return fault(kind).await,
+        Some(Scripted::Fault(kind)) => {
+            return Decision::Fault {
+                kind,
+                reserved: None,
+            }
+        }
+        Some(Scripted::MidStream(fault)) => mid_stream = Some(fault),
         Some(Scripted::Ok) => {}
         None => {
             // 2. Request quotas, checked without taking anything.
             if (config.quota.is_some() || config.window_quota.is_some())
-                && !shared.quotas.has_room(model, &config)
+                && !shared.quotas.has_room(model, config)
             {
-                return fault(FaultKind::Throttling).await;
+                return Decision::Fault {
+                    kind: FaultKind::Throttling,
+                    reserved: None,
+                };
             }
         }
     }
@@ -166,52 +209,105 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
         Ok(request) => request,
         Err(message) => {
             stats.fault(FaultKind::Validation);
-            return validation(&message);
+            return Decision::Answer(validation(&message));
         }
     };
 
     // 4. Admission: every quota at once, all or nothing.
-    let mut reservation = None;
-    if quotas_apply {
+    let mut reserved = None;
+    if scripted.is_none() && config.has_quota() {
         let max_tokens = request
             .get("max_tokens")
-            .and_then(serde_json::Value::as_u64)
+            .and_then(Value::as_u64)
             .unwrap_or(u64::MAX);
         let reserve = if config.has_token_quota() {
             quota::reservation(reply::input_tokens(&request), max_tokens)
         } else {
             0.0
         };
-        match shared.quotas.admit(model, &config, reserve) {
+        match shared.quotas.admit(model, config, reserve) {
             Ok(id) => {
                 if config.has_token_quota() {
-                    reservation = Some(quota::Reservation::new(
-                        &shared.quotas,
-                        model,
-                        &config,
-                        id,
-                        max_tokens,
-                    ));
+                    reserved = Some(quota::Held { id, max_tokens });
                 }
             }
-            Err(Throttle::Requests) => return fault(FaultKind::Throttling).await,
+            Err(Throttle::Requests) => {
+                return Decision::Fault {
+                    kind: FaultKind::Throttling,
+                    reserved: None,
+                }
+            }
             Err(Throttle::Tokens) => {
                 stats.throttled_tokens();
-                return error_response(
+                return Decision::Answer(error_response(
                     FaultKind::Throttling.status(),
                     FaultKind::Throttling.name(),
                     quota::TOO_MANY_TOKENS,
-                );
+                ));
             }
         }
     }
 
-    // 5. Random injection (an unsettled reservation gives back max_tokens when dropped).
-    if scripted.is_none() && !config.error_rates.is_empty() {
-        if let Some(kind) = shared.inject(&config.error_rates) {
-            return fault(kind).await;
+    // 5. Random injection.
+    if scripted.is_none()
+        && (!config.error_rates.is_empty() || !config.stream_error_rates.is_empty())
+    {
+        match shared.inject(config) {
+            Some(Fault::Before(kind)) => return Decision::Fault { kind, reserved },
+            Some(Fault::MidStream(fault)) => mid_stream = Some(fault),
+            None => {}
         }
     }
+    Decision::Serve {
+        request,
+        reserved,
+        mid_stream,
+    }
+}
+
+/// InvokeModel: the whole reply after the latency.
+async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -> HttpResponse {
+    let started = Instant::now();
+    let stats = &shared.stats;
+    let _in_flight = stats.enter();
+    let config = shared.config();
+    let hold = |max_tokens| quota::Reservation::new(&shared.quotas, model, &config, max_tokens);
+    let fault = |kind: FaultKind| {
+        stats.fault(kind);
+        faults::respond(
+            kind,
+            FaultCall {
+                model,
+                body,
+                latency: config.latency,
+                shutdown: &shared.shutdown,
+                streamed: false,
+            },
+        )
+    };
+
+    // Steps 1-5; an unsettled reservation gives back max_tokens when dropped.
+    let (request, reservation) = match decide(req, model, body, shared, &config) {
+        Decision::Answer(response) => return response,
+        Decision::Fault { kind, reserved } => {
+            let _reservation = reserved.map(hold);
+            return fault(kind).await;
+        }
+        Decision::Serve {
+            reserved,
+            mid_stream: Some(mid_stream),
+            ..
+        } => {
+            // No events to fail between: the fault strikes before the reply.
+            let _reservation = reserved.map(hold);
+            return fault(mid_stream.before_stream()).await;
+        }
+        Decision::Serve {
+            request,
+            reserved,
+            mid_stream: None,
+        } => (request, reserved.map(hold)),
+    };
 
     // 6. Success.
     if !config.latency.is_zero() {

@@ -46,7 +46,12 @@ pub fn chunk_frame(anthropic_event: &[u8]) -> Bytes {
 /// One exception frame: `exception_type` in lower camel case (`throttlingException`,
 /// `modelStreamErrorException`, `internalServerException`, ...), with `message`.
 pub fn exception_frame(exception_type: &str, message: &str) -> Bytes {
-    let payload = json!({ "message": message });
+    exception_frame_with(exception_type, &json!({ "message": message }))
+}
+
+/// One exception frame with a whole JSON payload, for exceptions that carry more than a
+/// message (`modelStreamErrorException` also has `originalStatusCode` and `originalMessage`).
+pub fn exception_frame_with(exception_type: &str, payload: &serde_json::Value) -> Bytes {
     frame(
         vec![
             Header::new(":message-type", HeaderValue::String("exception".into())),
