@@ -219,6 +219,25 @@ async fn attempt_loop(
         attempts: calls,
         last_error: last.as_ref().map(|e| e.to_string()),
     };
+    // The next call cannot start before the deadline: answer now with what stands in the way
+    // (the quota's pace, or the last error) instead of waiting for the deadline.
+    let no_time_left = |calls: u32, last: Option<BedrockError>, wait: Duration| {
+        match last {
+        None => InferError::Overloaded {
+            reason: format!(
+                "{} is at its Bedrock quota: the next call could start only in {:.1} s, after                  this request's deadline",
+                request.model,
+                wait.as_secs_f64()
+            ),
+            retry_after: wait.max(Duration::from_secs(1)),
+        },
+        Some(error) => InferError::Failed {
+            cause: format!("{error} (no time left to retry before the request's deadline)"),
+            code: Some(error.code),
+            attempts: calls,
+        },
+    }
+    };
     loop {
         // 1. Ask the shared throttle for a slot (it answers at once), unless the model is
         // neither paced nor braked: then the call may go now. After a throttle always ask:
@@ -258,7 +277,7 @@ async fn attempt_loop(
                     granted_tokens,
                 });
             }
-            return Err(deadline_error(calls, &last_error));
+            return Err(no_time_left(calls, last_error, delay));
         }
         if !delay.is_zero() {
             tokio::time::sleep_until(wake_at).await;
@@ -320,7 +339,7 @@ async fn attempt_loop(
             RetryDecision::GiveUp => return Err(final_error(error, calls, request.max_retries)),
             RetryDecision::RetryAfter(pause) => {
                 if Instant::now() + pause >= deadline {
-                    return Err(deadline_error(calls, &Some(error)));
+                    return Err(no_time_left(calls, Some(error), pause));
                 }
                 if pause > Duration::ZERO {
                     tokio::time::sleep(pause).await;

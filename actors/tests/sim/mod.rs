@@ -128,11 +128,12 @@ pub struct Outcome {
     pub ok: u64,
     /// Refused on arrival (503).
     pub refused: u64,
-    /// Admitted, then shed from the queue (503) when the pace dropped.
+    /// Admitted, then refused (503) before any call: shed from the queue when the pace
+    /// dropped, or no slot before the deadline.
     pub shed: u64,
     /// Admitted, then ended by the deadline (504): what admission promises never happens.
     pub late_504: u64,
-    /// Retries used up (429/500).
+    /// Retries used up, or no time left for the next one (429/500).
     pub exhausted: u64,
     /// The quota's admitted calls per second over the run, for the goodput ratio.
     pub quota_rate: f64,
@@ -393,9 +394,15 @@ pub fn run(s: &Scenario) -> Outcome {
                     Grant::CallAfter { delay, tokens } => {
                         let send = t + delay.as_secs_f64();
                         if send >= job.deadline {
+                            // No time left for the call: answered at once (503, or the
+                            // last throttle when a call was made), as the worker does.
                             model.release(now, tokens, &config);
                             finish(job, &mut holding);
-                            out.late_504 += 1;
+                            if job.calls == 0 {
+                                out.shed += 1;
+                            } else {
+                                out.exhausted += 1;
+                            }
                         } else {
                             job.granted_tokens = tokens;
                             push(&mut events, send, Event::Send(i));
@@ -405,7 +412,11 @@ pub fn run(s: &Scenario) -> Outcome {
                         let again = t + delay.as_secs_f64();
                         if again >= job.deadline {
                             finish(job, &mut holding);
-                            out.late_504 += 1;
+                            if job.calls == 0 {
+                                out.shed += 1;
+                            } else {
+                                out.exhausted += 1;
+                            }
                         } else {
                             push(&mut events, again, Event::Acquire(i));
                         }
@@ -475,7 +486,7 @@ pub fn run(s: &Scenario) -> Outcome {
                             let again = t + pause.as_secs_f64();
                             if again >= job.deadline {
                                 finish(job, &mut holding);
-                                out.late_504 += 1;
+                                out.exhausted += 1;
                             } else {
                                 push(&mut events, again, Event::Acquire(i));
                             }
