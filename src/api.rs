@@ -111,6 +111,8 @@ pub fn parse_infer(body: &[u8], limits: &Limits) -> Result<InferRequest, ApiErro
         max_retries: max_retries as u32,
         timeout: Duration::from_secs_f64(timeout_secs),
         reserved_tokens,
+        // The HTTP handler replaces it with the request's own trace.
+        trace: Default::default(),
     })
 }
 

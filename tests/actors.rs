@@ -98,6 +98,7 @@ fn job(model: &str, timeout: Duration) -> InferRequest {
         max_retries: 3,
         timeout,
         reserved_tokens: 52,
+        trace: Default::default(),
     }
 }
 

@@ -99,6 +99,8 @@ pub struct BedrockError {
     pub code: String,
     /// The human message, Bedrock's own where it gave one.
     pub message: String,
+    /// Bedrock's `x-amzn-RequestId`, when Bedrock answered.
+    pub request_id: Option<String>,
 }
 
 impl fmt::Display for BedrockError {
@@ -200,6 +202,7 @@ impl BedrockBackend {
                         "no answer within the {:.3} s left before the deadline",
                         budget.as_secs_f64()
                     ),
+                    request_id: None,
                 })
             }
             Ok(Err(e)) => return Err(classify(e)),
@@ -237,6 +240,7 @@ pub fn parse_reply(body: &[u8], request_id: Option<String>) -> Result<BedrockRep
         kind: ErrorKind::InvalidResponse,
         code: "InvalidResponse".into(),
         message: format!("Bedrock's 200 body is not an Anthropic message ({e})"),
+        request_id: request_id.clone(),
     })?;
     let text = parsed
         .content
@@ -295,12 +299,14 @@ fn classify(
                 kind,
                 code: code.unwrap_or_else(|| format!("HTTP {status}")),
                 message,
+                request_id: err.request_id().map(str::to_string),
             }
         }
         SdkError::TimeoutError(_) => BedrockError {
             kind: ErrorKind::Timeout,
             code: "Timeout".into(),
             message: DisplayErrorContext(&err).to_string(),
+            request_id: None,
         },
         SdkError::DispatchFailure(failure) => BedrockError {
             kind: if failure.is_timeout() {
@@ -314,16 +320,19 @@ fn classify(
                 "ConnectionError".into()
             },
             message: DisplayErrorContext(&err).to_string(),
+            request_id: None,
         },
         SdkError::ResponseError(_) => BedrockError {
             kind: ErrorKind::InvalidResponse,
             code: "InvalidResponse".into(),
             message: DisplayErrorContext(&err).to_string(),
+            request_id: err.request_id().map(str::to_string),
         },
         _ => BedrockError {
             kind: ErrorKind::Construction,
             code: "RequestConstruction".into(),
             message: DisplayErrorContext(&err).to_string(),
+            request_id: None,
         },
     }
 }

@@ -6,8 +6,10 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::bedrock::BedrockBackend;
+use crate::metrics::{Metrics, MetricsConfig};
 use crate::retry::RetryPolicy;
 use crate::router::Router;
+use crate::summary::{summarize, ModelSummary};
 use crate::supervisor::{Abort, Drain, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
 use crate::throttle::{
     GetThrottleStatus, ModelThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig,
@@ -34,6 +36,8 @@ pub struct Broker {
     pub throttle: Addr<ThrottleActor>,
     /// Each pool's supervisor, by worker type.
     pub pools: BTreeMap<String, Addr<SupervisorActor>>,
+    /// The metrics the actors and the HTTP layer record.
+    pub metrics: Metrics,
 }
 
 /// The whole broker's state, for `/status`.
@@ -43,12 +47,25 @@ pub struct BrokerStatus {
     pub pools: Vec<PoolStatus>,
     /// Each model's throttle state.
     pub throttle: Vec<ModelThrottleStatus>,
+    /// Per model (bounded like the metrics' labels): queue, pace, brake and recent activity.
+    pub models: Vec<ModelSummary>,
 }
 
 impl Broker {
-    /// Starts the throttle, the pools and the router on the current arbiter. Call it inside
-    /// a running actix System, before `HttpServer::new`.
+    /// Starts the throttle, the pools and the router on the current arbiter, with metrics on
+    /// (see [`Broker::start_with_metrics`]).
     pub fn start(config: BrokerConfig, backend: BedrockBackend) -> Broker {
+        let metrics = Metrics::new(MetricsConfig::new(&config.throttle.region));
+        Broker::start_with_metrics(config, backend, metrics)
+    }
+
+    /// Starts the throttle, the pools and the router on the current arbiter, recording into
+    /// `metrics`. Call it inside a running actix System, before `HttpServer::new`.
+    pub fn start_with_metrics(
+        config: BrokerConfig,
+        backend: BedrockBackend,
+        metrics: Metrics,
+    ) -> Broker {
         let throttle = ThrottleActor::new(config.throttle);
         let gates = throttle.gates();
         let throttle = throttle.start();
@@ -57,6 +74,7 @@ impl Broker {
             gates,
             backend,
             retry: config.retry,
+            metrics: metrics.clone(),
             // Each supervisor replaces this with its own stop signal.
             stop: tokio::sync::watch::channel(false).1,
         };
@@ -71,6 +89,7 @@ impl Broker {
             router,
             throttle,
             pools,
+            metrics,
         }
     }
 
@@ -105,6 +124,11 @@ impl Broker {
             pools.push(pool.send(GetPoolStatus).await?);
         }
         let throttle = self.throttle.send(GetThrottleStatus).await?;
-        Ok(BrokerStatus { pools, throttle })
+        let models = summarize(&pools, &throttle, &self.metrics);
+        Ok(BrokerStatus {
+            pools,
+            throttle,
+            models,
+        })
     }
 }

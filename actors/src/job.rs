@@ -154,6 +154,7 @@ impl Drop for Job {
         }
         if inner.called.is_marked() {
             log::error!(
+                request_id = inner.request.trace.id();
                 "job {} was dropped after its Bedrock call was sent; answering with an error",
                 inner.id
             );
@@ -168,6 +169,7 @@ impl Drop for Job {
             inner.requeues += 1;
             let home = inner.home.clone();
             log::warn!(
+                request_id = inner.request.trace.id();
                 "job {} was dropped before any Bedrock call; re-queueing it",
                 inner.id
             );
@@ -184,7 +186,7 @@ impl Drop for Job {
         } else {
             "the broker stopped before this request could run".to_string()
         };
-        log::error!("job {}: {cause}", inner.id);
+        log::error!(request_id = inner.request.trace.id(); "job {}: {cause}", inner.id);
         let _ = inner.reply.send(Err(InferError::Failed {
             cause,
             code: None,

@@ -41,10 +41,12 @@
 /// mailbox is this full. Admission is limited by the queue capacity, not by mailboxes.
 pub const MAILBOX_CAPACITY: usize = 1 << 16;
 
+pub mod activity;
 pub mod backoff;
 pub mod bedrock;
 pub mod broker;
 pub mod job;
+pub mod metrics;
 pub mod model_throttle;
 pub mod pacing;
 pub mod queue;
@@ -52,15 +54,19 @@ pub mod request;
 pub mod retry;
 pub mod router;
 pub mod scaling;
+pub mod summary;
 pub mod supervisor;
 pub mod throttle;
+pub mod trace;
 pub mod worker;
 
 pub use bedrock::{BedrockBackend, BedrockConfig};
 pub use broker::{Broker, BrokerConfig, BrokerStatus};
 pub use job::Job;
+pub use metrics::Metrics;
 pub use request::{InferError, InferReply, InferRequest, InferResult};
 pub use router::{Infer, Router};
 pub use supervisor::{PoolConfig, SupervisorActor};
 pub use throttle::{ThrottleActor, ThrottleConfig};
+pub use trace::RequestTrace;
 pub use worker::ClaudeWorker;

@@ -107,6 +107,16 @@ impl ModelThrottle {
         self.tokens.rate()
     }
 
+    /// The measured quota's bounds in `lane`: the highest pace proven sustainable and the
+    /// lowest pace Bedrock throttled (each `None` until measured).
+    pub fn quota_bounds(&self, lane: Lane) -> (Option<f64>, Option<f64>) {
+        let controller = match lane {
+            Lane::Calls => &self.calls,
+            Lane::Tokens => &self.tokens,
+        };
+        (controller.floor(), controller.ceiling())
+    }
+
     /// Typical latency of a successful call.
     pub fn latency(&self) -> Duration {
         self.latency

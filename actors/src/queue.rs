@@ -330,6 +330,7 @@ mod tests {
             max_retries: 0,
             timeout: Duration::from_secs(10),
             reserved_tokens: 1,
+            trace: Default::default(),
         };
         let job = Job::new(0, Arc::new(request), deadline, tx, home.clone().recipient());
         (job, rx)

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::trace::RequestTrace;
+
 /// A request that passed validation, ready to be sent to Bedrock unchanged on every attempt.
 #[derive(Debug, Clone)]
 pub struct InferRequest {
@@ -21,6 +23,8 @@ pub struct InferRequest {
     pub timeout: Duration,
     /// Tokens Bedrock reserves at admission: estimated input tokens plus `max_tokens`.
     pub reserved_tokens: u64,
+    /// The request's id and what the broker learns about it (shared with the HTTP layer).
+    pub trace: RequestTrace,
 }
 
 /// Token counts Bedrock reported for one call.

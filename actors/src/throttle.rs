@@ -28,7 +28,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::backoff::BackoffSchedule;
-use crate::model_throttle::ModelThrottle;
+use crate::model_throttle::{Lane, ModelThrottle};
 use crate::pacing::{Adjustment, PacingConfig};
 
 /// Which throttle policy the broker runs.
@@ -236,6 +236,16 @@ pub struct ModelThrottleStatus {
     pub paced_calls_per_sec: Option<f64>,
     /// Adaptive: tokens per second the pacer allows (`null` while unpaced).
     pub paced_tokens_per_sec: Option<f64>,
+    /// Adaptive: the measured quota's lower bound in calls per second, the highest pace
+    /// proven sustainable (`null` until one is).
+    pub quota_floor_calls_per_sec: Option<f64>,
+    /// Adaptive: the measured quota's upper bound in calls per second, the lowest pace Bedrock
+    /// throttled (`null` until one was).
+    pub quota_ceiling_calls_per_sec: Option<f64>,
+    /// Adaptive: the same lower bound in tokens per second.
+    pub quota_floor_tokens_per_sec: Option<f64>,
+    /// Adaptive: the same upper bound in tokens per second.
+    pub quota_ceiling_tokens_per_sec: Option<f64>,
     /// Typical latency of a successful call, in ms.
     pub latency_ms: u64,
     /// Calls reported so far.
@@ -422,6 +432,8 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
             .map(|(model, state)| {
                 let delay = state.brake_delay(now, config);
                 let (calls, throttled, succeeded) = state.counts();
+                let (calls_floor, calls_ceiling) = state.quota_bounds(Lane::Calls);
+                let (tokens_floor, tokens_ceiling) = state.quota_bounds(Lane::Tokens);
                 ModelThrottleStatus {
                     region: config.region.clone(),
                     model: model.to_string(),
@@ -434,6 +446,10 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                         .map(|at| now.saturating_duration_since(at).as_millis() as u64),
                     paced_calls_per_sec: state.paced_calls(),
                     paced_tokens_per_sec: state.paced_tokens(),
+                    quota_floor_calls_per_sec: calls_floor,
+                    quota_ceiling_calls_per_sec: calls_ceiling,
+                    quota_floor_tokens_per_sec: tokens_floor,
+                    quota_ceiling_tokens_per_sec: tokens_ceiling,
                     latency_ms: state.latency().as_millis() as u64,
                     calls,
                     throttled,

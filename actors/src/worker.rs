@@ -21,8 +21,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
+use crate::bedrock::BedrockReply;
 use crate::bedrock::{BedrockBackend, BedrockError, ErrorKind};
 use crate::job::{CallMarker, Job};
+use crate::metrics::Metrics;
 use crate::request::{InferError, InferReply, InferRequest, InferResult};
 use crate::retry::{RetryDecision, RetryPolicy};
 use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
@@ -41,6 +43,8 @@ pub struct WorkerDeps {
     pub retry: RetryPolicy,
     /// Turns true when the broker gives up on the jobs still running (shutdown timeout).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Where each call is recorded.
+    pub metrics: Metrics,
 }
 
 /// A worker of the `claude` pool.
@@ -197,6 +201,7 @@ async fn serve(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
         None => {
             guard.finish(JobEnd::Abandoned);
             log::debug!(
+                request_id = request.trace.id();
                 "job {} abandoned by its caller; its attempts stopped",
                 job.id()
             );
@@ -291,10 +296,13 @@ async fn attempt_loop(
         test_hook(&request.model, "after-mark");
         calls += 1;
         let sent_at = Instant::now();
+        let in_flight = deps.metrics.call_started(&request.model);
         let result = deps
             .backend
             .invoke(&request.model, request.body.clone(), deadline - sent_at)
             .await;
+        drop(in_flight);
+        observe_call(deps, request, &result, sent_at.elapsed());
         // 4. Report the outcome to the throttle.
         deps.throttle.do_send(Report {
             model: request.model.clone(),
@@ -328,7 +336,14 @@ async fn attempt_loop(
             }
             Err(error) => error,
         };
-        log::warn!("Claude API error ({}): {}", error.code, error.message);
+        log::warn!(
+            request_id = request.trace.id(),
+            model = &*request.model,
+            bedrock_request_id = error.request_id.as_deref();
+            "Claude API error ({}): {}",
+            error.code,
+            error.message
+        );
         if Instant::now() >= deadline {
             return Err(deadline_error(calls, &Some(error)));
         }
@@ -341,12 +356,31 @@ async fn attempt_loop(
                 if Instant::now() + pause >= deadline {
                     return Err(no_time_left(calls, Some(error), pause));
                 }
+                deps.metrics.retry(&request.model, &error.code);
                 if pause > Duration::ZERO {
                     tokio::time::sleep(pause).await;
                 }
             }
         }
         last_error = Some(error);
+    }
+}
+
+/// Records one finished call: its metrics, and on the request's trace the attempt, Bedrock's
+/// request id and, for a success, the model that answered and its usage.
+fn observe_call(
+    deps: &WorkerDeps,
+    request: &InferRequest,
+    result: &Result<BedrockReply, BedrockError>,
+    took: Duration,
+) {
+    deps.metrics.invoke_finished(&request.model, result, took);
+    match result {
+        Ok(reply) => {
+            request.trace.attempt_made(reply.request_id.as_deref());
+            request.trace.succeeded(&reply.model, reply.usage);
+        }
+        Err(error) => request.trace.attempt_made(error.request_id.as_deref()),
     }
 }
 

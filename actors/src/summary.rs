@@ -1,0 +1,122 @@
+//! The per-model view `/status` shows under `models` and the status page draws: for each model,
+//! its queue, its calls in flight, its pace against the measured quota, its brake, and its
+//! recent activity (rates, latencies, the five-minute chart), in one row.
+//!
+//! `/status` also lists the pools' per-model queues and the throttle's per-model state, keyed
+//! by model id, for every model ever asked for. This view is keyed like the metrics (see
+//! [`crate::metrics`]): models with a label of their own by id, every other model summed into
+//! one `other` row, so it stays small whatever clients send.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::activity::RecentActivity;
+use crate::metrics::{throttle_state, Metrics, OTHER};
+use crate::supervisor::PoolStatus;
+use crate::throttle::ModelThrottleStatus;
+
+/// One model's row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelSummary {
+    /// The model id, or `other` for every model without a label of its own.
+    pub model: String,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+    /// Requests held by workers (waiting for a grant, backing off, or calling).
+    pub jobs_in_flight: usize,
+    /// Bedrock calls sent and not yet answered.
+    pub calls_in_flight: i64,
+    /// `unpaced`, `paced` or `braking` (`null` for `other`).
+    pub state: Option<&'static str>,
+    /// The pacer's rate in calls per second (`null` while unpaced).
+    pub paced_calls_per_sec: Option<f64>,
+    /// The pacer's rate in tokens per second (`null` while unpaced).
+    pub paced_tokens_per_sec: Option<f64>,
+    /// The measured quota's bounds in calls per second: the highest pace proven sustainable
+    /// and the lowest pace Bedrock throttled (`null` until measured).
+    pub quota_floor_calls_per_sec: Option<f64>,
+    pub quota_ceiling_calls_per_sec: Option<f64>,
+    /// The same in tokens per second.
+    pub quota_floor_tokens_per_sec: Option<f64>,
+    pub quota_ceiling_tokens_per_sec: Option<f64>,
+    /// The brake's consecutive throttles.
+    pub consecutive_throttles: u32,
+    /// The brake's pre-emptive delay for a call now, in ms.
+    pub brake_delay_ms: u64,
+    /// Rates, latencies and the chart (`null` when metrics are off).
+    pub recent: Option<RecentActivity>,
+}
+
+impl ModelSummary {
+    fn empty(model: &str) -> ModelSummary {
+        ModelSummary {
+            model: model.to_string(),
+            queued: 0,
+            jobs_in_flight: 0,
+            calls_in_flight: 0,
+            state: None,
+            paced_calls_per_sec: None,
+            paced_tokens_per_sec: None,
+            quota_floor_calls_per_sec: None,
+            quota_ceiling_calls_per_sec: None,
+            quota_floor_tokens_per_sec: None,
+            quota_ceiling_tokens_per_sec: None,
+            consecutive_throttles: 0,
+            brake_delay_ms: 0,
+            recent: None,
+        }
+    }
+}
+
+/// The rows for these pools and throttle states, ordered by model, `other` last.
+pub fn summarize(
+    pools: &[PoolStatus],
+    throttle: &[ModelThrottleStatus],
+    metrics: &Metrics,
+) -> Vec<ModelSummary> {
+    let mut rows: BTreeMap<Arc<str>, ModelSummary> = BTreeMap::new();
+    // 1. Queues, summed per label.
+    for pool in pools {
+        for load in &pool.models {
+            let label = metrics.model_label(&load.model);
+            let row = rows
+                .entry(label.clone())
+                .or_insert_with(|| ModelSummary::empty(&label));
+            row.queued += load.queued;
+            row.jobs_in_flight += load.in_flight;
+        }
+    }
+    // 2. The throttle, for models with their own row.
+    for t in throttle {
+        let label = metrics.model_label(&t.model);
+        if &*label == OTHER {
+            rows.entry(label.clone())
+                .or_insert_with(|| ModelSummary::empty(OTHER));
+            continue;
+        }
+        let row = rows
+            .entry(label.clone())
+            .or_insert_with(|| ModelSummary::empty(&label));
+        row.state = Some(throttle_state(t));
+        row.paced_calls_per_sec = t.paced_calls_per_sec;
+        row.paced_tokens_per_sec = t.paced_tokens_per_sec;
+        row.quota_floor_calls_per_sec = t.quota_floor_calls_per_sec;
+        row.quota_ceiling_calls_per_sec = t.quota_ceiling_calls_per_sec;
+        row.quota_floor_tokens_per_sec = t.quota_floor_tokens_per_sec;
+        row.quota_ceiling_tokens_per_sec = t.quota_ceiling_tokens_per_sec;
+        row.consecutive_throttles = t.consecutive_throttles;
+        row.brake_delay_ms = t.current_delay_ms;
+    }
+    // 3. Recent activity and calls in flight, by label.
+    for (label, recent) in metrics.recent_activity() {
+        rows.entry(label.clone())
+            .or_insert_with(|| ModelSummary::empty(&label))
+            .recent = Some(recent);
+    }
+    for (label, row) in rows.iter_mut() {
+        row.calls_in_flight = metrics.calls_in_flight(label);
+    }
+    // 4. `other` last.
+    let other = rows.remove(OTHER);
+    rows.into_values().chain(other).collect()
+}
