@@ -70,7 +70,7 @@ impl fmt::Display for ApiError {
             ),
             ApiError::NotFound { path } => write!(
                 f,
-                "no such endpoint: {path}; endpoints are POST /infer, GET /health, GET /status"
+                "no such endpoint: {path}; endpoints are POST /infer, GET /health, GET /status, GET /metrics, GET /"
             ),
             ApiError::MethodNotAllowed { method, allowed } => {
                 write!(f, "method {method} is not allowed here; use {allowed}")
@@ -156,8 +156,52 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.response_with_ids(None, None)
+    }
+}
+
+impl ApiError {
+    /// The `error_type` this error is counted under in the metrics (see
+    /// `actors::metrics::ERROR_TYPES`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } | ApiError::Infer(InferError::UnknownType { .. }) => {
+                "invalid_request"
+            }
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Infer(InferError::Rejected { code, .. }) => actors::metrics::error_type(code),
+            ApiError::Infer(InferError::Failed {
+                code: Some(code), ..
+            }) => actors::metrics::error_type(code),
+            ApiError::Infer(InferError::Failed { code: None, .. }) => "internal",
+            ApiError::Infer(InferError::Overloaded { .. }) | ApiError::Unavailable { .. } => {
+                "overloaded"
+            }
+            ApiError::Infer(InferError::ShuttingDown) => "shutting_down",
+            ApiError::Infer(InferError::DeadlineExceeded { .. }) => "timeout",
+            ApiError::Internal { .. } => "internal",
+        }
+    }
+
+    /// The error's response; with `request_id` (the broker's, as in `x-request-id`) and
+    /// `bedrock_request_id` (Bedrock's, of the last call Bedrock answered) in the body when given.
+    pub fn response_with_ids(
+        &self,
+        request_id: Option<&str>,
+        bedrock_request_id: Option<&str>,
+    ) -> HttpResponse {
         let mut body = self.details();
         body.insert("error".into(), json!(self.to_string()));
+        if let Some(id) = request_id {
+            body.insert("request_id".into(), json!(id));
+        }
+        if let Some(id) = bedrock_request_id {
+            body.insert("bedrock_request_id".into(), json!(id));
+        }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(after) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, retry_after_secs(after).to_string()));

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::api::{self, Limits};
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
+use crate::observe;
 
 /// Extra time past the deadline before the handler gives up on the broker's own 504, which
 /// says more (attempts, last error).
@@ -103,8 +104,10 @@ async fn infer(
     check_content_type(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     // 2. Validate it into the request the broker runs.
-    let request = api::parse_infer(&body, &state.limits)?;
+    let mut request = api::parse_infer(&body, &state.limits)?;
     drop(body);
+    request.trace = observe::trace_of(&req);
+    request.trace.set_model(&request.model);
     // 3. Hand it to the Router with its deadline.
     let timeout = request.timeout;
     let deadline = Instant::now() + timeout;
@@ -201,7 +204,8 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /status`: pools, queue depth, in-flight calls and throttle state.
+/// `GET /status`: pools, queue depth, in-flight calls and throttle state, and per model
+/// (bounded like the metrics' labels) the row the status page draws.
 async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.keys.check(&req)?;
     let broker = state
@@ -218,5 +222,6 @@ async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
         "uptime_secs": state.started_at.elapsed().as_secs(),
         "pools": broker.pools,
         "throttle": broker.throttle,
+        "models": broker.models,
     })))
 }

@@ -19,7 +19,12 @@
 //!   [`strict_json`] (JSON that refuses duplicate keys);
 //! - [`auth`]: optional API keys;
 //! - [`error`]: every HTTP error and its status code, in one `impl ResponseError`;
-//! - [`http`]: the routes; [`server`]: start-up order; [`logging`]: stderr and `--log-file`;
+//! - [`http`]: the routes; [`server`]: start-up order; [`logging`]: stderr and `--log-file`,
+//!   text or JSON lines;
+//! - [`observe`]: the middleware that gives every request its `x-request-id`, and records
+//!   it in the metrics and the access log when its response ends;
+//! - [`ops`]: the operator's routes, `GET /metrics` (Prometheus, names in `actors::metrics`)
+//!   and `GET /` (the live status page, `status_page.html`);
 //! - [`emulator`]: a Bedrock Runtime emulator speaking the real wire protocol, used by
 //!   `--emulator`, by the integration tests and by the benchmarks.
 //!
@@ -31,6 +36,8 @@ pub mod emulator;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod observe;
+pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod settings;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use actors::{BedrockBackend, BedrockConfig, Broker, PoolConfig};
 use tokio::time::Instant;
@@ -16,6 +17,8 @@ use crate::api::Limits;
 use crate::auth::ApiKeys;
 use crate::emulator::{Emulator, EmulatorConfig, Quota};
 use crate::http::{self, AppState};
+use crate::observe;
+use crate::ops::{self, OpsConfig};
 use crate::settings::Settings;
 
 /// A started server: bound, with its actors running, not yet awaited.
@@ -111,7 +114,12 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     let keys = ApiKeys::load(&settings.api_keys, settings.api_keys_file.as_deref())?;
     if keys.enabled() {
         log::info!(
-            "API keys required on /infer and /status ({} configured)",
+            "API keys required on /infer, /status{} ({} configured)",
+            if settings.public_metrics {
+                " (/metrics is public)"
+            } else {
+                " and /metrics"
+            },
             keys.len()
         );
     }
@@ -155,7 +163,8 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     let mut broker_config = settings.broker_config(&region);
     fit_to_open_file_limit(&mut broker_config.pool);
     let pool = broker_config.pool.clone();
-    let broker = Broker::start(broker_config, backend);
+    let metrics = settings.metrics(&region);
+    let broker = Broker::start_with_metrics(broker_config, backend, metrics);
 
     // 3. The HTTP server, sharing the actors' addresses.
     let draining = Arc::new(AtomicBool::new(false));
@@ -171,17 +180,26 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
         started_at: Instant::now(),
     };
     let data = web::Data::new(state);
-    let mut server =
-        HttpServer::new(move || App::new().app_data(data.clone()).configure(http::configure))
-            // Stop a handler as soon as its client goes away, so the request leaves the queue
-            // (actix-web otherwise keeps running handlers of closed connections).
-            .h1_allow_half_closed(false)
-            .client_request_timeout(client_timeout)
-            .client_disconnect_timeout(Duration::from_secs(2))
-            // Signals are ours: `run` drains the broker before it stops the HTTP server.
-            .disable_signals()
-            .shutdown_timeout(5)
-            .max_connections(50_000);
+    let ops_config = web::Data::new(OpsConfig {
+        public_metrics: settings.public_metrics,
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(ops_config.clone())
+            .wrap(from_fn(observe::observe))
+            .configure(ops::configure)
+            .configure(http::configure)
+    })
+    // Stop a handler as soon as its client goes away, so the request leaves the queue
+    // (actix-web otherwise keeps running handlers of closed connections).
+    .h1_allow_half_closed(false)
+    .client_request_timeout(client_timeout)
+    .client_disconnect_timeout(Duration::from_secs(2))
+    // Signals are ours: `run` drains the broker before it stops the HTTP server.
+    .disable_signals()
+    .shutdown_timeout(5)
+    .max_connections(50_000);
     if let Some(workers) = settings.http_workers {
         server = server.workers(workers.max(1));
     }

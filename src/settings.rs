@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actors::backoff::BackoffSchedule;
+use actors::metrics::{Metrics, MetricsConfig};
 use actors::retry::{RetryPolicy, ThrottlePause};
 use actors::throttle::ThrottlePolicy;
 use actors::{BrokerConfig, PoolConfig, ThrottleConfig};
 use clap::Parser;
+
+pub use crate::logging::LogFormat;
 
 /// Seed port.
 pub const DEFAULT_BIND: &str = "127.0.0.1:1121";
@@ -138,6 +141,27 @@ pub struct Settings {
     /// Also write the log to this file (it is appended to).
     #[arg(long, env = "MODEL_SERVER_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Log line format: `text` (env_logger's, with key=value pairs) or `json` (one JSON object
+    /// per line: time, level, target, message, and request_id, model, route, status,
+    /// duration_ms, attempts where they apply).
+    #[arg(long, env = "MODEL_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Serve GET /metrics without an API key even when keys are configured (for a Prometheus
+    /// on a trusted network). The metrics hold no prompts, keys or tenants' data.
+    #[arg(long, env = "MODEL_SERVER_PUBLIC_METRICS")]
+    pub public_metrics: bool,
+
+    /// Record no metrics: /metrics answers 404 and /status has no recent rates. For measuring
+    /// what metrics cost.
+    #[arg(long, env = "MODEL_SERVER_DISABLE_METRICS")]
+    pub disable_metrics: bool,
+
+    /// Most models that get a metrics label of their own by being served successfully; every
+    /// other model is counted under `other`, so junk model names cannot grow the metrics.
+    #[arg(long, env = "MODEL_SERVER_METRICS_MAX_MODELS", default_value_t = 32)]
+    pub metrics_max_models: usize,
 }
 
 impl Settings {
@@ -152,6 +176,17 @@ impl Settings {
             .unwrap_or_else(PoolConfig::default_max_workers)
             .max(self.min_workers)
             .max(1)
+    }
+
+    /// The metrics for a broker calling Bedrock in `region` (off with `--disable-metrics`).
+    pub fn metrics(&self, region: &str) -> Metrics {
+        if self.disable_metrics {
+            return Metrics::disabled();
+        }
+        Metrics::new(MetricsConfig {
+            max_learned_models: self.metrics_max_models,
+            ..MetricsConfig::new(region)
+        })
     }
 
     /// The actor system's configuration, for a broker signing requests in `region`.

@@ -118,6 +118,8 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// `Content-Type`.
     pub content_type: Option<String>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
 }
 
 impl Reply {
@@ -135,6 +137,7 @@ impl Reply {
         };
         let retry_after = header("retry-after");
         let content_type = header("content-type");
+        let request_id = header("x-request-id");
         let status = response.status().as_u16();
         let body = response.body().limit(64 << 20).await.expect("body is read");
         Reply {
@@ -142,6 +145,7 @@ impl Reply {
             json: serde_json::from_slice(&body).unwrap_or(Value::Null),
             retry_after,
             content_type,
+            request_id,
         }
     }
 
