@@ -1,7 +1,7 @@
 //! The `model-server` binary end to end, as an operator runs it: pointed at a Bedrock-compatible
 //! endpoint with `--bedrock-endpoint`, credentials from the AWS environment variables, logging
-//! to `--log-file`. Checks the seed's log lines and that prompts and credentials stay out of
-//! the log.
+//! to `--log-file`. Checks the seed's log lines, the access lines with their request ids in
+//! both `--log-format`s, and that prompts, completions and credentials stay out of the log.
 
 mod common;
 
@@ -309,4 +309,155 @@ async fn sigterm_answers_what_cannot_finish_in_the_shutdown_timeout_then_exits_z
         .wait_exit(Duration::from_secs(10))
         .expect("the server exits");
     assert!(status.success(), "{status:?}");
+}
+
+/// Starts the binary on its built-in emulator with `extra` flags; returns it, its URL and
+/// every stderr line it writes (collected as they come).
+fn spawn_collecting(
+    extra: &[&str],
+) -> (
+    Server,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let mut args: Vec<String> = ["--emulator", "--bind", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut child = command(&args, false).spawn().expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collected = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("ModelServer listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap().to_string();
+                let _ = tx.send(url);
+            }
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server logs its address");
+    (Server(child), url, lines)
+}
+
+#[actix_web::test]
+async fn log_lines_carry_request_ids_in_text_and_json_and_never_prompts_completions_or_keys() {
+    let prompt = "PROMPT-7f3a-not-for-logs";
+    let key = "LOGTEST-KEY-5e1a";
+    let wrong_key = "WRONG-KEY-91c2";
+    for format in ["text", "json"] {
+        let (_server, url, lines) = spawn_collecting(&[
+            "--log-format",
+            format,
+            "--api-key",
+            key,
+            "--emulator-latency-ms",
+            "0",
+        ]);
+        // 1. A success (its completion quotes the prompt), a wrong key, an invalid request
+        // carrying the prompt, and a scrape.
+        let mut ok = common::client()
+            .post(format!("{url}/infer"))
+            .insert_header(("x-api-key", key))
+            .insert_header(("x-request-id", "log-test-ok"))
+            .send_json(&request(MODEL, prompt))
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let body: serde_json::Value = ok.json().await.unwrap();
+        assert!(body["response"].as_str().unwrap().contains(prompt));
+        let mut refused = common::client()
+            .post(format!("{url}/infer"))
+            .insert_header(("authorization", format!("Bearer {wrong_key}")))
+            .insert_header(("x-request-id", "log-test-401"))
+            .send_json(&request(MODEL, prompt))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        let _ = refused.body().await;
+        let mut invalid = request(MODEL, prompt);
+        invalid["max_retries"] = json!("three");
+        let mut bad = common::client()
+            .post(format!("{url}/infer"))
+            .insert_header(("x-api-key", key))
+            .insert_header(("x-request-id", "log-test-400"))
+            .send_json(&invalid)
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let _ = bad.body().await;
+
+        // 2. Each request's access line, once written.
+        let access = |id: &str| {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("model_server::access") && l.contains(id))
+                .cloned()
+        };
+        assert!(
+            common::eventually(Duration::from_secs(10), || async {
+                ["log-test-ok", "log-test-401", "log-test-400"]
+                    .iter()
+                    .all(|id| access(id).is_some())
+            })
+            .await,
+            "access lines missing:\n{}",
+            lines.lock().unwrap().join("\n")
+        );
+        let ok_line = access("log-test-ok").unwrap();
+        let refused_line = access("log-test-401").unwrap();
+        if format == "json" {
+            let ok_line: serde_json::Value = serde_json::from_str(&ok_line).unwrap();
+            assert_eq!(ok_line["level"], "INFO");
+            assert_eq!(ok_line["target"], "model_server::access");
+            assert_eq!(ok_line["request_id"], "log-test-ok");
+            assert_eq!(ok_line["route"], "/infer");
+            assert_eq!(ok_line["status"], 200);
+            assert_eq!(ok_line["model"], MODEL);
+            assert_eq!(ok_line["attempts"], 1);
+            assert!(ok_line["duration_ms"].as_f64().unwrap() > 0.0);
+            assert!(ok_line["bedrock_request_id"].as_str().is_some());
+            assert!(ok_line["time"].as_str().unwrap().ends_with('Z'));
+            let refused_line: serde_json::Value = serde_json::from_str(&refused_line).unwrap();
+            assert_eq!(refused_line["status"], 401);
+            assert_eq!(refused_line["error_type"], "unauthorized");
+            // Every line is one JSON object with the four fixed fields.
+            for line in lines.lock().unwrap().iter() {
+                let parsed: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                for field in ["time", "level", "target", "message"] {
+                    assert!(parsed[field].is_string(), "{field} missing: {line}");
+                }
+            }
+        } else {
+            for part in [
+                "request_id=log-test-ok",
+                "route=/infer",
+                "status=200",
+                "attempts=1",
+            ] {
+                assert!(ok_line.contains(part), "{part} missing: {ok_line}");
+            }
+            assert!(
+                refused_line.contains("error_type=unauthorized"),
+                "{refused_line}"
+            );
+        }
+        // 3. Nothing of the prompt, the completion or the keys, at any level written.
+        for line in lines.lock().unwrap().iter() {
+            for secret in [prompt, key, wrong_key] {
+                assert!(
+                    !line.contains(secret),
+                    "{format} log leaks {secret:?}: {line}"
+                );
+            }
+        }
+    }
 }
