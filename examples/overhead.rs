@@ -46,6 +46,20 @@
 //!
 //! It ends with the figures next to the targets (added latency at 1,000 req/s p50 <= 0.3 ms,
 //! p99 <= 1 ms; broker sustains >= 50% of the direct rate; idle RSS <= 30 MiB).
+//!
+//! **What metrics cost** (`--metrics-cost`, instead of all the above):
+//! ```text
+//! cargo run --release --example overhead -- --metrics-cost                  # ~8 min
+//! cargo run --release --example overhead -- --metrics-cost --metrics-cost-rounds 1 --search-seconds 1 --search-max-runs 2 --scrapes 20   # a smoke run
+//! ```
+//! It starts a second broker with `--disable-metrics` beside the first (same flags
+//! otherwise) and runs the sustained-rate search above on the broker with metrics and on the
+//! one without, alternately, `--metrics-cost-rounds` times each (default 2), and reports the
+//! best rate of each and the drop (target: at most 3%). Then a third broker
+//! (`--metrics-max-models 1000`) gets one request per new model name until its `/metrics`
+//! holds `--scrape-series` series (default 2,000), and `--scrapes` scrapes (default 200, one
+//! connection each, after 20 unmeasured) are timed from request to last byte: p50, p99 and max
+//! (target: at most 5 ms).
 
 #[path = "support/loadgen.rs"]
 mod loadgen;
@@ -89,6 +103,19 @@ struct Args {
     /// The generator's connection limit.
     #[arg(long, default_value_t = 256)]
     connections: usize,
+    /// Measure what metrics cost instead (see the module doc): the sustained rate with and
+    /// without metrics, and the time of a scrape of --scrape-series series.
+    #[arg(long)]
+    metrics_cost: bool,
+    /// --metrics-cost: searches per broker (alternating with and without metrics).
+    #[arg(long, default_value_t = 2)]
+    metrics_cost_rounds: usize,
+    /// --metrics-cost: series the scraped /metrics holds.
+    #[arg(long, default_value_t = 2000)]
+    scrape_series: usize,
+    /// --metrics-cost: scrapes timed.
+    #[arg(long, default_value_t = 200)]
+    scrapes: usize,
     /// How the generator and the child processes run.
     #[command(flatten)]
     run: procs::RunArgs,
@@ -191,6 +218,11 @@ fn main() {
         for mode in [Mode::Direct, Mode::Broker] {
             bench.phase(mode, 1000.0, args.warmup_seconds, table_timeout);
         }
+    }
+
+    if args.metrics_cost {
+        metrics_cost(&bench);
+        return;
     }
 
     // 1. The rate table: direct and broker alternately.
@@ -478,5 +510,117 @@ fn print_search_row(p: &Phase, ok: bool) {
         } else {
             String::new()
         }
+    );
+}
+
+/// `--metrics-cost`: the sustained rate with and without metrics, then the scrape time.
+fn metrics_cost(with: &Bench) {
+    let args = with.args;
+    // 1. A broker without metrics beside the one with them.
+    let mut off_args = args.run.broker_args.clone();
+    off_args.push("--disable-metrics".into());
+    let off = procs::start_broker("overhead-broker-nometrics", &with.emulator.url(), &off_args);
+    let without = Bench {
+        args,
+        emulator: with.emulator,
+        broker: &off,
+    };
+    if args.warmup_seconds > 0.0 {
+        without.phase(
+            Mode::Broker,
+            1000.0,
+            args.warmup_seconds,
+            Duration::from_secs(10),
+        );
+    }
+    println!(
+        "\n== sustained rate with and without metrics: {} s runs; pass = < 0.1% errors (an answer later than {} ms counts as one) and ok/s >= 95% of offered",
+        args.search_seconds, args.search_timeout_ms
+    );
+    let (mut on_rates, mut off_rates) = (Vec::new(), Vec::new());
+    for round in 1..=args.metrics_cost_rounds {
+        for (label, bench, rates) in [
+            ("metrics on", with, &mut on_rates),
+            ("metrics off", &without, &mut off_rates),
+        ] {
+            println!(
+                "-- {label}, round {round} (broker pid {})",
+                bench.broker.pid()
+            );
+            let rate = search(bench, Mode::Broker);
+            println!("   {label}, round {round}: sustains {}", rate_text(rate));
+            rates.extend(rate);
+        }
+    }
+    let best = |rates: &[f64]| {
+        rates
+            .iter()
+            .copied()
+            .fold(None, |b: Option<f64>, r| Some(b.map_or(r, |b| b.max(r))))
+    };
+    let (on, off_rate) = (best(&on_rates), best(&off_rates));
+    drop(off);
+
+    // 2. A /metrics of the wanted size, then timed scrapes.
+    let mut scrape_args = args.run.broker_args.clone();
+    scrape_args.extend(["--metrics-max-models".to_string(), "1000".to_string()]);
+    let broker = procs::start_broker("overhead-broker-scrape", &with.emulator.url(), &scrape_args);
+    let series = |body: &str| {
+        body.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count()
+    };
+    let mut models = 0;
+    loop {
+        let (status, body) = broker.get("/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        if series(&body) >= args.scrape_series || models >= 1000 {
+            break;
+        }
+        for _ in 0..4 {
+            let model = format!("scrape-model-{models:04}");
+            let (path, body) = loadgen::request_body(Mode::Broker, 10, None);
+            let body = body.replace(loadgen::MODEL, &model);
+            let (status, reply) = broker.post(&path, &body).expect("POST /infer");
+            assert_eq!(status, 200, "{reply}");
+            models += 1;
+        }
+    }
+    let mut times = Vec::with_capacity(args.scrapes);
+    let (mut bytes, mut count) = (0, 0);
+    for i in 0..args.scrapes + 20 {
+        let started = std::time::Instant::now();
+        let (status, body) = broker.get("/metrics").expect("GET /metrics");
+        let took = started.elapsed();
+        assert_eq!(status, 200);
+        if i >= 20 {
+            times.push(took.as_secs_f64() * 1000.0);
+        }
+        bytes = body.len();
+        count = series(&body);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+
+    println!("\n== what metrics cost");
+    println!(
+        "sustained rate: with metrics {} (runs: {:?}), without {} (runs: {:?}){}",
+        rate_text(on),
+        on_rates,
+        rate_text(off_rate),
+        off_rates,
+        match (on, off_rate) {
+            (Some(on), Some(off)) =>
+                format!("; drop {:.1}% (target <= 3%)", 100.0 * (off - on) / off),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "scrape of {count} series ({:.0} KiB, {models} models): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} scrapes, request to last byte on a new connection (target <= 5 ms)",
+        bytes as f64 / 1024.0,
+        at(0.5),
+        at(0.99),
+        times.last().copied().unwrap_or(0.0),
+        times.len()
     );
 }
