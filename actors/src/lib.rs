@@ -16,6 +16,11 @@
 //!  Job::answer -> oneshot -> HTTP handler -> HTTP response
 //! ```
 //!
+//! What operators read is kept beside the actors: [`metrics`] (every Prometheus metric name,
+//! label and bucket, and the recording calls the workers and the HTTP layer make), [`trace`]
+//! (a request's id and what the broker learns about it, shared with the HTTP layer), and
+//! [`activity`] and [`summary`] (the per-model rates and latencies `/status` shows).
+//!
 //! Pure policies live apart from the actors that apply them, so they can be unit-tested
 //! without a runtime: [`backoff`] (the seed's shared throttle schedule), [`scaling`] (how
 //! many workers the pool wants) and [`retry`] (which failures are retried, and the pause
