@@ -13,9 +13,10 @@
 //! - **The end of a request** is the end of its response body, so a stream is measured to
 //!   its last byte: the body is wrapped, and the wrapper records once, when the body ends or
 //!   is dropped ([`Finish`]). Nothing is written to the log or the metrics before that.
-//! - **Access line** (target `model_server::access`, level info): `METHOD PATH STATUS` with
-//!   `request_id`, `route`, `status`, `duration_ms`, `model`, `attempts`,
-//!   `bedrock_request_id` and `error_type`. Never a body, a header value or a key.
+//! - **Access line** (target `model_server::access`, level info; debug for successful polls
+//!   of `/health`, `/status`, `/metrics` and `/`): `METHOD PATH STATUS` with `request_id`,
+//!   `route`, `status`, `duration_ms`, `model`, `attempts`, `bedrock_request_id` and
+//!   `error_type`. Never a body, a header value or a key.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -134,8 +135,15 @@ impl Finish {
             duration,
         });
         let duration_ms = (duration.as_secs_f64() * 1e6).round() / 1e3;
-        log::info!(
+        // Polls of the operator's routes (a status page polls every second, Prometheus
+        // scrapes) are logged at debug unless they fail.
+        let level = match self.route.as_str() {
+            "/health" | "/status" | "/metrics" | "/" if self.status < 400 => log::Level::Debug,
+            _ => log::Level::Info,
+        };
+        log::log!(
             target: "model_server::access",
+            level,
             request_id = self.trace.id(),
             route = self.route.as_str(),
             status = self.status,

@@ -51,7 +51,7 @@ async fn metrics(
     // 2. The actors' state, then the encoding the scraper asked for.
     let snapshot = state
         .broker
-        .status()
+        .actor_state()
         .await
         .map_err(|e| ApiError::Unavailable {
             reason: format!("the actors did not answer ({e})"),
@@ -64,7 +64,7 @@ async fn metrics(
     let body = state
         .broker
         .metrics
-        .encode(&snapshot, format)
+        .encode(snapshot, format)
         .unwrap_or_default();
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, format.content_type()))

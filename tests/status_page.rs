@@ -146,7 +146,7 @@ async fn the_status_page_shows_what_status_says_and_logs_no_console_errors() {
             .expect("the model has a row")
     };
     let (a, b) = (row(&before), row(&after));
-    assert_eq!(a["recent"]["latency_p50_ms"].as_f64().is_some(), true);
+    assert!(a["recent"]["latency_p50_ms"].as_f64().is_some());
     for (field, path) in [
         ("model", &["model"][..]),
         ("queued", &["queued"]),

@@ -117,18 +117,25 @@ impl Broker {
         left
     }
 
-    /// Collects every pool's and model's state.
+    /// Collects every pool's and model's state, and the per-model rows built from them.
     pub async fn status(&self) -> Result<BrokerStatus, MailboxError> {
+        let mut status = self.actor_state().await?;
+        status.models = summarize(&status.pools, &status.throttle, &self.metrics);
+        Ok(status)
+    }
+
+    /// Collects every pool's and model's state, without the per-model rows (`models` is
+    /// empty): what a metrics scrape reads.
+    pub async fn actor_state(&self) -> Result<BrokerStatus, MailboxError> {
         let mut pools = Vec::with_capacity(self.pools.len());
         for pool in self.pools.values() {
             pools.push(pool.send(GetPoolStatus).await?);
         }
         let throttle = self.throttle.send(GetThrottleStatus).await?;
-        let models = summarize(&pools, &throttle, &self.metrics);
         Ok(BrokerStatus {
             pools,
             throttle,
-            models,
+            models: Vec::new(),
         })
     }
 }

@@ -843,15 +843,15 @@ impl Metrics {
         }
     }
 
-    /// The scrape: every live metric and those read from `status`, in `format`. `None` when
-    /// metrics are off.
-    pub fn encode(&self, status: &BrokerStatus, format: Format) -> Option<String> {
+    /// The scrape: every live metric and those read from `status` (its pools and throttle),
+    /// in `format`. `None` when metrics are off.
+    pub fn encode(&self, status: BrokerStatus, format: Format) -> Option<String> {
         let inner = self.inner.as_ref()?;
         // The snapshot's metrics go in a registry of their own, built for this scrape.
         let mut state = Registry::default();
         state.register_collector(Box::new(snapshot::StatusCollector {
-            pools: status.pools.clone(),
-            throttle: status.throttle.clone(),
+            pools: status.pools,
+            throttle: status.throttle,
             labels: self.clone(),
             region: inner.region.clone(),
             model_labels: inner.models.len(),
@@ -1058,6 +1058,244 @@ mod tests {
             throttle: Vec::new(),
             models: Vec::new(),
         };
-        assert!(metrics.encode(&status, Format::Prometheus).is_none());
+        assert!(metrics.encode(status, Format::Prometheus).is_none());
+    }
+
+    /// The value of the sample `name{labels}` in a text scrape.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+    }
+
+    fn empty_status() -> BrokerStatus {
+        BrokerStatus {
+            pools: Vec::new(),
+            throttle: Vec::new(),
+            models: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn stream_hooks_record_first_tokens_stream_errors_and_mid_stream_throttles() {
+        let metrics = Metrics::new(MetricsConfig::new("eu-west-1"));
+        let ok = AttemptOutcome::Success {
+            response_model: "m",
+        };
+        metrics.attempt("m", ok, Duration::from_millis(10));
+        metrics.first_token("m", Duration::from_millis(30));
+        metrics.stream_error("m", "throttlingException");
+        metrics.stream_error("m", "modelStreamErrorException");
+        metrics.stream_error("junk", "something new");
+        let text = metrics.encode(empty_status(), Format::Prometheus).unwrap();
+        let ttft = r#"gen_ai_server_time_to_first_token_seconds_bucket{gen_ai_operation_name="chat",gen_ai_provider_name="aws.bedrock",gen_ai_request_model="m",aws_region="eu-west-1""#;
+        assert_eq!(
+            sample(&text, &format!(r#"{ttft},le="0.02"}}"#)),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &format!(r#"{ttft},le="0.04"}}"#)),
+            Some(1.0),
+            "{text}"
+        );
+        let errors = |model: &str, cause: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"modelserver_stream_errors_total{{gen_ai_request_model="{model}",aws_region="eu-west-1",cause="{cause}"}}"#
+                ),
+            )
+        };
+        assert_eq!(errors("m", "ThrottlingException"), Some(1.0));
+        assert_eq!(errors("m", "ModelStreamErrorException"), Some(1.0));
+        assert_eq!(errors("other", OTHER_ERROR), Some(1.0));
+        let throttles = |cause: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"modelserver_throttles_total{{gen_ai_request_model="m",aws_region="eu-west-1",cause="{cause}"}}"#
+                ),
+            )
+        };
+        assert_eq!(throttles("mid_stream"), Some(1.0));
+        assert_eq!(throttles("before_stream"), None);
+    }
+
+    #[test]
+    fn requests_of_new_routes_are_counted_by_route_status_and_error_type() {
+        let metrics = Metrics::new(MetricsConfig::new("us-east-1"));
+        metrics.allow_model("m");
+        for (route, status, error) in [
+            ("/v1/messages", 200, None),
+            ("/model/{model_id}/invoke-with-response-stream", 200, None),
+            ("/v1/messages", 529, Some("overloaded")),
+            ("/v1/chat/completions", 429, Some("ThrottlingException")),
+        ] {
+            metrics.request_finished(&RequestRecord {
+                route,
+                status,
+                model: Some("m"),
+                response_model: error.is_none().then_some("m"),
+                error_type: error,
+                duration: Duration::from_millis(50),
+            });
+        }
+        let text = metrics.encode(empty_status(), Format::Prometheus).unwrap();
+        let requests = |route: &str, status: u16| {
+            sample(
+                &text,
+                &format!(
+                    r#"modelserver_http_requests_total{{http_route="{route}",http_response_status_code="{status}"}}"#
+                ),
+            )
+        };
+        assert_eq!(requests("/v1/messages", 200), Some(1.0));
+        assert_eq!(
+            requests("/model/{modelId}/invoke-with-response-stream", 200),
+            Some(1.0)
+        );
+        assert_eq!(requests("/v1/messages", 529), Some(1.0));
+        assert_eq!(requests("/v1/chat/completions", 429), Some(1.0));
+        let duration = |response: &str, error: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"gen_ai_server_request_duration_seconds_count{{gen_ai_operation_name="chat",gen_ai_provider_name="aws.bedrock",gen_ai_request_model="m",gen_ai_response_model="{response}",error_type="{error}",aws_region="us-east-1"}}"#
+                ),
+            )
+        };
+        assert_eq!(duration("m", ""), Some(2.0));
+        assert_eq!(duration("", "overloaded"), Some(1.0));
+        assert_eq!(duration("", "ThrottlingException"), Some(1.0));
+    }
+
+    #[test]
+    fn the_snapshot_sums_unlabelled_models_into_other_and_paces_only_labelled_ones() {
+        use crate::queue::ModelLoad;
+        use crate::supervisor::{PoolCounters, PoolStatus};
+        use crate::throttle::{ModelThrottleStatus, ThrottlePolicy};
+        let metrics = Metrics::new(MetricsConfig::new("us-east-1"));
+        metrics.allow_model("m");
+        let load = |model: &str, queued, pace, wait| ModelLoad {
+            model: model.into(),
+            queued,
+            in_flight: 1,
+            paced_calls_per_sec: pace,
+            estimated_wait_ms: wait,
+        };
+        let throttle = |model: &str, pace| ModelThrottleStatus {
+            region: "us-east-1".into(),
+            model: model.into(),
+            policy: ThrottlePolicy::Adaptive,
+            consecutive_throttles: 2,
+            current_delay_ms: 0,
+            since_last_throttle_ms: None,
+            paced_calls_per_sec: pace,
+            paced_tokens_per_sec: None,
+            quota_floor_calls_per_sec: pace,
+            quota_ceiling_calls_per_sec: None,
+            quota_floor_tokens_per_sec: None,
+            quota_ceiling_tokens_per_sec: None,
+            latency_ms: 100,
+            calls: 10,
+            throttled: 2,
+            succeeded: 8,
+        };
+        let status = BrokerStatus {
+            pools: vec![PoolStatus {
+                worker_type: "claude".into(),
+                workers: 2,
+                min_workers: 1,
+                max_workers: 2,
+                worker_concurrency: 10,
+                queue_depth: 7,
+                queue_capacity: 100,
+                in_flight: 3,
+                worker_detail: Vec::new(),
+                models: vec![
+                    load("m", 2, Some(3.0), Some(1500)),
+                    load("x1", 1, Some(2.0), Some(500)),
+                    load("x2", 4, None, None),
+                ],
+                counters: PoolCounters {
+                    rejected_deadline: 5,
+                    abandoned_in_queue: 1,
+                    ..PoolCounters::default()
+                },
+            }],
+            throttle: vec![throttle("m", Some(3.0)), throttle("x1", Some(2.0))],
+            models: Vec::new(),
+        };
+        let text = metrics.encode(status, Format::Prometheus).unwrap();
+        let queued = |model: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"modelserver_model_queue_depth{{pool="claude",gen_ai_request_model="{model}"}}"#
+                ),
+            )
+        };
+        assert_eq!(queued("m"), Some(2.0));
+        assert_eq!(queued("other"), Some(5.0));
+        let wait = |model: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"modelserver_model_estimated_wait_seconds{{pool="claude",gen_ai_request_model="{model}"}}"#
+                ),
+            )
+        };
+        assert_eq!(wait("m"), Some(1.5));
+        assert_eq!(wait("other"), None);
+        let m = r#"{gen_ai_request_model="m",aws_region="us-east-1"}"#;
+        assert_eq!(
+            sample(&text, &format!("modelserver_pacer_calls_per_second{m}")),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("modelserver_quota_floor_calls_per_second{m}")
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("modelserver_brake_consecutive_throttles{m}")
+            ),
+            Some(2.0)
+        );
+        assert!(
+            !text.contains(r#"modelserver_pacer_calls_per_second{gen_ai_request_model="other""#)
+        );
+        assert!(!text.contains("x1"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"modelserver_throttle_state{gen_ai_request_model="m",aws_region="us-east-1",state="paced"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"modelserver_admission_refusals_total{pool="claude",reason="cannot_start_in_time"}"#
+            ),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"modelserver_abandoned_requests_total{pool="claude",reason="in_queue"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"modelserver_queue_depth{pool="claude"}"#),
+            Some(7.0)
+        );
+        assert_eq!(sample(&text, "modelserver_model_labels"), Some(1.0));
     }
 }
