@@ -69,7 +69,8 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_THROTTLE_POLICY", default_value = "adaptive")]
     pub throttle_policy: ThrottlePolicy,
 
-    /// Adaptive policy: consecutive throttles before the seed's backoff brakes behind the pacer.
+    /// Adaptive policy: consecutive throttles before the seed's backoff brakes, once the pacer
+    /// has stopped for lack of any success (it spaces calls itself until then).
     #[arg(long, env = "MODEL_SERVER_BRAKE_AFTER", default_value_t = 5)]
     pub brake_after: u32,
 

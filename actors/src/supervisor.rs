@@ -622,7 +622,7 @@ impl Handler<RateUpdate> for SupervisorActor {
 
     fn handle(&mut self, msg: RateUpdate, ctx: &mut Context<Self>) {
         self.queues
-            .set_pace(&msg.model, msg.calls_per_sec, msg.latency);
+            .set_pace(&msg.model, msg.calls_per_sec, msg.resume_at, msg.latency);
         // A higher pace may let more of the model's jobs hold slots.
         self.dispatch(ctx);
     }

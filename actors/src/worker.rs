@@ -262,15 +262,21 @@ async fn attempt_loop(
             Grant::CallAfter {
                 delay: Duration::ZERO,
                 tokens: 0,
+                latency: Duration::ZERO,
             }
         };
-        // 2. Wait for the slot (or to ask again), unless the deadline comes first.
-        let (delay, slot) = match grant {
-            Grant::CallAfter { delay, tokens } => (delay, Some(tokens)),
-            Grant::AskAgainAfter(delay) => (delay, None),
+        // 2. Wait for the slot (or to ask again), unless the deadline comes first: a paced
+        // call that could not finish before it (it typically takes `latency`) is not sent.
+        let (delay, slot, latency) = match grant {
+            Grant::CallAfter {
+                delay,
+                tokens,
+                latency,
+            } => (delay, Some(tokens), latency),
+            Grant::AskAgainAfter(delay) => (delay, None, Duration::ZERO),
         };
         let wake_at = Instant::now() + delay;
-        if wake_at >= deadline {
+        if wake_at + latency >= deadline {
             if let Some(granted_tokens) = slot {
                 deps.throttle.do_send(Release {
                     model: request.model.clone(),
