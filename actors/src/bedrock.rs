@@ -23,6 +23,7 @@ use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, S
 use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use serde::Deserialize;
@@ -275,9 +276,38 @@ impl BedrockStream {
                 }
                 // A member this SDK does not know: Bedrock added something; skip it.
                 Ok(Some(_)) => continue,
-                Err(e) => return Err(classify(e)),
+                Err(e) => return Err(classify_stream_error(e)),
             }
         }
+    }
+}
+
+/// Turns a stream's failure into a [`BedrockError`]. An exception frame is named by its
+/// variant (the SDK leaves the code of a stream exception empty), as Bedrock names the same
+/// error outside a stream (`ThrottlingException`).
+fn classify_stream_error(
+    err: SdkError<ResponseStreamError, aws_smithy_types::event_stream::RawMessage>,
+) -> BedrockError {
+    let SdkError::ServiceError(service) = &err else {
+        return classify(err);
+    };
+    let exception = service.err();
+    let code = match exception {
+        ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
+        ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+        ResponseStreamError::InternalServerException(_) => "InternalServerException",
+        ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
+        ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
+        ResponseStreamError::ValidationException(_) => "ValidationException",
+        _ => return classify(err),
+    };
+    BedrockError {
+        kind: kind_of_code(code).unwrap_or(ErrorKind::ServerError),
+        code: code.to_string(),
+        message: exception
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{code} inside the stream")),
     }
 }
 
