@@ -330,7 +330,7 @@ async fn a_throttle_after_content_is_an_error_event_and_a_reported_throttle() {
     assert_eq!(server.stats().calls, 1, "content went out: no retry");
     assert_eq!(throttled(&server.status().await), 1);
 
-    // The Bedrock route ends with the exception frame Bedrock sent.
+    // The Bedrock route ends with the exception Bedrock sent.
     server.script(MODEL, &["modelStreamErrorException@3"]);
     let mut response = sse::post(&server.url, &invoke_stream_path(), &[], &invoke_body("x")).await;
     assert_eq!(response.status, 200);
@@ -343,7 +343,7 @@ async fn a_throttle_after_content_is_an_error_event_and_a_reported_throttle() {
     else {
         panic!("{frames:?}");
     };
-    assert_eq!(exception_type, "internalServerException");
+    assert_eq!(exception_type, "modelStreamErrorException");
     let payload: Value = serde_json::from_slice(payload).unwrap();
     assert!(payload["message"]
         .as_str()

@@ -42,10 +42,21 @@ impl Framing {
         }
     }
 
-    /// The error that ends a committed stream.
+    /// The error that ends a committed stream: Anthropic's error event for its class; on
+    /// Bedrock, the exception Bedrock sent when it sent one, else the one for its class.
     pub(crate) fn error(self, error: InferError) -> Bytes {
+        let code = match &error {
+            InferError::Failed { code, .. } => code.clone(),
+            _ => None,
+        };
         let classified = ApiError::Infer(error).classify();
-        self.error_of_class(classified.class, &classified.message)
+        match self {
+            Framing::AnthropicSse => self.error_of_class(classified.class, &classified.message),
+            Framing::BedrockEventStream => eventstream::exception_frame(
+                bedrock::stream_exception(code.as_deref(), classified.class),
+                &classified.message,
+            ),
+        }
     }
 
     fn error_of_class(self, class: ErrorClass, message: &str) -> Bytes {

@@ -84,6 +84,29 @@ pub fn exception_for(class: ErrorClass) -> &'static str {
     }
 }
 
+/// The `:exception-type` of the exception frame that ends a stream on a Bedrock-native route:
+/// Bedrock's own, when the stream broke with one of the exceptions Bedrock declares for
+/// streams (`code`, in either case: `ModelStreamErrorException` stays
+/// `modelStreamErrorException`), so a Bedrock client sees what Bedrock sent; else the one
+/// for the failure's `class` ([`exception_for`]).
+pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
+    const DECLARED: [&str; 6] = [
+        "throttlingException",
+        "serviceUnavailableException",
+        "internalServerException",
+        "modelStreamErrorException",
+        "modelTimeoutException",
+        "validationException",
+    ];
+    let same = |name: &str, code: &str| {
+        name.len() == code.len()
+            && name.as_bytes()[0].eq_ignore_ascii_case(&code.as_bytes()[0])
+            && name[1..] == code[1..]
+    };
+    code.and_then(|code| DECLARED.into_iter().find(|name| same(name, code)))
+        .unwrap_or_else(|| exception_for(class))
+}
+
 /// The class of a Bedrock error, by its name: an `x-amzn-ErrorType` (`ThrottlingException`)
 /// or a stream's `:exception-type` (`throttlingException`). Used to report Bedrock's errors
 /// in another protocol's shape (an Anthropic `event: error`, an OpenAI error chunk). A name
@@ -187,6 +210,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_stream_ends_with_bedrocks_own_exception_when_it_has_one() {
+        assert_eq!(
+            stream_exception(Some("ModelStreamErrorException"), ErrorClass::Upstream),
+            "modelStreamErrorException"
+        );
+        assert_eq!(
+            stream_exception(Some("throttlingException"), ErrorClass::RateLimited),
+            "throttlingException"
+        );
+        // Not a stream exception (a transport failure, the deadline): by class.
+        assert_eq!(
+            stream_exception(Some("ConnectionError"), ErrorClass::Upstream),
+            "internalServerException"
+        );
+        assert_eq!(
+            stream_exception(Some(""), ErrorClass::Timeout),
+            "modelTimeoutException"
+        );
+        assert_eq!(
+            stream_exception(None, ErrorClass::Unavailable),
+            "serviceUnavailableException"
+        );
     }
 
     #[test]
