@@ -446,6 +446,20 @@ async fn a_worker_that_dies_mid_stream_ends_it_with_an_error_event() {
 }
 
 #[actix_web::test]
+async fn a_stream_job_dropped_before_its_call_is_requeued_and_served() {
+    let server = start(&[]).await;
+    let body = json!({"model": "test-hook/panic-before-call/stream", "max_tokens": 50,
+                      "stream": true, "messages": [{"role": "user", "content": "again"}]});
+    let mut response = sse::post(&server.url, "/v1/messages", &[], &body).await;
+    assert_eq!(response.status, 200);
+    let events = response.events().await;
+    assert_well_formed(&events);
+    assert_eq!(names(&events).last(), Some(&"message_stop"));
+    assert_eq!(server.stats().calls, 1);
+    assert_eq!(server.status().await["pools"][0]["counters"]["requeued"], 1);
+}
+
+#[actix_web::test]
 async fn a_client_that_leaves_cancels_the_bedrock_stream_and_frees_its_slot() {
     let server = start(&[]).await;
     // A slow stream: its first delta is due about 5 s after message_start.

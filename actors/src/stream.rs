@@ -122,9 +122,8 @@ impl StreamSender {
     /// Completes when the caller leaves (at once if it already has, or if the reply is
     /// finished).
     pub async fn closed(&self) {
-        match &self.events {
-            Some(events) => events.closed().await,
-            None => {}
+        if let Some(events) = &self.events {
+            events.closed().await;
         }
     }
 

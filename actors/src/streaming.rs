@@ -52,7 +52,7 @@ enum StreamEnd {
     /// `message_stop` went out; the rest of Bedrock's body may follow.
     Done {
         summary: StreamSummary,
-        rest: BedrockStream,
+        rest: Box<BedrockStream>,
     },
     /// The caller left.
     Abandoned,
@@ -97,7 +97,7 @@ pub(crate) async fn serve_stream(mut job: Job, deps: WorkerDeps, guard: InFlight
 
 /// Reads what is left of Bedrock's body after `message_stop` (normally nothing but its end),
 /// so the connection goes back to the pool.
-async fn drain(mut rest: BedrockStream) {
+async fn drain(mut rest: Box<BedrockStream>) {
     let _ = tokio::time::timeout(DRAIN_LIMIT, async {
         while let Ok(Some(_)) = rest.next_event().await {}
     })
@@ -107,7 +107,7 @@ async fn drain(mut rest: BedrockStream) {
 /// What one attempt's reading of events ended in.
 enum Read {
     /// `message_stop` arrived and went out.
-    Stopped { rest: BedrockStream },
+    Stopped { rest: Box<BedrockStream> },
     /// The caller left.
     Abandoned,
     /// The stream failed; `content_sent` says whether the caller already has content.
@@ -310,7 +310,9 @@ async fn read_events(
         }
         test_hook(model, "mid-stream");
         if stop {
-            return Read::Stopped { rest: stream };
+            return Read::Stopped {
+                rest: Box::new(stream),
+            };
         }
     }
 }
