@@ -111,8 +111,8 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
-    /// Require this API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) on /infer and
-    /// /status; repeat for several keys (comma-separated in the environment variable).
+    /// Require this API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) on every route
+    /// but /health; repeat for several keys (comma-separated in the environment variable).
     #[arg(
         long = "api-key",
         env = "MODEL_SERVER_API_KEYS",
