@@ -111,7 +111,7 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     let keys = ApiKeys::load(&settings.api_keys, settings.api_keys_file.as_deref())?;
     if keys.enabled() {
         log::info!(
-            "API keys required on /infer and /status ({} configured)",
+            "API keys required on every route but /health ({} configured)",
             keys.len()
         );
     }
@@ -169,6 +169,8 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
         keys,
         draining: draining.clone(),
         started_at: Instant::now(),
+        stream_ping: Duration::from_secs_f64(settings.stream_ping_secs.clamp(0.0, 1e9)),
+        models: settings.models.clone(),
     };
     let data = web::Data::new(state);
     let mut server =

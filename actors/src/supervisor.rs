@@ -48,6 +48,9 @@ pub struct PoolConfig {
     pub max_queue_wait: Option<Duration>,
     /// How often the pool checks for dead workers, expired or abandoned queued jobs and idle workers.
     pub maintenance_interval: Duration,
+    /// A Bedrock stream with no event for this long is cut: retried if none of its content
+    /// was sent yet, else ended with an error.
+    pub stream_idle_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -69,6 +72,7 @@ impl Default for PoolConfig {
             queue_capacity: 10_000,
             max_queue_wait: None,
             maintenance_interval: Duration::from_millis(100),
+            stream_idle_timeout: Duration::from_secs(60),
         }
     }
 }
