@@ -1,42 +1,48 @@
-//! Goodput under a Bedrock quota: the three throttle policies side by side.
+//! Goodput under a Bedrock quota: the throttle policies side by side, each scenario run
+//! several times, reported as distributions.
 //!
 //! ```text
-//! cargo run --release --example goodput                      # every scenario, ~12 minutes
-//! cargo run --release --example goodput -- --scenarios tb20x3,change --seconds 30
+//! cargo run --release --example goodput                          # every scenario, 5 runs (~2.5 h)
+//! cargo run --release --example goodput -- --group per-minute    # the per-minute matrix
+//! cargo run --release --example goodput -- --scenarios 60rpm-bucket1-x3 --runs 5 --seconds 60
 //! ```
 //!
-//! For each scenario and each policy (`none`: every request backs off alone, no shared state;
-//! `seed`: the seed's shared pre-emptive backoff; `adaptive`: the learned pacer with the seed
-//! brake behind it; `adaptive-wait2s`: the same with `--max-queue-wait-ms 2000`, which trades
-//! queue depth for latency) the benchmark runs, in a child process of its own, the Bedrock emulator
-//! (latency 100 ms, the scenario's quota), a ModelServer in front of it, and an open-loop load
+//! A run is one child process holding the Bedrock emulator (latency 100 ms, the scenario's
+//! quota), a ModelServer in front of it with one throttle policy, and an open-loop load
 //! generator sending the seed's request to `POST /infer` at k x Q requests per second for T
-//! seconds (each request: `timeout` 10 s, `max_retries` 3; the client waits up to the timeout
-//! plus 5 s). The policies of a scenario run at the same time, so a scenario takes T plus
-//! the drain. Then it prints one table row per policy:
+//! seconds. Runs go in parallel (`--parallel`), all policies and runs of a scenario at once
+//! so that they share the machine's conditions.
 //!
-//! - `goodput/Q`: successes completed inside the loaded window / T / the quota in force
-//!   (for the tokens-per-minute scenario: / the request rate the token quota admits over the
-//!   window, its initial burst included, at the tokens the successful calls actually used);
-//! - `throttled`: ThrottlingExceptions / all Bedrock calls (counted by the emulator);
-//! - `lost`: requests that got no HTTP answer; `late`: answers later than deadline + 1 s;
-//! - `orphaned`: successful Bedrock calls whose answer no client received;
-//! - `p50`/`p99`: latency of successes; `refuse p99`: time to a 503 refusal;
-//! - `ok/503/504/500`: how the requests were answered.
+//! Scenarios:
+//! - per-minute (the quotas real accounts get): `{30,60,200,1000}rpm-{shape}-x{1.5,3}`, 300 s,
+//!   each request `timeout` 30 s and `max_retries` 10, where the shape is how the quota is
+//!   enforced: `bucket1` (a token bucket with a burst of one call), `bucket60s` (a bucket
+//!   holding a minute of the quota), `sliding` (at most the minute's quota in any 60 s),
+//!   `fixed` (per fixed minute). In tokens: `tpm-{bucket60s,sliding,fixed}-x3`, 7,000 tokens
+//!   per minute with calls using about 35 tokens (200 calls a minute) and reserving 215.
+//! - per-second (the earlier scenarios): `tb20x1.5`, `tb20x3`, `tb200x1.5`, `tb200x3` (a
+//!   bucket of Q req/s with a burst of Q), `tb20b5x3` (burst 5, 20 s), `below` (Q = 20 at
+//!   k = 0.5), `change` (Q = 20 halved at 30 s and restored at 60 s, 90 s), `tpm` (60,000
+//!   tokens per minute, 10 s burst, max_tokens 200, k = 2); 60 s, `timeout` 10 s,
+//!   `max_retries` 3.
 //!
-//! `GOODPUT_DEBUG=1` adds per-second counts of 503/504/500 to each child's log
-//! (`target/goodput-logs/`); `RUST_LOG=info` the server's own log.
+//! Measured per run: goodput/Q = successes answered inside the loaded window / T / the quota
+//! in force (a quota's initial burst counts, so a bucket holding a minute reaches above 1);
+//! the same over the first 60 s; throttled = ThrottlingExceptions / all Bedrock calls (the
+//! emulator counts); lost = requests with no HTTP answer; 504 = requests that ended at their
+//! deadline (every one was admitted: refusals are 503); how the requests ended. The table
+//! gives, per scenario and policy, the minimum and the median over the runs.
 //!
-//! The change scenario also prints how long after each quota change the 5-second success rate
-//! first got back to >= 0.9 of the quota in force. The below-capacity scenario also prints
-//! its success p99 over the unloaded p99 (100 sequential requests, measured first).
+//! `RUST_LOG=info` puts the servers' logs in `target/goodput-logs/`.
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use model_server::emulator::{Emulator, EmulatorConfig, Quota, TokenQuota, WindowQuota};
+use model_server::emulator::{
+    Emulator, EmulatorConfig, Quota, TokenQuota, TokenWindowQuota, WindowQuota,
+};
 use model_server::server;
 use model_server::settings::Settings;
 use serde::{Deserialize, Serialize};
@@ -44,128 +50,220 @@ use serde_json::json;
 
 const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const LATENCY: Duration = Duration::from_millis(100);
-const REQUEST_TIMEOUT_SECS: f64 = 10.0;
 
 #[derive(Parser, Debug)]
-#[command(about = "Goodput under a Bedrock quota: none vs seed vs adaptive")]
+#[command(about = "Goodput under a Bedrock quota: none vs seed vs adaptive, repeated runs")]
 struct Args {
-    /// Scenarios to run (comma-separated): tb20x1.5, tb20x3, tb200x1.5, tb200x3, below, change,
-    /// tpm, window; or `all` (every one but window).
+    /// Scenario group: per-minute, per-second, or all.
     #[arg(long, default_value = "all")]
-    scenarios: String,
-    /// Loaded seconds per scenario (the change scenario always runs 90 s, window 180 s).
-    #[arg(long, default_value_t = 60)]
-    seconds: u64,
-    /// Policies to compare (comma-separated): none, seed, adaptive, adaptive-wait2s.
-    #[arg(long, default_value = "none,seed,adaptive,adaptive-wait2s")]
+    group: String,
+    /// Scenarios to run (comma-separated names), instead of a group.
+    #[arg(long)]
+    scenarios: Option<String>,
+    /// Runs of each scenario and policy.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+    /// Loaded seconds, instead of each scenario's own (shorter runs for quick checks).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Policies to compare (comma-separated): none, seed, adaptive.
+    #[arg(long, default_value = "none,seed,adaptive")]
     policies: String,
+    /// Child processes at once.
+    #[arg(long, default_value_t = 30)]
+    parallel: usize,
     /// Internal: run one scenario with one policy in this process and print its result.
     #[arg(long, hide = true)]
     run_one: Option<String>,
     /// Internal: the policy for --run-one.
     #[arg(long, hide = true)]
     policy: Option<String>,
+    /// Internal: the run's number (its load's phase and the emulator's seed).
+    #[arg(long, hide = true, default_value_t = 0)]
+    run: u32,
 }
 
 /// A quota and a load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scenario {
     name: String,
-    /// What the table says about it.
-    title: String,
-    /// The request rate the quota admits (for tpm: an estimate; the result is measured).
+    /// The request rate the quota admits (tokens: at the tokens a call uses).
     q: f64,
     /// Offered load as a multiple of `q`; 0 means the unloaded baseline (sequential).
     k: f64,
     seconds: u64,
     quota: QuotaKind,
     max_tokens: u64,
+    /// Each request's `timeout`, in seconds.
+    timeout: f64,
+    /// Each request's `max_retries`.
+    max_retries: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum QuotaKind {
+    /// Token bucket of `rps` with `burst`, its rate multiplied by each factor from its
+    /// offset on.
     Bucket {
         rps: f64,
-    },
-    /// Token bucket whose rate is multiplied by each factor from its offset on.
-    Change {
-        rps: f64,
+        burst: f64,
         schedule: Vec<(u64, f64)>,
     },
-    Tpm {
-        tokens_per_minute: f64,
-    },
-    Window {
-        per_minute: u64,
-    },
+    /// At most `per_minute` calls per window (sliding or fixed).
+    Window { per_minute: u64, sliding: bool },
+    /// Tokens per minute in a bucket of `burst_secs` of the rate.
+    TokenBucket { tpm: f64, burst_secs: f64 },
+    /// At most `tpm` tokens per window (sliding or fixed).
+    TokenWindow { tpm: f64, sliding: bool },
 }
 
-fn scenario(name: &str, seconds: u64) -> Option<Scenario> {
-    let bucket = |q: f64, k: f64| Scenario {
+/// Tokens a call uses in the token scenarios: about 8 input + 27 output (the emulator's reply
+/// to the seed's prompt).
+const TOKENS_PER_CALL: f64 = 35.0;
+
+/// Every scenario of a group.
+fn group(name: &str) -> Vec<String> {
+    let mut per_minute = Vec::new();
+    for rpm in [30, 60, 200, 1000] {
+        for shape in ["bucket1", "bucket60s", "sliding", "fixed"] {
+            for k in ["1.5", "3"] {
+                per_minute.push(format!("{rpm}rpm-{shape}-x{k}"));
+            }
+        }
+    }
+    for shape in ["bucket60s", "sliding", "fixed"] {
+        per_minute.push(format!("tpm-{shape}-x3"));
+    }
+    let per_second: Vec<String> = [
+        "tb20x1.5",
+        "tb20x3",
+        "tb200x1.5",
+        "tb200x3",
+        "tb20b5x3",
+        "below",
+        "change",
+        "tpm",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    match name {
+        "per-minute" => per_minute,
+        "per-second" => per_second,
+        _ => per_minute.into_iter().chain(per_second).collect(),
+    }
+}
+
+fn scenario(name: &str, seconds: Option<u64>) -> Option<Scenario> {
+    let per_minute = |q: f64, k: f64, quota: QuotaKind| Scenario {
         name: name.into(),
-        title: format!("token bucket Q={q} req/s, k={k}"),
         q,
         k,
-        seconds,
-        quota: QuotaKind::Bucket { rps: q },
+        seconds: seconds.unwrap_or(300),
+        quota,
         max_tokens: 100,
+        timeout: 30.0,
+        max_retries: 10,
     };
-    Some(match name {
-        "tb20x1.5" => bucket(20.0, 1.5),
-        "tb20x3" => bucket(20.0, 3.0),
-        "tb200x1.5" => bucket(200.0, 1.5),
-        "tb200x3" => bucket(200.0, 3.0),
-        "below" => Scenario {
-            title: "below capacity: Q=20, k=0.5".into(),
-            ..bucket(20.0, 0.5)
-        },
-        "unloaded" => Scenario {
-            title: "unloaded: 100 sequential requests".into(),
-            ..bucket(20.0, 0.0)
-        },
-        "change" => Scenario {
-            name: name.into(),
-            title: "Q=20 halves at 30 s, restores at 60 s, k=2".into(),
-            q: 20.0,
-            k: 2.0,
-            seconds: 90,
-            quota: QuotaKind::Change {
-                rps: 20.0,
-                schedule: vec![(30, 0.5), (60, 1.0)],
+    let per_second = |q: f64, k: f64, quota: QuotaKind| Scenario {
+        name: name.into(),
+        q,
+        k,
+        seconds: seconds.unwrap_or(60),
+        quota,
+        max_tokens: 100,
+        timeout: 10.0,
+        max_retries: 3,
+    };
+    let bucket = |rps: f64, burst: f64| QuotaKind::Bucket {
+        rps,
+        burst,
+        schedule: Vec::new(),
+    };
+    // Per-minute names: {rpm}rpm-{shape}-x{k}, tpm-{shape}-x{k}.
+    if let Some((head, k)) = name.rsplit_once("-x") {
+        let k: f64 = k.parse().ok()?;
+        let (rate, shape) = head.split_once('-')?;
+        if rate == "tpm" {
+            let tpm = 7_000.0;
+            let quota = match shape {
+                "bucket60s" => QuotaKind::TokenBucket {
+                    tpm,
+                    burst_secs: 60.0,
+                },
+                "sliding" => QuotaKind::TokenWindow { tpm, sliding: true },
+                "fixed" => QuotaKind::TokenWindow {
+                    tpm,
+                    sliding: false,
+                },
+                _ => return None,
+            };
+            return Some(per_minute(tpm / TOKENS_PER_CALL / 60.0, k, quota));
+        }
+        let rpm: f64 = rate.strip_suffix("rpm")?.parse().ok()?;
+        let rps = rpm / 60.0;
+        let quota = match shape {
+            "bucket1" => bucket(rps, 1.0),
+            "bucket60s" => bucket(rps, rpm),
+            "sliding" => QuotaKind::Window {
+                per_minute: rpm as u64,
+                sliding: true,
             },
-            max_tokens: 100,
+            "fixed" => QuotaKind::Window {
+                per_minute: rpm as u64,
+                sliding: false,
+            },
+            _ => return None,
+        };
+        return Some(per_minute(rps, k, quota));
+    }
+    Some(match name {
+        "tb20x1.5" => per_second(20.0, 1.5, bucket(20.0, 20.0)),
+        "tb20x3" => per_second(20.0, 3.0, bucket(20.0, 20.0)),
+        "tb200x1.5" => per_second(200.0, 1.5, bucket(200.0, 200.0)),
+        "tb200x3" => per_second(200.0, 3.0, bucket(200.0, 200.0)),
+        "tb20b5x3" => Scenario {
+            seconds: seconds.unwrap_or(20),
+            timeout: 30.0,
+            max_retries: 10,
+            ..per_second(20.0, 3.0, bucket(20.0, 5.0))
+        },
+        "below" => per_second(20.0, 0.5, bucket(20.0, 20.0)),
+        "unloaded" => per_second(20.0, 0.0, bucket(20.0, 20.0)),
+        "change" => Scenario {
+            seconds: 90,
+            ..per_second(
+                20.0,
+                2.0,
+                QuotaKind::Bucket {
+                    rps: 20.0,
+                    burst: 20.0,
+                    schedule: vec![(30, 0.5), (60, 1.0)],
+                },
+            )
         },
         "tpm" => Scenario {
-            name: name.into(),
-            title: "tokens per minute 60,000 (max_tokens 200), k=2".into(),
-            // Each call reserves ~15 input + 200 tokens and settles at ~15 + ~20: the quota
-            // admits roughly 1000 / 35 calls/s; the result uses the measured token use.
-            q: 1000.0 / 35.0,
-            k: 2.0,
-            seconds,
-            quota: QuotaKind::Tpm {
-                tokens_per_minute: 60_000.0,
-            },
+            // Each call reserves ~8 input + 200 tokens and settles at ~35: about 28 calls/s.
             max_tokens: 200,
-        },
-        "window" => Scenario {
-            name: name.into(),
-            title: "fixed one-minute window of 1200 requests, k=1.5".into(),
-            q: 20.0,
-            k: 1.5,
-            seconds: 180,
-            quota: QuotaKind::Window { per_minute: 1200 },
-            max_tokens: 100,
+            ..per_second(
+                60_000.0 / TOKENS_PER_CALL / 60.0,
+                2.0,
+                QuotaKind::TokenBucket {
+                    tpm: 60_000.0,
+                    burst_secs: 10.0,
+                },
+            )
         },
         _ => return None,
     })
 }
 
-/// What one (scenario, policy) run measured.
+/// What one (scenario, policy, run) measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunResult {
     scenario: String,
     policy: String,
+    run: u32,
     sent: usize,
     ok: usize,
     refused_503: usize,
@@ -173,21 +271,15 @@ struct RunResult {
     failed_500: usize,
     other_status: usize,
     lost: usize,
-    late: usize,
-    /// Successes completed inside the loaded window.
-    ok_in_window: usize,
     /// The quota in force, averaged over the window (requests/s).
     quota_in_force: f64,
     goodput_over_q: f64,
+    /// Goodput/Q over the first 60 s (or the whole run if shorter).
+    first_minute_over_q: f64,
     emulator_calls: u64,
-    emulator_ok: u64,
     emulator_throttled: u64,
-    orphaned: i64,
     p50_ms: f64,
     p99_ms: f64,
-    refuse_p99_ms: Option<f64>,
-    /// Seconds after each quota change until the 5 s success rate reached 0.9 of the quota.
-    recovery_secs: Vec<Option<f64>>,
     /// Successes per second.
     per_second: Vec<usize>,
 }
@@ -209,25 +301,13 @@ fn main() {
         env_logger::init();
         let policy = args.policy.clone().expect("--policy with --run-one");
         let scenario = scenario(name, args.seconds).expect("known scenario");
-        let result = run_one(&scenario, &policy);
+        let result = run_one(&scenario, &policy, args.run);
         println!("RESULT {}", serde_json::to_string(&result).unwrap());
         return;
     }
-    let names: Vec<String> = if args.scenarios == "all" {
-        [
-            "tb20x1.5",
-            "tb20x3",
-            "tb200x1.5",
-            "tb200x3",
-            "below",
-            "change",
-            "tpm",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    } else {
-        args.scenarios.split(',').map(str::to_string).collect()
+    let names: Vec<String> = match &args.scenarios {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => group(&args.group),
     };
     let policies: Vec<String> = args.policies.split(',').map(str::to_string).collect();
     for name in &names {
@@ -237,201 +317,216 @@ fn main() {
         }
     }
     println!(
-        "goodput benchmark: emulator latency {} ms, request timeout {} s, max_retries 3, {} cores",
+        "goodput benchmark: emulator latency {} ms, {} runs per scenario and policy, {} cores, {} runs at once",
         LATENCY.as_millis(),
-        REQUEST_TIMEOUT_SECS,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        args.runs,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        args.parallel
     );
-    let mut unloaded_p99 = None;
-    if names.iter().any(|n| n == "below") {
-        let baseline = spawn_runs("unloaded", args.seconds, &["adaptive".to_string()]);
-        unloaded_p99 = baseline.first().map(|r| r.p99_ms);
-        println!(
-            "unloaded p99: {:.1} ms (100 sequential requests)",
-            unloaded_p99.unwrap_or(f64::NAN)
-        );
-    }
-    let mut all = Vec::new();
+    // Every run of every scenario, whole scenarios kept together in the order given.
+    let mut jobs = Vec::new();
     for name in &names {
-        let s = scenario(name, args.seconds).unwrap();
-        println!("\n== {} ({}, {} s)", s.name, s.title, s.seconds);
-        let results = spawn_runs(name, args.seconds, &policies);
-        print_header();
-        for r in &results {
-            print_row(r, &s, unloaded_p99);
-        }
-        all.push((s, results));
-    }
-    println!("\n== summary (markdown)\n");
-    println!("| scenario | {} |", COLUMNS.join(" | "));
-    println!("|---|{}", "---|".repeat(COLUMNS.len()));
-    for (s, results) in &all {
-        for r in results {
-            println!("| {} | {} |", s.name, cells(r, s, unloaded_p99).join(" | "));
+        for run in 0..args.runs {
+            for policy in &policies {
+                jobs.push((name.clone(), policy.clone(), run));
+            }
         }
     }
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        100.0 * part as f64 / whole as f64
+    let results = run_all(&jobs, args.seconds, args.parallel);
+    println!("\n== summary (markdown; min / median over the runs)\n");
+    println!("| scenario | policy | runs | goodput/Q | first 60 s | throttled | 504 | lost | ok/503/504/500 (median run) | p50 / p99 ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for name in &names {
+        for policy in &policies {
+            let mine: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| &r.scenario == name && &r.policy == policy)
+                .collect();
+            if !mine.is_empty() {
+                println!("{}", row(name, policy, &mine));
+            }
+        }
     }
 }
 
-/// The table's columns after the scenario.
-const COLUMNS: [&str; 11] = [
-    "policy",
-    "goodput/Q",
-    "throttled",
-    "lost",
-    "late",
-    "orphaned",
-    "p50 ms",
-    "p99 ms",
-    "refuse p99 ms",
-    "ok/503/504/500",
-    "notes",
-];
-
-/// One result's cells, in [`COLUMNS`] order.
-fn cells(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) -> Vec<String> {
-    vec![
-        r.policy.clone(),
-        format!("{:.3}", r.goodput_over_q),
-        format!("{:.1}%", pct(r.emulator_throttled, r.emulator_calls)),
-        r.lost.to_string(),
-        r.late.to_string(),
-        r.orphaned.to_string(),
-        format!("{:.0}", r.p50_ms),
-        format!("{:.0}", r.p99_ms),
-        r.refuse_p99_ms.map_or("-".into(), |v| format!("{v:.0}")),
-        format!(
-            "{}/{}/{}/{}",
-            r.ok, r.refused_503, r.deadline_504, r.failed_500
-        ),
-        notes(r, s, unloaded_p99),
-    ]
+/// min / median of some numbers.
+fn spread(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[0], xs[xs.len() / 2])
 }
 
-/// Column widths of the plain-text table.
-const WIDTHS: [usize; 10] = [15, 9, 9, 5, 5, 8, 7, 7, 13, 20];
-
-fn print_header() {
-    let header: Vec<String> = COLUMNS[..10]
+/// One line of the table for the runs of one scenario and policy.
+fn row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
+    let (g_min, g_med) = spread(runs.iter().map(|r| r.goodput_over_q).collect());
+    let (f_min, f_med) = spread(runs.iter().map(|r| r.first_minute_over_q).collect());
+    let throttled: Vec<f64> = runs
         .iter()
-        .zip(WIDTHS)
-        .map(|(c, w)| format!("{c:>w$}"))
+        .map(|r| 100.0 * r.emulator_throttled as f64 / r.emulator_calls.max(1) as f64)
         .collect();
-    println!("{}  notes", header.join(" "));
+    let (_, t_med) = spread(throttled.clone());
+    let t_max = throttled.iter().copied().fold(0.0, f64::max);
+    let late: usize = runs.iter().map(|r| r.deadline_504).sum();
+    let late_max = runs.iter().map(|r| r.deadline_504).max().unwrap_or(0);
+    let lost: usize = runs.iter().map(|r| r.lost).sum();
+    let mut by_goodput = runs.to_vec();
+    by_goodput.sort_by(|a, b| a.goodput_over_q.total_cmp(&b.goodput_over_q));
+    let median = by_goodput[by_goodput.len() / 2];
+    format!(
+        "| {name} | {policy} | {} | {g_min:.3} / {g_med:.3} | {f_min:.3} / {f_med:.3} | {t_med:.1}% (max {t_max:.1}%) | {late} (max {late_max}) | {lost} | {}/{}/{}/{} | {:.0} / {:.0} |",
+        runs.len(),
+        median.ok,
+        median.refused_503,
+        median.deadline_504,
+        median.failed_500,
+        median.p50_ms,
+        median.p99_ms,
+    )
 }
 
-fn print_row(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) {
-    let cells = cells(r, s, unloaded_p99);
-    let row: Vec<String> = cells[..10]
-        .iter()
-        .zip(WIDTHS)
-        .map(|(c, w)| format!("{c:>w$}"))
-        .collect();
-    println!("{}  {}", row.join(" "), cells[10]);
-}
-
-fn notes(r: &RunResult, s: &Scenario, unloaded_p99: Option<f64>) -> String {
-    let mut notes = format!("{} calls", r.emulator_calls);
-    if s.name == "change" {
-        let rec: Vec<String> = r
-            .recovery_secs
-            .iter()
-            .map(|v| v.map_or("never".into(), |v| format!("{v:.0} s")))
-            .collect();
-        notes += &format!("; back to 0.9 after: {}", rec.join(", "));
-    }
-    if s.name == "below" {
-        if let Some(base) = unloaded_p99 {
-            notes += &format!("; p99 = {:.2} x unloaded", r.p99_ms / base);
-        }
-    }
-    if s.name == "tpm" {
-        notes += &format!("; admitted {:.1} req/s", r.quota_in_force);
-    }
-    notes
-}
-
-/// Runs `name` once per policy, each in a child process, all at once.
-fn spawn_runs(name: &str, seconds: u64, policies: &[String]) -> Vec<RunResult> {
+/// Runs every (scenario, policy, run) as a child process, at most `parallel` at once, and
+/// prints each result as it comes.
+fn run_all(
+    jobs: &[(String, String, u32)],
+    seconds: Option<u64>,
+    parallel: usize,
+) -> Vec<RunResult> {
     let exe = std::env::current_exe().expect("own path");
     let log_dir = std::path::Path::new("target").join("goodput-logs");
     let _ = std::fs::create_dir_all(&log_dir);
-    let children: Vec<_> = policies
-        .iter()
-        .map(|policy| {
-            let log = std::fs::File::create(log_dir.join(format!("{name}-{policy}.log"))).unwrap();
-            Command::new(&exe)
-                .args([
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(Mutex::new(0usize));
+    let jobs = Arc::new(jobs.to_vec());
+    let threads: Vec<_> = (0..parallel.max(1))
+        .map(|_| {
+            let (exe, log_dir, results, next, jobs) = (
+                exe.clone(),
+                log_dir.clone(),
+                results.clone(),
+                next.clone(),
+                jobs.clone(),
+            );
+            std::thread::spawn(move || loop {
+                let i = {
+                    let mut next = next.lock().unwrap();
+                    let i = *next;
+                    *next += 1;
+                    i
+                };
+                let Some((name, policy, run)) = jobs.get(i).cloned() else {
+                    return;
+                };
+                let log = std::fs::File::create(log_dir.join(format!("{name}-{policy}-{run}.log")))
+                    .unwrap();
+                let mut cmd = Command::new(&exe);
+                cmd.args([
                     "--run-one",
-                    name,
+                    &name,
                     "--policy",
-                    policy,
-                    "--seconds",
-                    &seconds.to_string(),
-                ])
-                .env("AWS_ACCESS_KEY_ID", "goodput-benchmark")
-                .env("AWS_SECRET_ACCESS_KEY", "goodput-benchmark")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env_remove("AWS_PROFILE")
-                .env_remove("AWS_BEARER_TOKEN_BEDROCK")
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
-                )
-                .stdout(Stdio::piped())
-                .stderr(log)
-                .spawn()
-                .expect("child starts")
+                    &policy,
+                    "--run",
+                    &run.to_string(),
+                ]);
+                if let Some(seconds) = seconds {
+                    cmd.args(["--seconds", &seconds.to_string()]);
+                }
+                let output = cmd
+                    .env("AWS_ACCESS_KEY_ID", "goodput-benchmark")
+                    .env("AWS_SECRET_ACCESS_KEY", "goodput-benchmark")
+                    .env("AWS_EC2_METADATA_DISABLED", "true")
+                    .env_remove("AWS_PROFILE")
+                    .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
+                    )
+                    .stdout(Stdio::piped())
+                    .stderr(log)
+                    .output()
+                    .expect("child runs");
+                let text = String::from_utf8_lossy(&output.stdout);
+                match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+                    Some(json) => {
+                        let r: RunResult = serde_json::from_str(json).expect("result parses");
+                        println!(
+                            "{} {} run {}: goodput/Q {:.3} (first 60 s {:.3}), throttled {:.1}%, ok/503/504/500 {}/{}/{}/{}, lost {}",
+                            r.scenario,
+                            r.policy,
+                            r.run,
+                            r.goodput_over_q,
+                            r.first_minute_over_q,
+                            100.0 * r.emulator_throttled as f64 / r.emulator_calls.max(1) as f64,
+                            r.ok,
+                            r.refused_503,
+                            r.deadline_504,
+                            r.failed_500,
+                            r.lost
+                        );
+                        results.lock().unwrap().push(r);
+                    }
+                    None => eprintln!(
+                        "a run of {name} ({policy}, run {run}) produced no result (see target/goodput-logs)"
+                    ),
+                }
+            })
         })
         .collect();
-    let mut results = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("child runs");
-        let text = String::from_utf8_lossy(&output.stdout);
-        match text.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some(json) => results.push(serde_json::from_str(json).expect("result parses")),
-            None => eprintln!("a run of {name} produced no result (see target/goodput-logs)"),
-        }
+    for t in threads {
+        let _ = t.join();
     }
-    results
+    Arc::try_unwrap(results).unwrap().into_inner().unwrap()
 }
 
 /// The emulator configuration for a scenario.
-fn emulator_config(s: &Scenario) -> EmulatorConfig {
+fn emulator_config(s: &Scenario, run: u32) -> EmulatorConfig {
     let mut config = EmulatorConfig {
         latency: LATENCY,
+        seed: u64::from(run),
         ..EmulatorConfig::default()
     };
     match &s.quota {
-        QuotaKind::Bucket { rps } => config.quota = Some(Quota::per_second(*rps)),
-        QuotaKind::Change { rps, schedule } => {
-            config.quota = Some(Quota::per_second(*rps));
+        QuotaKind::Bucket {
+            rps,
+            burst,
+            schedule,
+        } => {
+            config.quota = Some(Quota {
+                requests_per_second: *rps,
+                burst: *burst,
+            });
             config.quota_schedule = schedule
                 .iter()
                 .map(|(at, f)| (Duration::from_secs(*at), *f))
                 .collect();
         }
-        QuotaKind::Tpm { tokens_per_minute } => {
-            config.token_quota = Some(TokenQuota::per_minute(*tokens_per_minute))
+        QuotaKind::Window {
+            per_minute,
+            sliding,
+        } => {
+            config.window_quota = Some(WindowQuota {
+                sliding: *sliding,
+                ..WindowQuota::per_minute(*per_minute)
+            })
         }
-        QuotaKind::Window { per_minute } => {
-            config.window_quota = Some(WindowQuota::per_minute(*per_minute))
+        QuotaKind::TokenBucket { tpm, burst_secs } => {
+            config.token_quota = Some(TokenQuota {
+                tokens_per_minute: *tpm,
+                burst_tokens: tpm / 60.0 * burst_secs,
+            })
+        }
+        QuotaKind::TokenWindow { tpm, sliding } => {
+            config.token_window_quota = Some(TokenWindowQuota {
+                sliding: *sliding,
+                ..TokenWindowQuota::per_minute(*tpm)
+            })
         }
     }
     config
 }
 
-/// The quota in force at second `t` of the load, in requests per second.
+/// The request rate the quota admits at second `t` of the load.
 fn quota_at(s: &Scenario, t: f64) -> f64 {
     match &s.quota {
-        QuotaKind::Change { rps, schedule } => {
+        QuotaKind::Bucket { rps, schedule, .. } => {
             let factor = schedule
                 .iter()
                 .rfind(|(at, _)| t >= *at as f64)
@@ -442,43 +537,28 @@ fn quota_at(s: &Scenario, t: f64) -> f64 {
     }
 }
 
-/// The server flags of a policy column: `none`, `seed`, `adaptive`, or `adaptive-wait2s`
-/// (adaptive with `--max-queue-wait-ms 2000`, for fleets of interactive callers).
-fn policy_args(policy: &str) -> Vec<String> {
-    let mut args = vec!["--throttle-policy".to_string()];
-    match policy {
-        "adaptive-wait2s" => args.extend([
-            "adaptive".into(),
-            "--max-queue-wait-ms".into(),
-            "2000".into(),
-        ]),
-        other => args.push(other.to_string()),
-    }
-    args
-}
-
 /// One scenario with one policy: emulator, server and load in this process.
-fn run_one(s: &Scenario, policy: &str) -> RunResult {
-    let emulator = Emulator::start_in_thread("127.0.0.1:0", emulator_config(s), 1).unwrap();
+fn run_one(s: &Scenario, policy: &str, run: u32) -> RunResult {
+    let emulator = Emulator::start_in_thread("127.0.0.1:0", emulator_config(s, run), 1).unwrap();
     let endpoint = emulator.endpoint();
     // The server on its own thread with its own actix System.
     let (url_tx, url_rx) = std::sync::mpsc::channel();
     let policy_arg = policy.to_string();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let mut args = vec![
-                "model-server".to_string(),
-                "--bind".into(),
-                "127.0.0.1:0".into(),
-                "--bedrock-endpoint".into(),
-                endpoint,
-                "--region".into(),
-                "us-east-1".into(),
-                "--http-workers".into(),
-                "1".into(),
-            ];
-            args.extend(policy_args(&policy_arg));
-            let settings = Settings::parse_from(args);
+            let settings = Settings::parse_from([
+                "model-server",
+                "--bind",
+                "127.0.0.1:0",
+                "--bedrock-endpoint",
+                &endpoint,
+                "--region",
+                "us-east-1",
+                "--http-workers",
+                "1",
+                "--throttle-policy",
+                &policy_arg,
+            ]);
             let running = server::start(&settings).await.expect("server starts");
             url_tx.send(running.url()).unwrap();
             let _ = running.run().await;
@@ -486,19 +566,19 @@ fn run_one(s: &Scenario, policy: &str) -> RunResult {
     });
     let url = url_rx.recv().unwrap();
     // The quota clock starts with the load.
-    emulator.set_config(emulator_config(s));
+    emulator.set_config(emulator_config(s, run));
     emulator.reset_stats();
-    let samples = actix_web::rt::System::new().block_on(load(s, &url));
+    let samples = actix_web::rt::System::new().block_on(load(s, &url, run));
     // Let in-flight Bedrock calls settle before reading the emulator's counters.
     std::thread::sleep(Duration::from_millis(500));
-    summarize(s, policy, &samples, &emulator)
+    summarize(s, policy, run, &samples, &emulator)
 }
 
 /// Sends the open-loop load (or the sequential baseline) and waits for every answer.
-async fn load(s: &Scenario, url: &str) -> Vec<Sample> {
+async fn load(s: &Scenario, url: &str, run: u32) -> Vec<Sample> {
     let client = awc::Client::builder()
         .connector(awc::Connector::new().limit(0))
-        .timeout(Duration::from_secs_f64(REQUEST_TIMEOUT_SECS + 5.0))
+        .timeout(Duration::from_secs_f64(s.timeout + 5.0))
         .finish();
     let body = Arc::new(
         json!({
@@ -508,8 +588,8 @@ async fn load(s: &Scenario, url: &str) -> Vec<Sample> {
                 "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
                 "max_tokens": s.max_tokens
             },
-            "timeout": REQUEST_TIMEOUT_SECS,
-            "max_retries": 3
+            "timeout": s.timeout,
+            "max_retries": s.max_retries
         })
         .to_string(),
     );
@@ -529,7 +609,7 @@ async fn load(s: &Scenario, url: &str) -> Vec<Sample> {
                 .await;
             let status = match response {
                 Ok(mut r) => {
-                    let _ = r.body().await;
+                    let _ = r.body().limit(1 << 20).await;
                     r.status().as_u16()
                 }
                 Err(_) => 0,
@@ -546,9 +626,11 @@ async fn load(s: &Scenario, url: &str) -> Vec<Sample> {
     } else {
         let rate = s.k * s.q;
         let total = (rate * s.seconds as f64).round() as usize;
+        // Each run starts its arrivals at a different phase of their spacing.
+        let phase = (f64::from(run) * 0.618_034).fract() / rate;
         let mut handles = Vec::with_capacity(total);
         for i in 0..total {
-            let due = i as f64 / rate;
+            let due = phase + i as f64 / rate;
             tokio::time::sleep_until(tokio::time::Instant::from_std(
                 start + Duration::from_secs_f64(due),
             ))
@@ -570,67 +652,51 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn summarize(s: &Scenario, policy: &str, samples: &[Sample], emulator: &Emulator) -> RunResult {
+fn summarize(
+    s: &Scenario,
+    policy: &str,
+    run: u32,
+    samples: &[Sample],
+    emulator: &Emulator,
+) -> RunResult {
     let stats = emulator.stats();
     let t = s.seconds as f64;
     let ok: Vec<&Sample> = samples.iter().filter(|x| x.status == 200).collect();
     let count = |status: u16| samples.iter().filter(|x| x.status == status).count();
     let mut latencies: Vec<f64> = ok.iter().map(|x| (x.done - x.due) * 1000.0).collect();
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mut refusals: Vec<f64> = samples
-        .iter()
-        .filter(|x| x.status == 503)
-        .map(|x| (x.done - x.due) * 1000.0)
-        .collect();
-    refusals.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mut per_second = vec![0usize; s.seconds as usize + 30];
+    latencies.sort_by(f64::total_cmp);
+    let mut per_second = vec![0usize; s.seconds as usize + 60];
     for x in &ok {
         let second = x.done as usize;
         if second < per_second.len() {
             per_second[second] += 1;
         }
     }
-    let ok_in_window = ok.iter().filter(|x| x.done <= t).count();
-    if std::env::var("GOODPUT_DEBUG").is_ok() {
-        for status in [503u16, 504, 500] {
-            let mut by_second = std::collections::BTreeMap::new();
-            for x in samples.iter().filter(|x| x.status == status) {
-                *by_second.entry(x.due as u64).or_insert(0) += 1;
+    // The quota in force over the window; for tokens, in calls at the tokens calls used.
+    let quota_over = |seconds: u64| -> f64 {
+        match &s.quota {
+            QuotaKind::TokenBucket { .. } | QuotaKind::TokenWindow { .. } => {
+                let per_call = if stats.ok > 0 {
+                    (stats.input_tokens + stats.output_tokens) as f64 / stats.ok as f64
+                } else {
+                    TOKENS_PER_CALL
+                };
+                let tpm = match &s.quota {
+                    QuotaKind::TokenBucket { tpm, .. } | QuotaKind::TokenWindow { tpm, .. } => *tpm,
+                    _ => unreachable!(),
+                };
+                tpm / 60.0 / per_call
             }
-            eprintln!("status {status} by due second: {by_second:?}");
-        }
-    }
-    // The quota in force over the window; for tokens, what the tokens actually used admit.
-    let quota_in_force = match &s.quota {
-        QuotaKind::Tpm { tokens_per_minute } => {
-            // The bucket starts full (its burst) and refills at tpm/60 per second.
-            let per_call =
-                (stats.input_tokens + stats.output_tokens) as f64 / stats.ok.max(1) as f64;
-            let burst = TokenQuota::per_minute(*tokens_per_minute).burst_tokens;
-            (burst + tokens_per_minute / 60.0 * t) / t / per_call
-        }
-        _ => {
-            (0..s.seconds)
-                .map(|sec| quota_at(s, sec as f64))
-                .sum::<f64>()
-                / t
+            _ => (0..seconds).map(|sec| quota_at(s, sec as f64)).sum::<f64>() / seconds as f64,
         }
     };
-    // Recovery after each change: first second from which the 5 s success rate >= 0.9 quota.
-    let mut recovery_secs = Vec::new();
-    if let QuotaKind::Change { schedule, .. } = &s.quota {
-        for (at, _) in schedule {
-            let at = *at as usize;
-            let found = (at..s.seconds as usize - 4).find(|&sec| {
-                let rate = per_second[sec..sec + 5].iter().sum::<usize>() as f64 / 5.0;
-                rate >= 0.9 * quota_at(s, sec as f64)
-            });
-            recovery_secs.push(found.map(|sec| (sec - at) as f64));
-        }
-    }
+    let quota_in_force = quota_over(s.seconds);
+    let first = s.seconds.min(60);
+    let ok_in = |until: f64| ok.iter().filter(|x| x.done <= until).count();
     RunResult {
         scenario: s.name.clone(),
         policy: policy.to_string(),
+        run,
         sent: samples.len(),
         ok: ok.len(),
         refused_503: count(503),
@@ -641,21 +707,13 @@ fn summarize(s: &Scenario, policy: &str, samples: &[Sample], emulator: &Emulator
             .filter(|x| ![0, 200, 500, 503, 504].contains(&x.status))
             .count(),
         lost: count(0),
-        late: samples
-            .iter()
-            .filter(|x| x.status != 0 && x.done > x.due + REQUEST_TIMEOUT_SECS + 1.0)
-            .count(),
-        ok_in_window,
         quota_in_force,
-        goodput_over_q: ok_in_window as f64 / t / quota_in_force,
+        goodput_over_q: ok_in(t) as f64 / t / quota_in_force,
+        first_minute_over_q: ok_in(first as f64) as f64 / first as f64 / quota_over(first),
         emulator_calls: stats.calls,
-        emulator_ok: stats.ok,
         emulator_throttled: stats.throttled,
-        orphaned: stats.ok as i64 - ok.len() as i64,
         p50_ms: percentile(&latencies, 50.0),
         p99_ms: percentile(&latencies, 99.0),
-        refuse_p99_ms: (!refusals.is_empty()).then(|| percentile(&refusals, 99.0)),
-        recovery_secs,
         per_second: per_second[..s.seconds as usize].to_vec(),
     }
 }

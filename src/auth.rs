@@ -1,7 +1,10 @@
-//! Optional API keys. With none configured the API is open. With keys, `POST /infer` and
-//! `GET /status` need `Authorization: Bearer <key>` or `x-api-key: <key>`; `GET /health`
-//! stays open for load balancers. Keys are compared in constant time (every configured key,
-//! every byte), and never logged.
+//! Optional API keys. With none configured the API is open. With keys, every route but
+//! `GET /health` (which stays open for load balancers), `GET /` (the status page, which holds
+//! no data and asks for a key itself) and, with `--public-metrics`, `GET /metrics` needs
+//! `Authorization: Bearer <key>` or `x-api-key: <key>`. An `Authorization` header of another scheme (a Bedrock client's
+//! SigV4 signature, `AWS4-HMAC-SHA256 ...`) carries no key: the broker does not check
+//! signatures, it signs its own calls. Keys are compared in constant time (every configured
+//! key, every byte), and never logged.
 
 use std::path::Path;
 
@@ -153,6 +156,11 @@ mod tests {
         for (name, value) in [
             ("authorization", "Bearer k-on"),
             ("authorization", "Basic k-one"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=k-one/20250101/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=host, Signature=abc",
+            ),
             ("authorization", "Bearer "),
             ("x-api-key", "k-one-and-more"),
             ("x-other", "k-one"),

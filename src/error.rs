@@ -1,5 +1,12 @@
-//! Every error the HTTP API returns, and the one place that gives each its status code.
-//! Bodies are always JSON: `{"error": "<human message>", ...additive fields}`.
+//! Every error the HTTP API returns, and the one place that classifies each.
+//!
+//! - `/infer` answers in its own shape: JSON `{"error": "<human message>", ...additive
+//!   fields}`, with the status [`ResponseError::status_code`] gives.
+//! - The client-protocol routes (`/v1/messages`, `/model/{modelId}/...`) answer in their
+//!   protocol's shape: [`ApiError::classify`] turns any error into a protocol-neutral
+//!   [`ErrorClass`], a message and a `Retry-After`, and each protocol
+//!   (`crate::protocol::anthropic`, `crate::protocol::bedrock`) gives a class its own status
+//!   and body. [`infer_error_class`] is the one mapping of the broker's answers to classes.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,7 +16,41 @@ use actix_web::{HttpResponse, ResponseError};
 use actors::InferError;
 use serde_json::{json, Map, Value};
 
-use crate::protocol::FieldError;
+use crate::protocol::{bedrock, ErrorClass, FieldError};
+
+/// The wait a client is told for a passing condition whose end the broker cannot foresee
+/// (Bedrock throttling past the request's retries, shutdown).
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// An error as a client-protocol route reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    /// What went wrong, independent of the protocol.
+    pub class: ErrorClass,
+    /// The human message (Bedrock's own for its ValidationException).
+    pub message: String,
+    /// How long the client should wait before retrying, where that applies.
+    pub retry_after: Option<Duration>,
+}
+
+/// The class of a broker answer, for every client-protocol route:
+/// - Bedrock refused the request (ValidationException), or an unknown worker type: invalid;
+/// - the broker refused it for load (queue full, cannot start in time): overloaded;
+/// - shutting down: unavailable; the deadline passed: timeout;
+/// - Bedrock failed: by its error's name (retries used up on throttles: rate limited;
+///   AccessDenied: permission; ResourceNotFound: not found; ServiceUnavailable: unavailable;
+///   ModelTimeout: timeout; 5xx, ModelError and transport failures: upstream).
+pub fn infer_error_class(error: &InferError) -> ErrorClass {
+    match error {
+        InferError::UnknownType { .. } | InferError::Rejected { .. } => ErrorClass::InvalidRequest,
+        InferError::Overloaded { .. } => ErrorClass::Overloaded,
+        InferError::ShuttingDown => ErrorClass::Unavailable,
+        InferError::DeadlineExceeded { .. } => ErrorClass::Timeout,
+        InferError::Failed { code, .. } => code
+            .as_deref()
+            .map_or(ErrorClass::Upstream, bedrock::exception_class),
+    }
+}
 
 /// An HTTP-level error.
 #[derive(Debug)]
@@ -70,7 +111,10 @@ impl fmt::Display for ApiError {
             ),
             ApiError::NotFound { path } => write!(
                 f,
-                "no such endpoint: {path}; endpoints are POST /infer, GET /health, GET /status, GET /metrics, GET /"
+                "no such endpoint: {path}; endpoints are POST /infer, POST /v1/messages, \
+                 GET /v1/models, POST /model/{{modelId}}/invoke, \
+                 POST /model/{{modelId}}/invoke-with-response-stream, GET /health, GET /status, \
+                 GET /metrics, GET /"
             ),
             ApiError::MethodNotAllowed { method, allowed } => {
                 write!(f, "method {method} is not allowed here; use {allowed}")
@@ -83,6 +127,37 @@ impl fmt::Display for ApiError {
 }
 
 impl ApiError {
+    /// The error as the client-protocol routes report it.
+    pub fn classify(&self) -> Classified {
+        let class = match self {
+            ApiError::Invalid { .. } | ApiError::UnsupportedMediaType { .. } => {
+                ErrorClass::InvalidRequest
+            }
+            ApiError::Unauthorized => ErrorClass::Authentication,
+            ApiError::PayloadTooLarge { .. } => ErrorClass::RequestTooLarge,
+            ApiError::NotFound { .. } | ApiError::MethodNotAllowed { .. } => ErrorClass::NotFound,
+            ApiError::Infer(e) => infer_error_class(e),
+            ApiError::Unavailable { .. } => ErrorClass::Unavailable,
+            ApiError::Internal { .. } => ErrorClass::Upstream,
+        };
+        let message = match self {
+            ApiError::Infer(InferError::Rejected { message, .. }) => message.clone(),
+            other => other.to_string(),
+        };
+        let retry_after = match (self, class) {
+            (ApiError::Infer(InferError::Overloaded { retry_after, .. }), _) => Some(*retry_after),
+            (_, ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Unavailable) => {
+                Some(DEFAULT_RETRY_AFTER)
+            }
+            _ => None,
+        };
+        Classified {
+            class,
+            message,
+            retry_after,
+        }
+    }
+
     /// How long a client should wait before retrying, for 503s.
     fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -213,5 +288,103 @@ impl ApiError {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         response.json(Value::Object(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(code: &str) -> InferError {
+        InferError::Failed {
+            cause: "x".into(),
+            code: Some(code.into()),
+            attempts: 4,
+        }
+    }
+
+    #[test]
+    fn every_broker_answer_has_one_class() {
+        let cases = [
+            (
+                InferError::Rejected {
+                    code: "ValidationException".into(),
+                    message: "bad".into(),
+                },
+                ErrorClass::InvalidRequest,
+            ),
+            (
+                InferError::Overloaded {
+                    reason: "full".into(),
+                    retry_after: Duration::from_secs(3),
+                },
+                ErrorClass::Overloaded,
+            ),
+            (InferError::ShuttingDown, ErrorClass::Unavailable),
+            (
+                InferError::DeadlineExceeded {
+                    timeout: Duration::from_secs(1),
+                    attempts: 1,
+                    last_error: None,
+                },
+                ErrorClass::Timeout,
+            ),
+            (failed("ThrottlingException"), ErrorClass::RateLimited),
+            (
+                failed("ServiceUnavailableException"),
+                ErrorClass::Unavailable,
+            ),
+            (
+                failed("AccessDeniedException"),
+                ErrorClass::PermissionDenied,
+            ),
+            (failed("ResourceNotFoundException"), ErrorClass::NotFound),
+            (failed("InternalServerException"), ErrorClass::Upstream),
+            (failed("ModelStreamErrorException"), ErrorClass::Upstream),
+            (failed("ConnectionError"), ErrorClass::Upstream),
+            (failed("StreamIdleTimeout"), ErrorClass::Upstream),
+            (
+                InferError::Failed {
+                    cause: "x".into(),
+                    code: None,
+                    attempts: 0,
+                },
+                ErrorClass::Upstream,
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(infer_error_class(&error), class, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn validation_keeps_bedrocks_message_and_refusals_say_when_to_retry() {
+        let rejected = ApiError::Infer(InferError::Rejected {
+            code: "ValidationException".into(),
+            message: "Malformed input request: #: bad".into(),
+        })
+        .classify();
+        assert_eq!(rejected.message, "Malformed input request: #: bad");
+        assert_eq!(rejected.retry_after, None);
+        let overloaded = ApiError::Infer(InferError::Overloaded {
+            reason: "full".into(),
+            retry_after: Duration::from_secs(7),
+        })
+        .classify();
+        assert_eq!(overloaded.retry_after, Some(Duration::from_secs(7)));
+        for limited in [
+            ApiError::Infer(failed("ThrottlingException")),
+            ApiError::Infer(InferError::ShuttingDown),
+        ] {
+            assert_eq!(limited.classify().retry_after, Some(DEFAULT_RETRY_AFTER));
+        }
+        assert_eq!(
+            ApiError::Unauthorized.classify().class,
+            ErrorClass::Authentication
+        );
+        assert_eq!(
+            ApiError::PayloadTooLarge { limit: 1 }.classify().class,
+            ErrorClass::RequestTooLarge
+        );
     }
 }

@@ -1,6 +1,24 @@
-//! The HTTP API: `POST /infer`, `GET /health`, `GET /status`, and JSON errors for anything
-//! else. Handlers only translate: validation is in [`crate::api`], the work is done by the
-//! actors, and status codes are decided in [`crate::error`].
+//! The HTTP API. Handlers only translate: validation and protocol shapes are in
+//! [`crate::api`] and [`crate::protocol`], the work is done by the actors, and errors are
+//! classified in [`crate::error`].
+//!
+//! - `POST /infer` (the seed's API), `GET /health`, `GET /status`: here;
+//! - `POST /v1/messages`: the Anthropic Messages API, whole or streamed (`messages.rs`);
+//! - `POST /model/{modelId}/invoke` and `/invoke-with-response-stream`: Bedrock Runtime's
+//!   own wire protocol (`invoke.rs`);
+//! - `GET /v1/models`: the models served (`models.rs`);
+//! - anything else: a JSON 404 (405 for `/infer` with another method).
+//!
+//! Every route but `/health` requires a key when keys are configured (the operator's routes,
+//! `/metrics` and the status page `/`, are in [`crate::ops`]). Every request goes
+//! through the same broker call (`call.rs`): the queue, admission, shared throttle, retries
+//! and deadline; streamed answers are relayed by `stream_body.rs`.
+
+mod call;
+mod invoke;
+mod messages;
+mod models;
+mod stream_body;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,10 +26,9 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::{Broker, Infer, InferError, InferReply};
+use actors::{Broker, InferError, InferReply};
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::api::{self, Limits};
@@ -19,9 +36,8 @@ use crate::auth::ApiKeys;
 use crate::error::ApiError;
 use crate::observe;
 
-/// Extra time past the deadline before the handler gives up on the broker's own 504, which
-/// says more (attempts, last error).
-const DEADLINE_GRACE: Duration = Duration::from_millis(50);
+/// The worker pool every route's requests run on.
+pub(crate) const WORKER_TYPE: &str = "claude";
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,12 +48,16 @@ pub struct AppState {
     pub limits: Limits,
     /// Largest accepted body.
     pub max_body_bytes: usize,
-    /// Keys `/infer` and `/status` require (none: open).
+    /// Keys every route but `/health` requires (none: open).
     pub keys: ApiKeys,
     /// Set when shutdown begins: `/health` answers 503 so load balancers stop sending.
     pub draining: Arc<AtomicBool>,
     /// When the server started, for `/status`.
     pub started_at: Instant,
+    /// `/v1/messages` streams send a ping after this long without an event (zero: never).
+    pub stream_ping: Duration,
+    /// Models `GET /v1/models` lists besides those that served requests (`--model`).
+    pub models: Vec<String>,
 }
 
 /// Mounts the API on an actix-web app.
@@ -51,6 +71,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     allowed: "POST",
                 })
             })),
+    )
+    .route("/v1/messages", web::post().to(messages::messages))
+    .route("/v1/models", web::get().to(models::list))
+    .route("/model/{model_id}/invoke", web::post().to(invoke::invoke))
+    .route(
+        "/model/{model_id}/invoke-with-response-stream",
+        web::post().to(invoke::invoke_stream),
     )
     .route("/health", web::get().to(health))
     .route("/status", web::get().to(status))
@@ -101,51 +128,22 @@ async fn infer(
         // Shutdown has begun (the broker refuses too; this answers without the round trip).
         return Err(ApiError::Infer(InferError::ShuttingDown));
     }
-    check_content_type(&req)?;
+    check_content_type(&req, false)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     // 2. Validate it into the request the broker runs.
     let mut request = api::parse_infer(&body, &state.limits)?;
     drop(body);
     request.trace = observe::trace_of(&req);
     request.trace.set_model(&request.model);
-    // 3. Hand it to the Router with its deadline.
-    let timeout = request.timeout;
-    let deadline = Instant::now() + timeout;
-    let (reply, answer) = oneshot::channel();
-    // `try_send` does not wait for the Router to acknowledge (one thread wake-up fewer per
-    // request); a full or closed mailbox is refused at once.
-    state
-        .broker
-        .router
-        .try_send(Infer {
-            request,
-            deadline,
-            reply,
-        })
-        .map_err(|e| ApiError::Unavailable {
-            reason: format!("the broker did not take the request ({e})"),
-        })?;
-    // 4. Wait for the one answer; the broker answers by the deadline, this is the backstop.
-    let result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, answer).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => {
-            log::error!("a request was dropped inside the broker without an answer");
-            return Err(ApiError::Internal {
-                reason: "the request was lost inside the broker".into(),
-            });
-        }
-        Err(_) => Err(InferError::DeadlineExceeded {
-            timeout,
-            attempts: 0,
-            last_error: None,
-        }),
-    };
-    let reply = result?;
+    // 3. Hand it to the Router with its deadline and wait for the one answer.
+    let reply = call::whole(&state, request).await?;
     Ok(HttpResponse::Ok().json(InferResponse::from(&reply)))
 }
 
-/// Accepts `application/json` (any parameters, any `+json` type) or no Content-Type at all.
-fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+/// Accepts `application/json` (any parameters, any `+json` type) or no Content-Type at all;
+/// with `octet_stream`, also `application/octet-stream` (what the AWS SDKs send to Bedrock
+/// unless told otherwise).
+pub(crate) fn check_content_type(req: &HttpRequest, octet_stream: bool) -> Result<(), ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -158,6 +156,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
         .to_ascii_lowercase();
     if essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || (octet_stream && essence == "application/octet-stream")
     {
         Ok(())
     } else {
@@ -168,7 +167,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// Reads the body up to `limit` bytes; a declared or actual larger body is a 413.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -1,16 +1,19 @@
-//! ModelServer: an HTTP inference broker on an actor system. Clients `POST /infer` chat
-//! requests; the broker queues them, runs them on an autoscaling pool of Claude workers and
-//! calls Claude on AWS Bedrock Runtime, while one shared throttle keeps the whole pool
-//! inside the Bedrock quota.
+//! ModelServer: an HTTP inference broker on an actor system. Clients send chat requests
+//! (`POST /infer`, the Anthropic Messages API's `POST /v1/messages`, or Bedrock Runtime's own
+//! `POST /model/{modelId}/invoke[-with-response-stream]`, streamed or not); the broker queues
+//! them, runs them on an autoscaling pool of Claude workers and calls Claude on AWS Bedrock
+//! Runtime, while one shared throttle keeps the whole pool inside the Bedrock quota.
 //!
 //! # Architecture
 //!
 //! ```text
-//!   client --POST /infer--> http (actix-web): read body (limit), api::parse_infer (400s)
-//!        --Infer{request, deadline, reply}--> actors::Router --Job--> actors::SupervisorActor
-//!        queue -> ClaudeWorker --Acquire/Grant--> ThrottleActor
-//!                 ClaudeWorker --InvokeModel (aws-sdk-bedrockruntime)--> Bedrock or emulator
-//!        reply (oneshot) --> http --> JSON response; error::ApiError decides the status
+//!   client --POST /infer | /v1/messages | /model/{id}/...--> http (actix-web): read body
+//!        (limit), api::parse_infer or protocol::* (400s)
+//!        --Infer / InferStream{request, deadline, reply}--> actors::Router --Job-->
+//!        actors::SupervisorActor queue -> ClaudeWorker --Acquire/Grant--> ThrottleActor
+//!                 ClaudeWorker --InvokeModel[WithResponseStream]--> Bedrock or emulator
+//!        reply (oneshot, or a stream of events) --> http --> JSON, SSE or event-stream
+//!        frames; error::ApiError classifies errors
 //! ```
 //!
 //! This crate is the HTTP front and the process around the actors:
@@ -19,6 +22,7 @@
 //!   [`strict_json`] (JSON that refuses duplicate keys);
 //! - [`auth`]: optional API keys;
 //! - [`error`]: every HTTP error and its status code, in one `impl ResponseError`;
+//! - [`protocol`]: the client protocols (Anthropic, Bedrock, OpenAI, ...) as pure functions;
 //! - [`http`]: the routes; [`server`]: start-up order; [`logging`]: stderr and `--log-file`,
 //!   text or JSON lines;
 //! - [`observe`]: the middleware that gives every request its `x-request-id`, and records

@@ -3,8 +3,9 @@
 //! gone (or its client left) records the request in the metrics and writes the access log
 //! line.
 //!
-//! - **Request id**: the client's `x-request-id` when it is usable (1 to 128 visible ASCII
-//!   characters), else a new UUID; every response carries it back in `x-request-id`, every
+//! - **Request id**: the client's `x-request-id` when it is usable (1 to 200 visible ASCII
+//!   characters), else a new one in Anthropic's style (`req_` and 24 hex digits; see
+//!   [`headers::request_id`]); every response carries it back in `x-request-id`, every
 //!   log line about the request carries it as `request_id`, and JSON error bodies carry it as
 //!   `request_id`, with `bedrock_request_id` (Bedrock's own id of the last call it answered)
 //!   beside it.
@@ -12,7 +13,7 @@
 //!   asked for; streams: the first token); the actors note each Bedrock call on the same trace.
 //! - **The end of a request** is the end of its response body, so a stream is measured to
 //!   its last byte: the body is wrapped, and the wrapper records once, when the body ends or
-//!   is dropped ([`Finish`]). Nothing is written to the log or the metrics before that.
+//!   is dropped (`Finish`). Nothing is written to the log or the metrics before that.
 //! - **Access line** (target `model_server::access`, level info; debug for successful polls
 //!   of `/health`, `/status`, `/metrics` and `/`): `METHOD PATH STATUS` with `request_id`,
 //!   `route`, `status`, `duration_ms`, `model`, `attempts`, `bedrock_request_id` and
@@ -32,6 +33,7 @@ use actors::RequestTrace;
 
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::protocol::headers;
 
 /// The request and response header that carries the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,8 +56,9 @@ pub async fn observe(
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<ObservedBody>, actix_web::Error> {
     // 1. The request's id and trace, where handlers find them.
-    let given = req.headers().get(&REQUEST_ID).map(HeaderValue::as_bytes);
-    let trace = RequestTrace::new(RequestTrace::accept_id(given));
+    let given = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+    let id = headers::request_id(given, || headers::new_request_id(fastrand::u128(..)));
+    let trace = RequestTrace::new(id);
     req.extensions_mut().insert(trace.clone());
     let metrics = req
         .app_data::<web::Data<AppState>>()

@@ -114,11 +114,11 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
     let keys = ApiKeys::load(&settings.api_keys, settings.api_keys_file.as_deref())?;
     if keys.enabled() {
         log::info!(
-            "API keys required on /infer, /status{} ({} configured)",
+            "API keys required on every route but /health{} ({} configured)",
             if settings.public_metrics {
-                " (/metrics is public)"
+                " and /metrics (--public-metrics)"
             } else {
-                " and /metrics"
+                ""
             },
             keys.len()
         );
@@ -178,6 +178,8 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
         keys,
         draining: draining.clone(),
         started_at: Instant::now(),
+        stream_ping: Duration::from_secs_f64(settings.stream_ping_secs.clamp(0.0, 1e9)),
+        models: settings.models.clone(),
     };
     let data = web::Data::new(state);
     let ops_config = web::Data::new(OpsConfig {

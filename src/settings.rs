@@ -72,7 +72,8 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_THROTTLE_POLICY", default_value = "adaptive")]
     pub throttle_policy: ThrottlePolicy,
 
-    /// Adaptive policy: consecutive throttles before the seed's backoff brakes behind the pacer.
+    /// Adaptive policy: consecutive throttles before the seed's backoff brakes, once the pacer
+    /// has stopped for lack of any success (it spaces calls itself until then).
     #[arg(long, env = "MODEL_SERVER_BRAKE_AFTER", default_value_t = 5)]
     pub brake_after: u32,
 
@@ -114,8 +115,8 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
-    /// Require this API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) on /infer and
-    /// /status; repeat for several keys (comma-separated in the environment variable).
+    /// Require this API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) on every route
+    /// but /health; repeat for several keys (comma-separated in the environment variable).
     #[arg(
         long = "api-key",
         env = "MODEL_SERVER_API_KEYS",
@@ -137,6 +138,25 @@ pub struct Settings {
     /// slower ones are cut off with 408.
     #[arg(long, env = "MODEL_SERVER_CLIENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub client_timeout_ms: u64,
+
+    /// A Bedrock stream with no event for this long (seconds) is cut: retried if none of its
+    /// content was sent to the client yet, else ended with an error event.
+    #[arg(
+        long,
+        env = "MODEL_SERVER_STREAM_IDLE_TIMEOUT_SECS",
+        default_value_t = 60.0
+    )]
+    pub stream_idle_timeout_secs: f64,
+
+    /// `/v1/messages` streams: send an SSE `ping` event after this many seconds without an
+    /// event (Bedrock sends none; clients and proxies cut silent connections).
+    #[arg(long, env = "MODEL_SERVER_STREAM_PING_SECS", default_value_t = 15.0)]
+    pub stream_ping_secs: f64,
+
+    /// A model `GET /v1/models` lists (repeatable; comma-separated in the environment
+    /// variable), besides every model called since the start.
+    #[arg(long = "model", env = "MODEL_SERVER_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
 
     /// Also write the log to this file (it is appended to).
     #[arg(long, env = "MODEL_SERVER_LOG_FILE")]
@@ -207,6 +227,9 @@ impl Settings {
                 queue_capacity: self.queue_capacity,
                 max_queue_wait: self.max_queue_wait_ms.map(Duration::from_millis),
                 maintenance_interval: Duration::from_millis(self.worker_idle_ms.clamp(10, 100)),
+                stream_idle_timeout: Duration::from_secs_f64(
+                    self.stream_idle_timeout_secs.clamp(0.001, 1e9),
+                ),
             },
             throttle: ThrottleConfig {
                 policy: self.throttle_policy,
@@ -252,6 +275,9 @@ mod tests {
         assert_eq!(c.pool.worker_concurrency, library.worker_concurrency);
         assert_eq!(c.pool.worker_idle_timeout, library.worker_idle_timeout);
         assert_eq!(c.pool.queue_capacity, library.queue_capacity);
+        assert_eq!(c.pool.stream_idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.stream_ping_secs, 15.0);
+        assert!(s.models.is_empty());
         assert_eq!(c.throttle.policy, ThrottlePolicy::Adaptive);
         assert_eq!(
             c.retry.throttle_pause,

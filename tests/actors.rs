@@ -307,7 +307,7 @@ async fn seed_throttle_follows_the_schedule_and_resets_on_success_and_quiet() {
 }
 
 #[actix::test]
-async fn adaptive_throttle_brakes_only_after_consecutive_throttles_and_paces_after_the_first() {
+async fn adaptive_throttle_paces_on_a_clear_quota_signal_and_brakes_only_when_it_gives_up() {
     tokio::time::pause();
     let throttle = throttle(ThrottlePolicy::Adaptive);
     // Unpaced and unbraked before any throttle.
@@ -315,25 +315,31 @@ async fn adaptive_throttle_brakes_only_after_consecutive_throttles_and_paces_aft
         assert_eq!(acquire(&throttle).await, Duration::ZERO);
         report(&throttle, SUCCESS).await;
     }
-    // Four consecutive throttles: neither paced (4 of 24 outcomes is no clear quota
-    // signal yet) nor braked.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // Four throttles in 24 outcomes: no clear quota signal yet, and no brake.
     for _ in 0..4 {
         report(&throttle, THROTTLED).await;
     }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
     assert!(status[0].paced_calls_per_sec.is_none(), "{status:?}");
     assert_eq!(status[0].current_delay_ms, 0);
-    // The fifth engages the seed brake at its first step.
-    report(&throttle, THROTTLED).await;
-    let status = throttle.send(GetThrottleStatus).await.unwrap();
-    assert_eq!(status[0].current_delay_ms, 10);
-    assert!(acquire(&throttle).await >= Duration::from_millis(9));
-    // Seven of 27 outcomes throttled: a quarter, so the pacer starts.
-    report(&throttle, THROTTLED).await;
-    report(&throttle, THROTTLED).await;
+    // Seven of 27: a quarter, so the pacer starts; it spaces calls, the brake stays off.
+    for _ in 0..3 {
+        report(&throttle, THROTTLED).await;
+    }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
     assert!(status[0].paced_calls_per_sec.is_some(), "{status:?}");
-    // A success releases it.
+    assert_eq!(status[0].current_delay_ms, 0);
+    // Nothing succeeds for two quota windows: the pacer gives up, and the seed's brake
+    // spaces calls (after its four free throttles) until one succeeds.
+    tokio::time::advance(Duration::from_secs(121)).await;
+    for _ in 0..5 {
+        report(&throttle, THROTTLED).await;
+    }
+    let status = throttle.send(GetThrottleStatus).await.unwrap();
+    assert!(status[0].paced_calls_per_sec.is_none(), "{status:?}");
+    assert_eq!(status[0].current_delay_ms, 10);
+    assert!(acquire(&throttle).await >= Duration::from_millis(9));
     report(&throttle, SUCCESS).await;
     let status = throttle.send(GetThrottleStatus).await.unwrap();
     assert_eq!(status[0].current_delay_ms, 0);

@@ -119,8 +119,8 @@ async fn binary_serves_a_bedrock_endpoint_with_env_credentials_and_logs_the_seed
         "100".into(),
     ]);
 
-    // Six throttles, then success: after five consecutive throttles the seed's shared brake
-    // engages behind the adaptive pacer, and the success resets it.
+    // Six throttles, then success: the adaptive pacer starts pacing the model (the shared
+    // pre-emptive backoff), and the success resets the consecutive-throttle counter.
     emulator.script(
         Some(MODEL),
         vec![Scripted::Fault("ThrottlingException".parse().unwrap()); 6],

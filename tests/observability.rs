@@ -526,7 +526,7 @@ async fn every_response_carries_a_request_id_and_error_bodies_carry_both_ids() {
     let _ = response.body().await;
     let made = server.infer(&request(MODEL, "hello")).await;
     let id = made.request_id.clone().expect("a new id");
-    assert_eq!(id.len(), 36, "{id}");
+    assert!(id.starts_with("req_") && id.len() == 28, "{id}");
     let mut response = client()
         .get(format!("{}/health", server.url))
         .insert_header(("x-request-id", "has a space"))
@@ -568,4 +568,130 @@ async fn every_response_carries_a_request_id_and_error_bodies_carry_both_ids() {
         .as_str()
         .expect("Bedrock's id");
     assert!(!bedrock.is_empty() && Some(bedrock) != denied.request_id.as_deref());
+}
+
+#[actix_web::test]
+async fn streams_record_time_to_first_token_stream_errors_and_mid_stream_throttles() {
+    let server = start(&[]).await;
+    let body = json!({"model": MODEL, "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": "hello"}]});
+    let stream = |id: &'static str| {
+        let (url, body) = (server.url.clone(), body.clone());
+        async move {
+            let mut response =
+                common::sse::post(&url, "/v1/messages", &[("x-request-id", id)], &body).await;
+            assert_eq!(response.status, 200);
+            assert_eq!(response.header("x-request-id"), Some(id));
+            assert_eq!(response.header("request-id"), Some(id));
+            response.events().await
+        }
+    };
+    // 1. A clean stream; one throttled before its content (retried invisibly); one throttled
+    // after its content went out (it ends with an error event).
+    let clean = stream("stream-clean").await;
+    server.script(MODEL, &["throttlingException@2"]);
+    let retried = stream("stream-retried").await;
+    server.script(MODEL, &["throttlingException@3"]);
+    let broken = stream("stream-broken").await;
+    for events in [&clean, &retried] {
+        assert_eq!(events.last().map(|e| e.name.as_str()), Some("message_stop"));
+    }
+    assert_eq!(broken.last().map(|e| e.name.as_str()), Some("error"));
+
+    // 2. What the metrics say, once the last stream's body has ended (a client stops reading
+    // at the terminal event; the server records the request when its body ends, just after).
+    let recorded = r#"modelserver_http_requests_total{http_route="/v1/messages",http_response_status_code="200"} 3"#;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            get_metrics(&server.url, &[]).await.2.contains(recorded)
+        })
+        .await,
+        "the three streams were not all recorded"
+    );
+    let (_, _, text) = get_metrics(&server.url, &[]).await;
+    let (code, lint) = promtool_check(text.clone()).await;
+    assert_eq!(code, 0, "{lint}");
+    let scrape = parse(text, "prometheus").await;
+    let model = ("gen_ai_request_model", MODEL);
+    let sum = |name: &str, labels: &[(&str, &str)]| scrape.sum(name, labels);
+    assert_eq!(
+        sum(
+            "modelserver_http_requests_total",
+            &[
+                ("http_route", "/v1/messages"),
+                ("http_response_status_code", "200")
+            ]
+        ),
+        3.0
+    );
+    // Every stream sent content: three first tokens.
+    assert_eq!(
+        sum("gen_ai_server_time_to_first_token_seconds_count", &[model]),
+        3.0
+    );
+    // Four calls: two completed, two broken by a throttle inside their stream.
+    assert_eq!(
+        sum(
+            "gen_ai_client_operation_duration_seconds_count",
+            &[model, ("error_type", "")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            "gen_ai_client_operation_duration_seconds_count",
+            &[model, ("error_type", "ThrottlingException")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            "modelserver_stream_errors_total",
+            &[model, ("cause", "ThrottlingException")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            "modelserver_throttles_total",
+            &[model, ("cause", "mid_stream")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            "modelserver_throttles_total",
+            &[model, ("cause", "before_stream")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sum(
+            "modelserver_retries_total",
+            &[model, ("cause", "ThrottlingException")]
+        ),
+        1.0
+    );
+    // The requests: two whole successes, one that failed in the middle.
+    assert_eq!(
+        sum(
+            "gen_ai_server_request_duration_seconds_count",
+            &[model, ("error_type", "")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            "gen_ai_server_request_duration_seconds_count",
+            &[model, ("error_type", "ThrottlingException")]
+        ),
+        1.0
+    );
+    assert!(
+        sum(
+            "modelserver_tokens_total",
+            &[model, ("gen_ai_token_type", "output")]
+        ) > 0.0
+    );
+    assert_eq!(sum("modelserver_bedrock_calls_in_flight", &[model]), 0.0);
 }

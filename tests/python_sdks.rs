@@ -1,6 +1,8 @@
 //! The official Python SDKs against ModelServer's parts over loopback HTTP: each test starts
 //! what it needs and runs one script of `tests/python/` with the pinned SDKs of
-//! `tests/python/requirements.txt` (installed by `scripts/test`).
+//! `tests/python/requirements.txt` (installed by `scripts/test`): boto3 against the emulator,
+//! the `anthropic` SDK against `/v1/messages`, and `AnthropicBedrock` and boto3 against the
+//! Bedrock-native routes.
 
 mod common;
 
@@ -44,4 +46,59 @@ fn boto3_invoke_model_reads_the_reply_and_raises_a_scripted_throttling_exception
         .cloned()
         .unwrap_or_default();
     assert!(user_agent.contains("Boto3/"), "user-agent: {user_agent}");
+}
+
+/// The official `anthropic` SDK against `/v1/messages`: create, stream (`text_stream`,
+/// `get_final_message`), a tool-use round trip whole and streamed, every error status as the
+/// SDK's exception class (529 from a second broker that refuses everything for load), and a
+/// stream broken after its first text raising instead of returning it.
+#[actix_web::test]
+async fn the_anthropic_sdk_uses_v1_messages_unchanged() {
+    let server = common::start(&["--api-key", "sk-python", "--max-body-bytes", "200000"]).await;
+    let overloaded = common::start(&["--queue-capacity", "0"]).await;
+    let args = [
+        server.url.clone(),
+        server.emulator.endpoint(),
+        "sk-python".to_string(),
+        overloaded.url.clone(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_python(&python_script("test_anthropic_messages.py"), &args, &[])
+    })
+    .await
+    .expect("the script ran");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("anthropic SDK: create, stream"),
+        "{output:?}"
+    );
+    let stats = server.stats();
+    assert!(stats.streams_completed >= 3, "{stats:?}");
+    assert_eq!(overloaded.stats().calls, 0);
+}
+
+/// `AnthropicBedrock` and boto3 against the Bedrock-native routes: replies, streams (events
+/// as Bedrock sent them), a throttle before the stream, exception frames inside it, and a
+/// SigV4-only call refused for lack of the broker's key.
+#[actix_web::test]
+async fn bedrock_clients_use_the_bedrock_routes_unchanged() {
+    let server = common::start(&["--api-key", "sk-bedrock"]).await;
+    let args = [
+        server.url.clone(),
+        server.emulator.endpoint(),
+        "sk-bedrock".to_string(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_python(&python_script("test_bedrock_clients.py"), &args, &[])
+    })
+    .await
+    .expect("the script ran");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("AnthropicBedrock and boto3 checked"),
+        "{output:?}"
+    );
+    let stats = server.stats();
+    assert!(stats.streams_completed >= 2, "{stats:?}");
+    assert!(stats.streams_faulted >= 2, "{stats:?}");
 }

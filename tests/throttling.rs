@@ -93,11 +93,12 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
     );
     assert!(end.ok as f64 >= 10.0 * 5.0, "{} successes in 6 s", end.ok);
 
-    // Every request was answered within its deadline: a success, or a refusal at once with
-    // Retry-After. Admission estimates each request's turn from the pace, with headroom; a
-    // request admitted before the first throttle taught the pacer the quota, or on an
-    // estimate the pacer's next cut made wrong, may still run out of time (504, answered as
-    // soon as its slot is known to be too late): a few at most.
+    // Every request was answered within its deadline: a success, or a refusal with
+    // Retry-After. Admission estimates each request's turn from the pace, with headroom, and
+    // refuses at once what cannot start in time. A request admitted before the first throttle
+    // taught the pacer the quota, or on an estimate the pacer's next cut made wrong, may find
+    // later that its call cannot finish in time: it is refused then (503, as soon as that is
+    // known), or runs out of time at Bedrock (504): a few at most.
     let outcomes = outcomes.lock().unwrap();
     assert_eq!(outcomes.len(), 180);
     for (sent, status, took, attempts, retry_after) in outcomes.iter() {
@@ -107,22 +108,22 @@ async fn the_pacer_keeps_calls_under_the_emulator_quota_with_default_settings() 
         );
         match status {
             200 => assert!(*attempts >= 1 && *attempts <= 4),
-            503 => {
-                assert!(*took < 1.0, "a refusal took {took} s");
-                assert!(retry_after.is_some());
-            }
+            503 => assert!(retry_after.is_some()),
             504 => {}
             other => panic!("unexpected status {other} for a request sent at {sent:.1} s"),
         }
     }
-    let late = outcomes.iter().filter(|o| o.1 == 504).count();
+    let late = outcomes
+        .iter()
+        .filter(|o| o.1 == 504 || (o.1 == 503 && o.2 >= 1.0))
+        .count();
     assert!(
         late <= 9,
         "{late} of 180 requests ran out of time after admission"
     );
-    let refused = outcomes.iter().filter(|o| o.1 == 503).count();
+    let refused_at_once = outcomes.iter().filter(|o| o.1 == 503 && o.2 < 1.0).count();
     assert!(
-        refused > 0,
-        "3x the quota for 6 s with a 4 s timeout must refuse some"
+        refused_at_once > 0,
+        "3x the quota for 6 s with a 4 s timeout must refuse some on arrival"
     );
 }

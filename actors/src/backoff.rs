@@ -99,8 +99,10 @@ impl SharedBrake {
         schedule.delay_for(self.consecutive.saturating_sub(free))
     }
 
-    /// Counts a ThrottlingException.
-    pub fn on_throttle(&mut self, now: Instant) {
+    /// Counts a ThrottlingException (after the quiet-window reset: a throttle after a quiet
+    /// window starts a new count).
+    pub fn on_throttle(&mut self, schedule: &BackoffSchedule, now: Instant) {
+        self.expire(schedule, now);
         self.consecutive = self.consecutive.saturating_add(1);
         self.last_throttle = Some(now);
     }
@@ -161,10 +163,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
         assert_eq!(b.pre_call_delay(&s, t0, 0), Duration::ZERO);
-        b.on_throttle(t0);
+        b.on_throttle(&s, t0);
         assert_eq!(b.pre_call_delay(&s, t0, 0), ms(10));
-        b.on_throttle(t0);
-        b.on_throttle(t0);
+        b.on_throttle(&s, t0);
+        b.on_throttle(&s, t0);
         assert_eq!(b.pre_call_delay(&s, t0, 0), ms(40));
         assert_eq!(b.on_success(), Some(3));
         assert_eq!(b.pre_call_delay(&s, t0, 0), Duration::ZERO);
@@ -177,10 +179,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
         for _ in 0..4 {
-            b.on_throttle(t0);
+            b.on_throttle(&s, t0);
         }
         assert_eq!(b.pre_call_delay(&s, t0, 4), Duration::ZERO);
-        b.on_throttle(t0);
+        b.on_throttle(&s, t0);
         assert_eq!(b.pre_call_delay(&s, t0, 4), ms(10));
         assert_eq!(b.pre_call_delay(&s, t0, 0), ms(80));
     }
@@ -190,12 +192,16 @@ mod tests {
         let s = brake_schedule(ms(100));
         let t0 = Instant::now();
         let mut b = SharedBrake::default();
-        b.on_throttle(t0);
-        b.on_throttle(t0 + ms(50));
+        b.on_throttle(&s, t0);
+        b.on_throttle(&s, t0 + ms(50));
         // 99 ms after the last throttle: still braking.
         assert_eq!(b.pre_call_delay(&s, t0 + ms(149), 0), ms(20));
         // 100 ms after it: reset.
         assert_eq!(b.pre_call_delay(&s, t0 + ms(150), 0), Duration::ZERO);
         assert_eq!(b.consecutive(), 0);
+        // A throttle after a quiet window starts a new count, even if nobody asked between.
+        b.on_throttle(&s, t0 + ms(200));
+        b.on_throttle(&s, t0 + ms(400));
+        assert_eq!(b.consecutive(), 1);
     }
 }

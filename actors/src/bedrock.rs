@@ -1,10 +1,17 @@
-//! The Bedrock backend: InvokeModel through the official `aws-sdk-bedrockruntime` client,
-//! and the translation of SDK outcomes into [`BedrockReply`] / [`BedrockError`].
+//! The Bedrock backend: InvokeModel and InvokeModelWithResponseStream through the official
+//! `aws-sdk-bedrockruntime` client, and the translation of SDK outcomes into [`BedrockReply`],
+//! [`BedrockStream`] events and [`BedrockError`].
 //!
-//! The SDK's own retries are disabled: one `invoke` is exactly one HTTP call, and the
-//! worker's attempt loop (with [`crate::retry`]) decides about retries. Each call is bounded
-//! by what is left of its request's deadline. Credentials and region come from the standard
-//! AWS chain unless the config gives static ones (the emulator and tests do).
+//! The SDK's own retries are disabled: one `invoke` or `open_stream` is exactly one HTTP
+//! call, and the worker's attempt loop (with [`crate::retry`]) decides about retries. Each
+//! call is bounded by what is left of its request's deadline; a stream's events are read one
+//! at a time by the worker, which bounds each wait. Errors inside a stream (Bedrock's
+//! exception frames: `throttlingException`, `modelStreamErrorException`, ...) get the same
+//! [`ErrorKind`]s as the errors Bedrock answers before a reply, by the same names, so the
+//! retry policy treats a throttle alike wherever it arrives; a stream that breaks
+//! (connection cut, unreadable frame) is a [`ErrorKind::Connection`] failure. Credentials
+//! and region come from the standard AWS chain unless the config gives static ones (the
+//! emulator and tests do).
 
 use std::fmt;
 use std::time::Duration;
@@ -13,9 +20,11 @@ use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrockruntime::operation::invoke_model::InvokeModelError;
+use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
+use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use serde::Deserialize;
 
@@ -61,6 +70,23 @@ pub struct BedrockReply {
     pub usage: Option<Usage>,
     /// Bedrock's request id.
     pub request_id: Option<String>,
+    /// The reply's JSON as Bedrock sent it.
+    pub body: Vec<u8>,
+}
+
+/// An open InvokeModelWithResponseStream reply: Bedrock answered 200, its events follow.
+/// Dropping it closes the connection (Bedrock stops generating).
+pub struct BedrockStream {
+    /// The SDK's output, whose `body` yields the events.
+    output: InvokeModelWithResponseStreamOutput,
+}
+
+impl fmt::Debug for BedrockStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BedrockStream")
+            .field("request_id", &self.request_id())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What kind of failure a call ended in; [`crate::retry`] decides what each kind means.
@@ -194,22 +220,111 @@ impl BedrockBackend {
             .body(Blob::new(body))
             .send();
         let output = match tokio::time::timeout(budget, call).await {
-            Err(_) => {
-                return Err(BedrockError {
-                    kind: ErrorKind::Timeout,
-                    code: "Timeout".into(),
-                    message: format!(
-                        "no answer within the {:.3} s left before the deadline",
-                        budget.as_secs_f64()
-                    ),
-                    request_id: None,
-                })
-            }
+            Err(_) => return Err(no_answer_within(budget)),
             Ok(Err(e)) => return Err(classify(e)),
             Ok(Ok(output)) => output,
         };
         let request_id = output.request_id().map(str::to_string);
-        parse_reply(output.body().as_ref(), request_id)
+        parse_reply(output.body.into_inner(), request_id)
+    }
+
+    /// Opens one InvokeModelWithResponseStream call with an Anthropic Messages `body`, waiting
+    /// at most `budget` for Bedrock's answer (its status and headers). Bedrock's refusals
+    /// before the stream (a throttle, a validation error, ...) come back as errors here.
+    pub async fn open_stream(
+        &self,
+        model: &str,
+        body: Vec<u8>,
+        budget: Duration,
+    ) -> Result<BedrockStream, BedrockError> {
+        let call = self
+            .client
+            .invoke_model_with_response_stream()
+            .model_id(model)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send();
+        match tokio::time::timeout(budget, call).await {
+            Err(_) => Err(no_answer_within(budget)),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(output)) => Ok(BedrockStream { output }),
+        }
+    }
+}
+
+impl BedrockStream {
+    /// Bedrock's request id.
+    pub fn request_id(&self) -> Option<&str> {
+        self.output.request_id()
+    }
+
+    /// The next Anthropic stream event (its JSON, as Bedrock sent it), or `None` at the end
+    /// of the stream. An exception frame or a broken stream is an error; the caller bounds
+    /// the wait.
+    pub async fn next_event(&mut self) -> Result<Option<Vec<u8>>, BedrockError> {
+        loop {
+            match self.output.body.recv().await {
+                Ok(None) => return Ok(None),
+                Ok(Some(ResponseStream::Chunk(part))) => {
+                    return match part.bytes {
+                        Some(bytes) => Ok(Some(bytes.into_inner())),
+                        None => Err(BedrockError {
+                            kind: ErrorKind::InvalidResponse,
+                            code: "InvalidResponse".into(),
+                            message: "a stream chunk without bytes".into(),
+                            request_id: None,
+                        }),
+                    }
+                }
+                // A member this SDK does not know: Bedrock added something; skip it.
+                Ok(Some(_)) => continue,
+                Err(e) => return Err(classify_stream_error(e)),
+            }
+        }
+    }
+}
+
+/// Turns a stream's failure into a [`BedrockError`]. An exception frame is named by its
+/// variant (the SDK leaves the code of a stream exception empty), as Bedrock names the same
+/// error outside a stream (`ThrottlingException`).
+fn classify_stream_error(
+    err: SdkError<ResponseStreamError, aws_smithy_types::event_stream::RawMessage>,
+) -> BedrockError {
+    let SdkError::ServiceError(service) = &err else {
+        return classify(err);
+    };
+    let exception = service.err();
+    let code = match exception {
+        ResponseStreamError::ThrottlingException(_) => "ThrottlingException",
+        ResponseStreamError::ModelStreamErrorException(_) => "ModelStreamErrorException",
+        ResponseStreamError::InternalServerException(_) => "InternalServerException",
+        ResponseStreamError::ServiceUnavailableException(_) => "ServiceUnavailableException",
+        ResponseStreamError::ModelTimeoutException(_) => "ModelTimeoutException",
+        ResponseStreamError::ValidationException(_) => "ValidationException",
+        _ => return classify(err),
+    };
+    BedrockError {
+        kind: kind_of_code(code).unwrap_or(ErrorKind::ServerError),
+        code: code.to_string(),
+        message: exception
+            .message()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{code} inside the stream")),
+        request_id: None,
+    }
+}
+
+/// The error of a call that got no answer within its budget.
+fn no_answer_within(budget: Duration) -> BedrockError {
+    BedrockError {
+        kind: ErrorKind::Timeout,
+        code: "Timeout".into(),
+        message: format!(
+            "no answer within the {:.3} s left before the deadline",
+            budget.as_secs_f64()
+        ),
+        request_id: None,
     }
 }
 
@@ -235,8 +350,11 @@ struct ContentBlock {
 }
 
 /// Parses a 200 body; a body that is not an Anthropic message is an `InvalidResponse`.
-pub fn parse_reply(body: &[u8], request_id: Option<String>) -> Result<BedrockReply, BedrockError> {
-    let parsed: MessagesResponse = serde_json::from_slice(body).map_err(|e| BedrockError {
+pub fn parse_reply(
+    body: Vec<u8>,
+    request_id: Option<String>,
+) -> Result<BedrockReply, BedrockError> {
+    let parsed: MessagesResponse = serde_json::from_slice(&body).map_err(|e| BedrockError {
         kind: ErrorKind::InvalidResponse,
         code: "InvalidResponse".into(),
         message: format!("Bedrock's 200 body is not an Anthropic message ({e})"),
@@ -254,11 +372,16 @@ pub fn parse_reply(body: &[u8], request_id: Option<String>) -> Result<BedrockRep
         stop_reason: parsed.stop_reason,
         usage: parsed.usage,
         request_id,
+        body,
     })
 }
 
-/// Maps an AWS error code to its kind.
+/// Maps an AWS error code to its kind. The name may come from an error answer
+/// (`ThrottlingException`) or from a stream's exception frame (`throttlingException`).
 pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
+    if code.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return kind_of_code(&upper_camel(code));
+    }
     Some(match code {
         "ThrottlingException" => ErrorKind::Throttling,
         "ModelNotReadyException" => ErrorKind::ModelNotReady,
@@ -270,36 +393,80 @@ pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
         "ResourceNotFoundException" => ErrorKind::ResourceNotFound,
         "ModelErrorException" => ErrorKind::ModelError,
         "ServiceQuotaExceededException" => ErrorKind::ServiceQuotaExceeded,
+        // Only inside a stream: the model failed while generating (its original status and
+        // message are in the frame). Not retried, like ModelErrorException.
+        "ModelStreamErrorException" => ErrorKind::ModelError,
         _ => return None,
     })
 }
 
-/// Turns an SDK failure into a [`BedrockError`].
-fn classify(
-    err: SdkError<InvokeModelError, aws_sdk_bedrockruntime::config::http::HttpResponse>,
-) -> BedrockError {
+/// `name` with its first letter in upper case: a stream's exception name as the error code
+/// Bedrock uses for the same error outside a stream.
+fn upper_camel(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The HTTP status of what an SDK error answered, when there was an answer.
+trait RawStatus {
+    fn status(&self) -> Option<u16>;
+    /// Bedrock's `x-amzn-RequestId` (an HTTP answer's; a stream's frames carry none).
+    fn request_id(&self) -> Option<&str>;
+}
+
+impl RawStatus for aws_sdk_bedrockruntime::config::http::HttpResponse {
+    fn status(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.headers().get("x-amzn-RequestId")
+    }
+}
+
+impl RawStatus for aws_smithy_types::event_stream::RawMessage {
+    fn status(&self) -> Option<u16> {
+        None
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Turns an SDK failure (of a call, or of a stream's event) into a [`BedrockError`]. Error
+/// codes are kept as Bedrock names them outside a stream (`ThrottlingException`).
+fn classify<E, R>(err: SdkError<E, R>) -> BedrockError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: RawStatus + fmt::Debug,
+{
     match &err {
         SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().map(str::to_string);
+            let status = service.raw().status();
+            let code = service.err().code().map(upper_camel);
+            let shown_status =
+                status.map_or("a stream exception".to_string(), |s| format!("HTTP {s}"));
             let message = service
                 .err()
                 .message()
                 .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status} with no readable message"));
+                .unwrap_or_else(|| format!("{shown_status} with no readable message"));
             let kind = code
                 .as_deref()
                 .and_then(kind_of_code)
-                .unwrap_or(if status >= 500 {
-                    ErrorKind::ServerError
-                } else {
-                    ErrorKind::Unrecognized
+                .unwrap_or(match status {
+                    Some(status) if status < 500 => ErrorKind::Unrecognized,
+                    _ => ErrorKind::ServerError,
                 });
             BedrockError {
                 kind,
-                code: code.unwrap_or_else(|| format!("HTTP {status}")),
+                code: code.unwrap_or(shown_status),
                 message,
-                request_id: err.request_id().map(str::to_string),
+                request_id: service.raw().request_id().map(str::to_string),
             }
         }
         SdkError::TimeoutError(_) => BedrockError {
@@ -322,12 +489,13 @@ fn classify(
             message: DisplayErrorContext(&err).to_string(),
             request_id: None,
         },
-        SdkError::ResponseError(_) => BedrockError {
+        SdkError::ResponseError(response) => BedrockError {
             kind: ErrorKind::InvalidResponse,
             code: "InvalidResponse".into(),
             message: DisplayErrorContext(&err).to_string(),
-            request_id: err.request_id().map(str::to_string),
+            request_id: response.raw().request_id().map(str::to_string),
         },
+
         _ => BedrockError {
             kind: ErrorKind::Construction,
             code: "RequestConstruction".into(),
@@ -346,7 +514,12 @@ mod tests {
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"m",
             "content":[{"type":"text","text":"Hello"},{"type":"tool_use","id":"t"},{"type":"text","text":" world"}],
             "stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":2}}"#;
-        let reply = parse_reply(body, Some("rid".into())).unwrap();
+        let reply = parse_reply(body.to_vec(), Some("rid".into())).unwrap();
+        assert_eq!(
+            reply.body,
+            body.to_vec(),
+            "the bytes are kept as Bedrock sent them"
+        );
         assert_eq!(reply.text, "Hello world");
         assert_eq!(reply.model, "m");
         assert_eq!(reply.stop_reason.as_deref(), Some("end_turn"));
@@ -366,7 +539,7 @@ mod tests {
             b"<html>oops</html>",
             b"",
         ] {
-            let err = parse_reply(body, None).unwrap_err();
+            let err = parse_reply(body.to_vec(), None).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidResponse, "{body:?}");
         }
     }
@@ -382,5 +555,23 @@ mod tests {
             Some(ErrorKind::Validation)
         );
         assert_eq!(kind_of_code("SomethingNew"), None);
+    }
+
+    #[test]
+    fn stream_exceptions_have_the_kinds_of_the_same_errors_outside_a_stream() {
+        for (frame, kind) in [
+            ("throttlingException", ErrorKind::Throttling),
+            ("serviceUnavailableException", ErrorKind::ServiceUnavailable),
+            ("internalServerException", ErrorKind::InternalServer),
+            ("modelTimeoutException", ErrorKind::ModelTimeout),
+            ("validationException", ErrorKind::Validation),
+            ("modelStreamErrorException", ErrorKind::ModelError),
+        ] {
+            assert_eq!(kind_of_code(frame), Some(kind), "{frame}");
+            assert_eq!(kind_of_code(&upper_camel(frame)), Some(kind), "{frame}");
+        }
+        assert_eq!(upper_camel("throttlingException"), "ThrottlingException");
+        assert_eq!(kind_of_code("somethingNewException"), None);
+        assert_eq!(kind_of_code(""), None);
     }
 }

@@ -77,6 +77,7 @@ impl Broker {
             metrics: metrics.clone(),
             // Each supervisor replaces this with its own stop signal.
             stop: tokio::sync::watch::channel(false).1,
+            stream_idle_timeout: config.pool.stream_idle_timeout,
         };
         let mut pools = BTreeMap::new();
         let worker_type = config.pool.worker_type.clone();

@@ -1,11 +1,15 @@
 //! A [`Job`] is one admitted request on its way through the broker, together with the only
-//! sender of its answer.
+//! sender of its answer: a whole answer (one [`InferResult`] on a oneshot), or a streamed one
+//! (a [`StreamSender`]: a head, events, then one terminal item; see [`crate::stream`]).
 //!
-//! Exactly-once answering is enforced here, by ownership: [`Job::answer`] consumes the job,
-//! and dropping a job that was never answered is never silent (see the `Drop` impl). A job
-//! for which no Bedrock call was made goes back to its supervisor's queue, so a worker that
-//! dies before calling loses nothing; a job whose call was already sent is answered with an
-//! error, because re-sending it could charge the caller twice.
+//! Exactly-once answering is enforced here, by ownership: [`Job::answer`] and
+//! [`Job::finish_stream`] consume the job, and dropping a job that was never answered is
+//! never silent (see the `Drop` impl). A job for which no Bedrock call was made goes back to
+//! its supervisor's queue, so a worker that dies before calling loses nothing; a job whose
+//! call was already sent is answered with an error, because re-sending it could charge the
+//! caller twice. A streamed job whose stream was committed (its client already has the 200
+//! and some events) and not finished is ended with a `Failed` item, so its client learns
+//! that the stream broke instead of seeing it end as if complete.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::request::{InferError, InferRequest, InferResult};
+use crate::stream::{StreamSender, StreamSummary};
 use crate::supervisor::Requeue;
 
 /// How many times a job may be handed back to its queue before it is answered with an error.
@@ -37,13 +42,40 @@ struct JobInner {
     /// When the broker admitted the request; the queue wait is measured from here.
     admitted_at: Instant,
     /// The only way to answer the caller.
-    reply: oneshot::Sender<InferResult>,
+    reply: Reply,
     /// Set just before the first Bedrock call; decides re-queue or error on drop.
     called: CallMarker,
     /// How often this job went back to the queue.
     requeues: u8,
     /// The supervisor whose queue takes the job back if it is dropped before any call.
     home: Recipient<Requeue>,
+}
+
+/// Where a job's answer goes.
+enum Reply {
+    /// One result, on a oneshot (InvokeModel).
+    Whole(oneshot::Sender<InferResult>),
+    /// A stream of events (InvokeModelWithResponseStream).
+    Stream(StreamSender),
+}
+
+impl Reply {
+    /// True once the caller has gone away.
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Whole(tx) => tx.is_closed(),
+            Reply::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    /// Sends an error: the whole answer, a stream's refusal (before its commit) or its
+    /// `Failed` item (after). Returns false if the caller had gone.
+    fn send_error(self, error: InferError) -> bool {
+        match self {
+            Reply::Whole(tx) => tx.send(Err(error)).is_ok(),
+            Reply::Stream(mut tx) => tx.fail(error),
+        }
+    }
 }
 
 /// Records that a Bedrock call was sent for a job. Shared with the attempt loop so the loop
@@ -64,12 +96,35 @@ impl CallMarker {
 }
 
 impl Job {
-    /// Wraps an admitted request; `home` takes it back if it is dropped before any call.
+    /// Wraps an admitted request answered whole; `home` takes it back if it is dropped
+    /// before any call.
     pub fn new(
         id: u64,
         request: Arc<InferRequest>,
         deadline: Instant,
         reply: oneshot::Sender<InferResult>,
+        home: Recipient<Requeue>,
+    ) -> Job {
+        Job::with_reply(id, request, deadline, Reply::Whole(reply), home)
+    }
+
+    /// Wraps an admitted request answered as a stream; `home` takes it back if it is
+    /// dropped before any call.
+    pub fn new_stream(
+        id: u64,
+        request: Arc<InferRequest>,
+        deadline: Instant,
+        reply: StreamSender,
+        home: Recipient<Requeue>,
+    ) -> Job {
+        Job::with_reply(id, request, deadline, Reply::Stream(reply), home)
+    }
+
+    fn with_reply(
+        id: u64,
+        request: Arc<InferRequest>,
+        deadline: Instant,
+        reply: Reply,
         home: Recipient<Requeue>,
     ) -> Job {
         Job {
@@ -124,16 +179,57 @@ impl Job {
 
     /// Completes when the caller goes away.
     pub async fn abandoned(&mut self) {
-        match self.inner.as_mut() {
-            Some(inner) => inner.reply.closed().await,
+        match self.inner.as_mut().map(|inner| &mut inner.reply) {
+            Some(Reply::Whole(tx)) => tx.closed().await,
+            Some(Reply::Stream(tx)) => tx.closed().await,
             None => std::future::pending().await,
         }
     }
 
-    /// Sends the answer; returns false if the caller had already gone.
+    /// Whether the caller wants a stream of events rather than one answer.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.inner().reply, Reply::Stream(_))
+    }
+
+    /// The stream to send events on, for a streamed job.
+    pub fn stream_mut(&mut self) -> Option<&mut StreamSender> {
+        match self.inner.as_mut().map(|inner| &mut inner.reply) {
+            Some(Reply::Stream(tx)) => Some(tx),
+            _ => None,
+        }
+    }
+
+    /// Sends the answer; returns false if the caller had already gone. A streamed job takes
+    /// only errors here (a refusal before its commit, its `Failed` item after); its success
+    /// is [`Job::finish_stream`].
     pub fn answer(mut self, result: InferResult) -> bool {
         let inner = self.inner.take().expect("a live Job has its inner state");
-        inner.reply.send(result).is_ok()
+        match (inner.reply, result) {
+            (Reply::Whole(tx), result) => tx.send(result).is_ok(),
+            (reply @ Reply::Stream(_), Err(error)) => reply.send_error(error),
+            (reply @ Reply::Stream(_), Ok(_)) => {
+                log::error!("job {}: a whole answer for a streamed request", inner.id);
+                reply.send_error(InferError::Failed {
+                    cause: "the broker produced a whole answer for a streamed request".into(),
+                    code: None,
+                    attempts: 0,
+                })
+            }
+        }
+    }
+
+    /// Ends a streamed job whose stream completed; returns false if the caller had gone.
+    /// A whole job gets an error instead (it has no stream to end).
+    pub fn finish_stream(mut self, summary: StreamSummary) -> bool {
+        let inner = self.inner.take().expect("a live Job has its inner state");
+        match inner.reply {
+            Reply::Stream(mut tx) => tx.done(summary),
+            reply @ Reply::Whole(_) => reply.send_error(InferError::Failed {
+                cause: "the broker produced a stream for a request answered whole".into(),
+                code: None,
+                attempts: summary.attempts,
+            }),
+        }
     }
 }
 
@@ -152,17 +248,36 @@ impl Drop for Job {
         if inner.reply.is_closed() {
             return; // nobody is waiting any more
         }
+        if let Reply::Stream(tx) = &inner.reply {
+            if tx.is_finished() {
+                return; // its refusal or terminal item went out
+            }
+            if tx.is_committed() {
+                log::error!(
+                    request_id = inner.request.trace.id();
+                    "job {} was dropped in the middle of its stream; ending it with an error",
+                    inner.id
+                );
+                inner.reply.send_error(InferError::Failed {
+                    cause: "the worker running this request failed in the middle of its stream"
+                        .into(),
+                    code: None,
+                    attempts: 1,
+                });
+                return;
+            }
+        }
         if inner.called.is_marked() {
             log::error!(
                 request_id = inner.request.trace.id();
                 "job {} was dropped after its Bedrock call was sent; answering with an error",
                 inner.id
             );
-            let _ = inner.reply.send(Err(InferError::Failed {
+            inner.reply.send_error(InferError::Failed {
                 cause: "the worker running this request failed after calling Bedrock".into(),
                 code: None,
                 attempts: 1,
-            }));
+            });
             return;
         }
         if inner.requeues < MAX_REQUEUES && inner.home.connected() {
@@ -187,11 +302,11 @@ impl Drop for Job {
             "the broker stopped before this request could run".to_string()
         };
         log::error!(request_id = inner.request.trace.id(); "job {}: {cause}", inner.id);
-        let _ = inner.reply.send(Err(InferError::Failed {
+        inner.reply.send_error(InferError::Failed {
             cause,
             code: None,
             attempts: 0,
-        }));
+        });
     }
 }
 
@@ -203,6 +318,7 @@ impl std::fmt::Debug for Job {
                 .field("id", &inner.id)
                 .field("model", &inner.request.model)
                 .field("deadline", &inner.deadline)
+                .field("stream", &matches!(inner.reply, Reply::Stream(_)))
                 .finish(),
             None => f.write_str("Job(answered)"),
         }

@@ -62,6 +62,9 @@ pub struct ModelThrottle {
     /// `max_tokens` at admission but gives the unused part back when the call ends, so the
     /// sustained rate is set by what calls use; its reservation needs only the quota's burst.
     tokens_per_call: f64,
+    /// The pacer stopped pacing for lack of any success: the brake spaces calls until one
+    /// succeeds.
+    pacer_gave_up: bool,
     /// Calls reported.
     reported: u64,
     /// Throttled reports.
@@ -79,6 +82,7 @@ impl ModelThrottle {
             tokens: RateController::new(now),
             latency: Duration::from_millis(100),
             tokens_per_call: 0.0,
+            pacer_gave_up: false,
             reported: 0,
             throttled: 0,
             succeeded: 0,
@@ -94,6 +98,14 @@ impl ModelThrottle {
         match (self.calls.rate(), by_tokens) {
             (Some(c), Some(t)) => Some(c.min(t)),
             (c, t) => c.or(t),
+        }
+    }
+
+    /// When calls may start again, if a spent window holds them back until then.
+    pub fn resume_at(&self) -> Option<Instant> {
+        match (self.calls.resume_at(), self.tokens.resume_at()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -133,15 +145,13 @@ impl ModelThrottle {
     }
 
     /// The brake's un-jittered delay for a call now (zero when it is not braking). With the
-    /// adaptive policy the brake applies only while the pacer has no level to pace at.
+    /// adaptive policy the brake applies only once the pacer gave up (nothing succeeded for
+    /// two windows): before that the pacer spaces calls itself, and a brake granting calls
+    /// outside its schedule would only collide with it.
     pub fn brake_delay(&mut self, now: Instant, config: &ThrottleConfig) -> Duration {
         match config.policy {
             ThrottlePolicy::None => Duration::ZERO,
-            ThrottlePolicy::Adaptive
-                if self.calls.rate().is_some() || self.tokens.rate().is_some() =>
-            {
-                Duration::ZERO
-            }
+            ThrottlePolicy::Adaptive if !self.pacer_gave_up => Duration::ZERO,
             _ => self
                 .brake
                 .pre_call_delay(&config.schedule, now, config.free_throttles()),
@@ -171,6 +181,7 @@ impl ModelThrottle {
             let grant = Grant::CallAfter {
                 delay: Duration::ZERO,
                 tokens: 0,
+                latency: self.latency,
             };
             return (grant, Duration::ZERO);
         }
@@ -190,7 +201,7 @@ impl ModelThrottle {
             }
             match self.tokens.reserve(now, tokens as f64, pacing) {
                 Reservation::ComeBack(after) => {
-                    self.calls.refund(now, 1.0, pacing);
+                    self.calls.refund(now, 1.0);
                     return (Grant::AskAgainAfter(after), Duration::ZERO);
                 }
                 Reservation::At(at) => send_at = send_at.max(at),
@@ -206,6 +217,7 @@ impl ModelThrottle {
         let grant = Grant::CallAfter {
             delay: send_at.saturating_duration_since(now).max(brake),
             tokens,
+            latency: self.latency,
         };
         (grant, brake)
     }
@@ -242,7 +254,7 @@ impl ModelThrottle {
                         Lane::Calls,
                         self.calls.on_admitted(now, 1.0, latency, pacing),
                     ));
-                    self.tokens.settle(now, granted, used, pacing);
+                    self.tokens.settle(now, granted, used);
                     changed.push((
                         Lane::Tokens,
                         self.tokens.on_admitted(now, used, latency, pacing),
@@ -252,10 +264,10 @@ impl ModelThrottle {
             }
             CallOutcome::Throttled { tokens } => {
                 self.throttled += 1;
-                self.brake.on_throttle(now);
+                self.brake.on_throttle(&config.schedule, now);
                 if paced {
                     // A throttled call took nothing from the token quota.
-                    self.tokens.refund(now, granted, pacing);
+                    self.tokens.refund(now, granted);
                     let (lane, controller) = if tokens {
                         (Lane::Tokens, &mut self.tokens)
                     } else {
@@ -271,7 +283,7 @@ impl ModelThrottle {
                         Lane::Calls,
                         self.calls.on_admitted(now, 1.0, latency, pacing),
                     ));
-                    self.tokens.refund(now, granted, pacing);
+                    self.tokens.refund(now, granted);
                 }
             }
         }
@@ -283,13 +295,24 @@ impl ModelThrottle {
             .into_iter()
             .filter_map(|(lane, adjustment)| adjustment.map(|a| (lane, a)))
             .collect();
+        if notes
+            .adjustments
+            .iter()
+            .any(|(_, a)| matches!(a, Adjustment::Unpaced { .. }))
+        {
+            self.pacer_gave_up = true;
+        }
+        if matches!(outcome, CallOutcome::Success { .. }) {
+            self.pacer_gave_up = false;
+        }
         notes
     }
 
-    /// Gives back a granted slot that will not be used (the request gave up first).
-    pub fn release(&mut self, now: Instant, granted_tokens: u64, config: &ThrottleConfig) {
-        self.calls.refund(now, 1.0, &config.pacing);
-        self.tokens
-            .refund(now, granted_tokens as f64, &config.pacing);
+    /// Gives back a granted slot that will not be used (the request gave up first): its
+    /// tokens return to the token pace. Its call slot is not given back: later slots were
+    /// reserved behind it, and handing its time out again would send two calls closer
+    /// together than the pace allows.
+    pub fn release(&mut self, now: Instant, granted_tokens: u64) {
+        self.tokens.refund(now, granted_tokens as f64);
     }
 }

@@ -11,59 +11,60 @@
 //! own keep the quota busy only by wasting most of their calls on throttles. The pacer spaces
 //! calls at the rate the quota admits, so the quota stays busy and few calls are throttled.
 //!
-//! # What the evidence says, shape by shape
-//! At low rates every estimate is noisy (one minute of a 30 requests-per-minute quota holds 30
-//! calls), so the pacer acts only on what its evidence can support:
-//! - A pace that ran for a *proof* (enough calls, none throttled, the pace actually used) is
-//!   sustainable: the **floor**. A pace at which calls were throttled is too fast: the
-//!   **ceiling**. Between the two the quota's rate lies.
+//! # What the evidence says
+//! At low rates every estimate is noisy (a minute of a 30 requests-per-minute quota holds 30
+//! calls), so the pacer acts only on what its evidence supports:
+//! - A pace that ran for a **proof** (long enough, used by demand, none of its calls
+//!   throttled) is sustainable: it becomes the **floor**. A pace at which calls were throttled
+//!   is too fast: the **ceiling**. The quota's rate lies between the two.
 //! - Above the quota, a bucket with a burst of one wastes half the calls (every other call
-//!   comes a little early and is throttled, and the refill it missed is lost), so the pace
-//!   approaches the quota from below: it runs at the floor and *probes* a little above it.
-//! - While the quota is exhausted, the calls that still succeed arrive at the rate it
-//!   refills (bursts spent): the **measured** rate of a throttled stretch is the quota's rate
-//!   for a bucket, and for a bucket of burst one at most that.
+//!   comes a little early and is throttled, and the refill it missed is lost). So the pace
+//!   approaches the quota from below: it runs at the floor and probes a little above it.
+//! - While the quota is exhausted, the calls that still succeed arrive at the rate it refills
+//!   (any burst spent): the rate **measured** over a throttled stretch with enough successes
+//!   is the quota's rate, known to within about one success in that stretch.
 //! - A window (sliding or fixed) admits its whole quota at once and then nothing until the
-//!   window moves: a **closure** (throttles and no success for a while) followed by successes
-//!   means the successes of the last window are the quota's size, and the pace is set to it.
-//!   A window answers a too-fast pace only once its window fills, so once a closure showed a
-//!   window, a proof lasts the quota's own window (60 s).
+//!   window moves: a **closure** (several throttles in a row and no success for several of
+//!   the recent gaps between successes). The successes of the last window are then its size,
+//!   and it moves one window after the oldest of them. A window answers a too-fast pace only
+//!   when it fills, so once a closure showed a window, a proof lasts the quota's own window.
 //!
 //! # How ([`RateController`], one per resource: calls, and tokens for TPM quotas)
 //! - **Pacing (GCRA)**: each call reserves the next slot `1/rate` after the previous one (a
 //!   call reserving `n` tokens takes `n/rate`). Slots are reserved at most `horizon` ahead; a
-//!   caller beyond it comes back later, so a cut takes effect within `horizon`.
+//!   caller beyond it comes back later, so a cut takes effect within `horizon`. After a cut
+//!   the next slot is one interval away: the quota has nothing left now.
 //! - **Unpaced until the quota shows**: with no evidence of a quota nothing is delayed. Once a
-//!   quarter of the recent outcomes are throttles (and the background, below, does not
-//!   explain them), the pace starts at half the rate calls were being sent at: the ceiling.
-//! - **Throttled** (a throttle of a call sent at the current pace, beyond the background):
-//!   the pace is too fast. Above a floor it goes back to the floor (the probe failed); at
-//!   the floor (the quota shrank, or the floor was proven only on saved burst) it is cut to
-//!   the rate measured while throttled (from at least `min_measured` successes; half the pace
-//!   without them), and the floor is forgotten. The next slot is one interval away: the
-//!   quota has nothing left now. Each cut is judged on the throttles of calls sent at that
-//!   pace only, so a burst of throttles from calls already sent cuts once.
-//! - **Proof and probe**: a pace held for a proof becomes the floor. With a ceiling known,
-//!   the next pace is the geometric middle of floor and ceiling (bisection, at most
-//!   `max_step` up); once they are within `precision` the search is over and the pace stays at
-//!   the floor, re-testing the ceiling after `reprobe_after` (doubling after each failed
-//!   re-test up to `reprobe_max`), so a raised quota is found. Without a ceiling (it grew, or
-//!   a closure showed a window) the pace climbs by a step that starts at `first_step` and
-//!   doubles with each proof up to `max_step`; for a window, whose size the closure measured
-//!   exactly, the step stays at `first_step`. Nothing is proven, and nothing probed, while
+//!   quarter of the recent outcomes are throttles (beyond the background, below), the pace
+//!   starts at half the rate calls were succeeding at; the rate they came back at is the
+//!   first ceiling.
+//! - **A throttle** of a call sent at the current pace: above the floor, the probe failed:
+//!   back to the floor (throttles at the floor in the next moments, while the quota recovers
+//!   from the probe, do not count against it). At the floor, the floor is refuted: the pace
+//!   goes to the rate measured while throttled when at least `confident` successes measured
+//!   it (and that measurement, plus its noise, becomes the ceiling); otherwise it steps down,
+//!   by twice `precision` and doubling with each further refutation. Each decision is judged
+//!   only on calls sent at that pace, so a burst of throttles from calls already sent acts once.
+//! - **Proof and probe**: with a ceiling, the next pace is the geometric middle of floor and
+//!   ceiling (at most `max_step` up). Once they are within `precision` the search is over: the
+//!   pace holds at the floor and re-tests a little above the ceiling after `retest_calls`
+//!   calls (at least `retest_min`), proven over `retest_calls / 2` calls, so that a raised
+//!   quota is found and a noisy ceiling is not. Without a ceiling the pace climbs by a step
+//!   that starts at `first_step` and doubles with each proof up to `max_step`; for a window,
+//!   whose size the closure measured, the step stays at `first_step`. Nothing is proven while
 //!   demand does not use the pace.
 //! - **Background throttles**: Bedrock throttles now and then even under quota; cutting for
 //!   each would ratchet the pace down while the quota sits unused. The background is the
 //!   lower quartile of the throttle fractions of the last minute's 3 s stretches (with at
-//!   least `min_outcomes` outcomes each; at most `max_background`); throttles within two
+//!   least `min_outcomes` outcomes each, at most `max_background`); throttles within two
 //!   standard deviations of what it explains do not count.
-//! - **Quota gone**: if nothing succeeds for a whole `window` plus a proof, pacing stops and
-//!   the seed brake (see `throttle.rs`) spaces calls until they succeed again.
+//! - **Quota gone**: if nothing succeeds for two windows while throttled, pacing stops and the
+//!   seed brake (see `throttle.rs`) spaces calls until they succeed again.
 //!
 //! Constants (the defaults): proof 2 calls and 1 s (the window once a closure was seen),
-//! precision 2%, first step 2%, largest step 25%, margin 1%, re-test after 30 s doubling to
-//! 5 min, at least 3 successes to measure, closure after 5 intervals and 2 s without a
-//! success, horizon 250 ms, window 60 s, minimum rate 0.05/s.
+//! precision 2%, first step 2%, largest step 25%, margin 1%, re-test after 50 calls and at
+//! least 5 s, 10 successes to trust a measurement, closure after 3 throttles in a row and 3
+//! gaps without a success, horizon 250 ms, window 60 s, minimum rate 0.05/s.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -77,8 +78,8 @@ pub struct PacingConfig {
     pub proof_calls: u32,
     /// Shortest proof (and at least three call latencies).
     pub proof_min: Duration,
-    /// The quota's own window: proofs last it once a window was seen; the minute count is
-    /// taken over it; nothing succeeding for it stops pacing.
+    /// The quota's own window: proofs last it once a window was seen; the window's size is
+    /// counted over it.
     pub window: Duration,
     /// Floor and ceiling this close (relative) end the search.
     pub precision: f64,
@@ -88,12 +89,12 @@ pub struct PacingConfig {
     pub max_step: f64,
     /// How far below a measured quota the pace is set.
     pub margin: f64,
-    /// Hold at the floor before the first re-test of the ceiling.
-    pub reprobe_after: Duration,
-    /// Longest hold between re-tests.
-    pub reprobe_max: Duration,
-    /// Successes a throttled stretch needs before its measured rate is trusted.
-    pub min_measured: u32,
+    /// Calls at the floor between re-tests of the ceiling, once the search is over.
+    pub retest_calls: u32,
+    /// Shortest hold between re-tests.
+    pub retest_min: Duration,
+    /// Successes at a refuted pace that make its success share bound the quota.
+    pub confident: u32,
     /// Outcomes a 3 s stretch needs to count towards the background.
     pub min_outcomes: u32,
     /// Most of the background throttle fraction that is treated as noise.
@@ -110,13 +111,13 @@ impl Default for PacingConfig {
             proof_calls: 2,
             proof_min: Duration::from_secs(1),
             window: Duration::from_secs(60),
-            precision: 0.02,
+            precision: 0.01,
             first_step: 0.02,
             max_step: 0.25,
             margin: 0.01,
-            reprobe_after: Duration::from_secs(30),
-            reprobe_max: Duration::from_secs(300),
-            min_measured: 3,
+            retest_calls: 50,
+            retest_min: Duration::from_secs(5),
+            confident: 3,
             min_outcomes: 20,
             max_background: 0.10,
             min_rate: 0.05,
@@ -128,34 +129,40 @@ impl Default for PacingConfig {
 /// Throttled fraction of the recent outcomes that starts pacing an unpaced model.
 const START_FRACTION: f64 = 0.25;
 
-/// Consecutive throttles (no success between) that, with [`CLOSURE_QUIET`], make a closure.
+/// Throttles in a row that, with no success for [`CLOSURE_GAPS`] recent gaps between
+/// successes (and at least [`CLOSURE_QUIET`]), make a closure: a bucket keeps admitting calls
+/// at its rate, a spent window admits none.
 const CLOSURE_THROTTLES: u32 = 3;
 
-/// Time without a success that, with [`CLOSURE_THROTTLES`], makes a closure (and at least
-/// [`CLOSURE_GAPS`] of the recent gaps between successes: a bucket keeps admitting calls at
-/// its rate, a spent window admits none).
+/// Recent gaps between successes that a closure lasts.
+const CLOSURE_GAPS: u32 = 3;
+
+/// Shortest closure.
 const CLOSURE_QUIET: Duration = Duration::from_secs(1);
 
-/// Successes in the last window a closure needs: a window that admitted fewer tells too
-/// little about its size (a bucket of burst one looks the same).
+/// Successes in the last window a closure needs: fewer tell too little about a window's size
+/// (a bucket with a burst of one looks the same).
 const CLOSURE_SUCCESSES: usize = 3;
-
-/// Recent gaps between successes that a closure must last.
-const CLOSURE_GAPS: u32 = 5;
-
-/// Successes the recent gap between successes is averaged over.
-const GAP_SUCCESSES: usize = 10;
 
 /// Longest pause between probes of a closed window once it should have moved.
 const CLOSURE_PROBE_MAX: Duration = Duration::from_secs(15);
 
-/// Success times kept for the window's size and its expected reopening.
+/// Success times kept: the window's size, its expected move, the recent gaps.
 const SUCCESS_TIMES: usize = 4096;
+
+/// Failed re-tests in a row that double the hold before the next (at most 4 times as long).
+const RETEST_DOUBLINGS: u32 = 2;
+
+/// Share of calls admitted at a refuted pace from which that share bounds the quota.
+const CARRY_OVER_SHARE: f64 = 0.75;
+
+/// Successes the recent gap between successes is averaged over.
+const GAP_SUCCESSES: usize = 10;
 
 /// Length of the stretches the background throttle fraction is measured over.
 const BUCKET_SECS: u64 = 3;
 
-/// How far back the unpaced start looks for the rate calls were sent at.
+/// How far back the unpaced start looks for the rate calls came back at.
 const RECENT_SECS: u64 = 2;
 
 /// The answer to a reservation.
@@ -174,18 +181,8 @@ pub enum Adjustment {
     Cut { from: Option<f64>, to: f64 },
     /// A proof: the pace went up to probe for more.
     Probe { from: f64, to: f64 },
-    /// Nothing succeeded for a whole quota window: pacing stopped (the brake spaces calls).
+    /// Nothing succeeded for two windows: pacing stopped (the brake spaces calls).
     Unpaced { from: f64 },
-}
-
-/// Where the search for the quota's rate stands.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Search {
-    /// Floor and ceiling far apart (or no ceiling): keep probing after each proof.
-    Open,
-    /// Floor and ceiling within `precision`: hold at the floor until this time, then
-    /// re-test the ceiling.
-    Holding { until: Instant },
 }
 
 /// The stretch of time the current pace has run: what proves or refutes it.
@@ -193,10 +190,27 @@ enum Search {
 struct Stretch {
     /// When the pace was set.
     start: Instant,
-    /// Outcomes (admitted calls) of calls sent at this pace.
+    /// Admitted outcomes of calls sent at this pace.
     ok: u32,
     /// Units reserved at this pace: whether demand used it.
     sent: f64,
+    /// Throttled calls sent at this pace (outside a grace after a failed probe).
+    throttled: u32,
+    /// A call sent at this pace was throttled: it proves nothing.
+    dirty: bool,
+    /// Outcomes this stretch needs to be a proof, and how long it must last.
+    needs: (u32, Duration),
+    /// This pace re-tests a little above the ceiling after the search was over.
+    retest: bool,
+}
+
+/// A closed window: what it held and how it is probed.
+#[derive(Debug, Clone, Copy)]
+struct Closure {
+    /// Its size: the successes of the last window when it closed.
+    size: f64,
+    /// Pause before the next probe if this one fails.
+    pause: Duration,
 }
 
 /// The pace of one resource (calls, or tokens) of one model.
@@ -208,48 +222,50 @@ pub struct RateController {
     next_slot: Instant,
     /// Highest pace proven sustainable.
     floor: Option<f64>,
-    /// Lowest pace at which calls were throttled.
+    /// Lowest pace at which calls were throttled (or a measured quota plus its noise).
     ceiling: Option<f64>,
-    /// How far the search is.
-    search: Search,
-    /// Hold before the next re-test of the ceiling.
-    reprobe_hold: Duration,
-    /// Consecutive proofs without a ceiling, for the doubling step.
+    /// The search is over: hold at the floor until then, then re-test the ceiling.
+    hold_until: Option<Instant>,
+    /// Consecutive proofs without a ceiling, for the doubling climb.
     climbs: u32,
+    /// Consecutive refutations of the floor, for the doubling step down.
+    drops: u32,
+    /// Consecutive failed re-tests of the ceiling, for the doubling hold.
+    retests_failed: u32,
     /// The current pace's stretch.
     stretch: Stretch,
-    /// After a failed probe, throttles at the floor before this do not refute it.
-    floor_grace_until: Instant,
-    /// Outcomes reported earlier than this were of calls sent before the pace changed.
+    /// Outcomes of calls sent before this were sent at an earlier pace.
     fresh_from: Instant,
-    /// The first throttle of the current throttled episode (cleared by a proof).
-    episode: Option<Instant>,
-    /// Units that succeeded since one latency after the episode began, and how many calls.
-    episode_ok: (f64, u32),
-    /// One latency after the episode began: successes from then on were admitted while the
-    /// quota was exhausted.
-    episode_measure_from: Option<Instant>,
-    /// The last success (admitted outcome).
+    /// After the pace went down, throttles before this give no verdict: the quota is still
+    /// recovering from what was sent before (a window holds a failed probe's extra calls
+    /// until they leave it; a bucket refills).
+    grace_until: Instant,
+    /// When successes started counting towards the measured rate: one latency after the
+    /// first throttle of the current throttled episode (cleared by a proof).
+    measure_from: Option<Instant>,
+    /// Units and calls that succeeded since `measure_from`.
+    measured: (f64, u32),
+    /// Typical call latency (the feedback delay), as last told.
+    latency: Duration,
+    /// The first outcome seen.
+    first_outcome: Option<Instant>,
+    /// The last success.
     last_success: Option<Instant>,
     /// Throttles since the last success.
     consecutive: u32,
-    /// Success times over the last `window` (at most [`SUCCESS_TIMES`]): the window's size
-    /// and when it will move.
-    successes: VecDeque<Instant>,
-    /// Throttled and nothing succeeded for a while: the quota's window is spent.
-    closed: bool,
-    /// While closed: the window's size when it closed (its successes over the last
-    /// `window`), and the pause before the next probe if the one at the expected
-    /// reopening fails.
-    closure: Option<(f64, Duration)>,
+    /// Success times and units over the last `window` (at most [`SUCCESS_TIMES`]).
+    successes: VecDeque<(Instant, f64)>,
+    /// A closed window being waited out.
+    closure: Option<Closure>,
     /// A closure has been seen: the quota is a window, and proofs last it.
     window_like: bool,
     /// Outcomes and throttles per 3 s over the last `window`: the lowest throttle fraction
     /// among them is the background, throttles the pace does not cause.
     fractions: VecDeque<(u64, u32, u32)>,
-    /// Units that succeeded, and units reserved, per whole second over the last `window`.
-    history: VecDeque<(u64, f64, f64)>,
-    /// Where the history's seconds are counted from.
+    /// Outcomes, successes and units succeeded per whole second over the last
+    /// [`RECENT_SECS`].
+    recent: VecDeque<(u64, u32, u32, f64)>,
+    /// Where the seconds of `fractions` and `recent` are counted from.
     epoch: Instant,
 }
 
@@ -261,27 +277,32 @@ impl RateController {
             next_slot: now,
             floor: None,
             ceiling: None,
-            search: Search::Open,
-            reprobe_hold: Duration::ZERO,
+            hold_until: None,
             climbs: 0,
+            drops: 0,
+            retests_failed: 0,
             stretch: Stretch {
                 start: now,
                 ok: 0,
                 sent: 0.0,
+                throttled: 0,
+                dirty: false,
+                needs: (0, Duration::ZERO),
+                retest: false,
             },
             fresh_from: now,
-            floor_grace_until: now,
-            episode: None,
-            episode_ok: (0.0, 0),
-            episode_measure_from: None,
+            grace_until: now,
+            measure_from: None,
+            measured: (0.0, 0),
+            latency: Duration::from_millis(100),
+            first_outcome: None,
             last_success: None,
             consecutive: 0,
             successes: VecDeque::new(),
-            closed: false,
             closure: None,
             window_like: false,
             fractions: VecDeque::new(),
-            history: VecDeque::new(),
+            recent: VecDeque::new(),
             epoch: now,
         }
     }
@@ -296,14 +317,18 @@ impl RateController {
         self.floor
     }
 
-    /// The lowest pace at which calls were throttled, if any.
+    /// The lowest pace known to be too fast, if any.
     pub fn ceiling(&self) -> Option<f64> {
         self.ceiling
     }
 
+    /// When a spent window is expected to move (calls wait until then), if one is.
+    pub fn resume_at(&self) -> Option<Instant> {
+        self.closure.map(|_| self.next_slot)
+    }
+
     /// Reserves a slot for `units` (1 for a call; reserved tokens for the token lane).
     pub fn reserve(&mut self, now: Instant, units: f64, cfg: &PacingConfig) -> Reservation {
-        self.count_history(now, 0.0, units, cfg);
         let Some(rate) = self.rate else {
             return Reservation::At(now);
         };
@@ -322,7 +347,7 @@ impl RateController {
     }
 
     /// Gives back `units` of a reservation that will not be used (or was over-estimated).
-    pub fn refund(&mut self, now: Instant, units: f64, _cfg: &PacingConfig) {
+    pub fn refund(&mut self, now: Instant, units: f64) {
         if units <= 0.0 {
             return;
         }
@@ -335,9 +360,9 @@ impl RateController {
 
     /// Settles a reservation of `charged` units that turned out to cost `actual`: gives the
     /// difference back, or takes the extra.
-    pub fn settle(&mut self, now: Instant, charged: f64, actual: f64, cfg: &PacingConfig) {
+    pub fn settle(&mut self, now: Instant, charged: f64, actual: f64) {
         if actual <= charged {
-            self.refund(now, charged - actual, cfg);
+            self.refund(now, charged - actual);
             return;
         }
         let extra = actual - charged;
@@ -348,8 +373,8 @@ impl RateController {
     }
 
     /// Records a call the quota admitted (it was not throttled; it may still have failed
-    /// otherwise), worth `units`, of a call that took `latency`. A success after a closure
-    /// reopens the pace.
+    /// otherwise), worth `units`, that took `latency`. A success after a closure reopens the
+    /// pace at the window's size.
     pub fn on_admitted(
         &mut self,
         now: Instant,
@@ -358,33 +383,41 @@ impl RateController {
         cfg: &PacingConfig,
     ) -> Option<Adjustment> {
         self.count_outcome(now, false, cfg);
-        self.count_history(now, units, 0.0, cfg);
+        self.count_recent(now, Some(units));
+        self.first_outcome.get_or_insert(now);
         self.last_success = Some(now);
         self.consecutive = 0;
-        self.successes.push_back(now);
+        self.successes.push_back((now, units));
         while self.successes.len() > SUCCESS_TIMES
             || self
                 .successes
                 .front()
-                .is_some_and(|at| now.saturating_duration_since(*at) >= cfg.window)
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= cfg.window)
         {
             self.successes.pop_front();
         }
-        if self
-            .episode_measure_from
-            .is_some_and(|from| now.checked_sub(latency).is_some_and(|sent| sent >= from))
-        {
-            self.episode_ok.0 += units;
-            self.episode_ok.1 += 1;
+        let sent_at = now.checked_sub(latency).unwrap_or(now);
+        if self.measure_from.is_some_and(|from| sent_at >= from) {
+            self.measured.0 += units;
+            self.measured.1 += 1;
         }
-        if self.is_fresh(now, latency) {
+        if sent_at >= self.fresh_from {
             self.stretch.ok += 1;
         }
-        self.reopen(now, cfg)
+        let closure = self.closure.take()?;
+        // The window moved: pace at its size.
+        self.window_like = true;
+        self.floor = None;
+        self.ceiling = None;
+        self.hold_until = None;
+        self.climbs = 0;
+        let to = (closure.size / cfg.window.as_secs_f64() * (1.0 - cfg.margin)).max(cfg.min_rate);
+        self.next_slot = now;
+        self.set(now, to, cfg)
     }
 
-    /// Records a throttle of a call that took `latency` to come back; `typical` is the
-    /// typical latency of a successful call (the feedback delay).
+    /// Records a throttle of a call that took `latency`; `typical` is the typical latency of
+    /// a successful call (the feedback delay).
     pub fn on_throttle(
         &mut self,
         now: Instant,
@@ -392,32 +425,35 @@ impl RateController {
         typical: Duration,
         cfg: &PacingConfig,
     ) -> Option<Adjustment> {
+        // 1. Count it; start measuring what the exhausted quota still admits.
+        self.latency = typical;
         self.count_outcome(now, true, cfg);
+        self.count_recent(now, None);
         self.consecutive += 1;
-        if self.episode.is_none() {
-            self.episode = Some(now);
-            self.episode_ok = (0.0, 0);
-            self.episode_measure_from = Some(now + typical);
+        if self.measure_from.is_none() {
+            self.measure_from = Some(now + typical);
+            self.measured = (0.0, 0);
         }
         if self.within_background(now, cfg) {
             return None;
         }
         let Some(rate) = self.rate else {
-            return self.start(now, cfg);
+            return self.start(now, typical, cfg);
         };
-        // Only a call sent at the current pace says anything about it.
-        if !self.is_fresh(now, latency) {
+        // 2. Only a call sent at the current pace says anything about it.
+        let sent_at = now.checked_sub(latency).unwrap_or(now);
+        if sent_at < self.fresh_from {
             return None;
         }
-        if self.closed {
-            // The window has not moved yet: probe again a little later.
-            if let Some((_, pause)) = &mut self.closure {
-                self.next_slot = self.next_slot.max(now + *pause);
-                *pause = (*pause * 2).min(CLOSURE_PROBE_MAX);
-            }
-            self.fresh_from = now;
+        self.stretch.dirty = true;
+        // 3. A closed window that has not moved yet: probe again a little later.
+        if let Some(closure) = &mut self.closure {
+            self.next_slot = self.next_slot.max(now + closure.pause);
+            closure.pause = (closure.pause * 2).min(CLOSURE_PROBE_MAX);
+            self.fresh_from = self.next_slot;
             return None;
         }
+        // 4. A spent window: wait until it moves.
         if self.consecutive >= CLOSURE_THROTTLES
             && self.successes.len() >= CLOSURE_SUCCESSES
             && now.saturating_duration_since(self.last_success.unwrap_or(self.epoch))
@@ -425,44 +461,57 @@ impl RateController {
         {
             return self.close(now, rate, cfg);
         }
-        self.ceiling = Some(self.ceiling.map_or(rate, |c| c.min(rate)));
-        self.search = Search::Open;
-        self.climbs = 0;
-        // Right after a failed probe the quota may still be short for a while (a window holds
-        // the probe's extra calls until they leave it): throttles at the floor then prove
-        // nothing against it.
-        if self.floor.is_some_and(|floor| floor >= rate) && now < self.floor_grace_until {
+        // 5. Right after the pace went down, the quota may still be short: no verdict yet.
+        if now < self.grace_until {
             return None;
         }
-        let to = match self.floor {
-            // A probe failed: back to what is proven.
-            Some(floor) if floor < rate => {
-                let grace = if self.window_like {
-                    cfg.window
-                } else {
-                    cfg.proof_min
-                };
-                self.floor_grace_until = now + grace;
-                floor
+        self.stretch.throttled += 1;
+        if self.stretch.retest {
+            self.retests_failed = (self.retests_failed + 1).min(RETEST_DOUBLINGS);
+        }
+        self.ceiling = Some(self.ceiling.map_or(rate, |c| c.min(rate)));
+        self.hold_until = None;
+        self.climbs = 0;
+        // 6. What the calls sent at this pace say: most of them got through means a quota that
+        // carries its refill over (a bucket with a burst), which admits exactly its rate, so
+        // this share of the pace is the quota, to within about one success. (Half of them
+        // throttled says little: a bucket of burst one above its rate throttles every other
+        // call, whatever the rate; and a window admits its whole size at once, then nothing.)
+        let ok = f64::from(self.stretch.ok);
+        let share = ok / (ok + f64::from(self.stretch.throttled));
+        let measured =
+            (!self.window_like && self.stretch.ok >= cfg.confident && share >= CARRY_OVER_SHARE)
+                .then(|| (rate * share, rate * share * (1.0 + 1.0 / ok)));
+        if let Some((_, bound)) = measured {
+            self.ceiling = self.ceiling.map(|c| c.min(bound));
+        }
+        let to = match (self.floor, measured) {
+            // 6a. A probe failed: back to what is proven, unless what it measured is below
+            // that (the floor was proven on a burst the quota had saved).
+            (Some(floor), Some((quota, _))) if floor < rate && quota < floor => {
+                self.floor = None;
+                quota * (1.0 - cfg.margin)
             }
-            // The floor itself is throttled: cut to what the quota admitted meanwhile.
+            (Some(floor), _) if floor < rate => floor,
+            // 6b. The floor itself is throttled: the quota shrank, or the floor was proven on
+            // a burst the quota had saved. Pace at the share of calls that got through;
+            // without a success at this pace, step down (further with each refutation in a
+            // row).
             _ => {
                 self.floor = None;
-                let (units, calls) = self.episode_ok;
-                let span = self.episode_measure_from.map_or(0.0, |from| {
-                    now.saturating_duration_since(from).as_secs_f64()
-                });
-                if calls >= cfg.min_measured && span > 0.0 {
-                    (units / span * (1.0 - cfg.margin)).min(rate * (1.0 - cfg.margin))
+                if self.stretch.ok > 0 {
+                    rate * share * (1.0 - cfg.margin)
                 } else {
-                    rate / 2.0
+                    let step = (2.0 * cfg.precision * 2f64.powi(self.drops as i32)).min(0.5);
+                    self.drops += 1;
+                    rate * (1.0 - step)
                 }
             }
         };
         self.set(now, to.max(cfg.min_rate), cfg)
     }
 
-    /// Reviews the evidence (call it after each outcome): closures, proofs, probes, and a
+    /// Reviews the evidence (call it after each outcome): proofs, probes, re-tests, and a
     /// quota that is gone. `latency` is the typical call latency.
     pub fn adjust(
         &mut self,
@@ -470,98 +519,107 @@ impl RateController {
         latency: Duration,
         cfg: &PacingConfig,
     ) -> Option<Adjustment> {
+        self.latency = latency;
         let rate = self.rate?;
+        // 1. Nothing succeeded for two windows while throttled: no level to pace at.
         let quiet = now.saturating_duration_since(self.last_success.unwrap_or(self.epoch));
-        // 2. Nothing succeeded for a whole window: no level to pace at.
-        if quiet >= cfg.window * 2 && self.episode.is_some() {
+        if quiet >= cfg.window * 2 && self.consecutive > 0 {
             return self.unpace(now);
         }
-        // 3. A proof of the current pace, then the next probe.
-        if self.proven(now, latency, cfg) {
-            return self.probe(now, rate, cfg);
-        }
-        // 4. Holding at the floor: re-test the ceiling when the hold is over.
-        if let Search::Holding { until } = self.search {
-            if now >= until {
-                self.search = Search::Open;
-                if let Some(ceiling) = self.ceiling {
-                    return self.set(now, ceiling, cfg);
-                }
+        // 2. The search is over: re-test a little above the ceiling when the hold ends.
+        if let Some(until) = self.hold_until {
+            if now < until {
+                return None;
             }
+            self.hold_until = None;
+            let ceiling = self.ceiling.unwrap_or(rate);
+            let adjustment = self.set(now, ceiling * (1.0 + cfg.precision), cfg);
+            let calls = (cfg.retest_calls / 5).max(cfg.proof_calls);
+            self.stretch.needs.0 = calls;
+            self.stretch.retest = true;
+            return adjustment;
+        }
+        // 3. A proof of the current pace, then the next probe.
+        if self.proven(now, latency) {
+            return self.probe(now, rate, cfg);
         }
         None
     }
 
-    /// Ends a closure: the quota's window moved and calls succeed again. The successes of
-    /// the last window are the window's size: pace at it (less the margin).
-    fn reopen(&mut self, now: Instant, cfg: &PacingConfig) -> Option<Adjustment> {
-        if !self.closed {
+    /// The unpaced start: the quota showed. The rate calls came back at is too fast (the
+    /// first ceiling); pace at half the rate they succeeded at. Both are measured over at
+    /// least three call latencies of outcomes (the first throttles come back long before
+    /// the first successes).
+    fn start(&mut self, now: Instant, latency: Duration, cfg: &PacingConfig) -> Option<Adjustment> {
+        let first = *self.first_outcome.get_or_insert(now);
+        if now.saturating_duration_since(first) < latency * 3 {
             return None;
         }
-        self.closed = false;
-        self.window_like = true;
-        self.floor = None;
-        self.ceiling = None;
-        self.search = Search::Open;
-        self.climbs = 0;
-        let size = self.closure.take().map_or(1.0, |(size, _)| size);
-        let to = (size / cfg.window.as_secs_f64() * (1.0 - cfg.margin)).max(cfg.min_rate);
-        self.next_slot = now;
-        self.set(now, to, cfg)
-    }
-
-    /// The quota's window is spent: nothing more is sent until it should have moved (one
-    /// window after the oldest success it holds), then it is probed, less and less often.
-    fn close(&mut self, now: Instant, rate: f64, cfg: &PacingConfig) -> Option<Adjustment> {
-        self.closed = true;
-        let size = self.successes.len() as f64;
-        let oldest = self.successes.front().copied().unwrap_or(now);
-        let reopen = (oldest + cfg.window + Duration::from_millis(50)).max(now);
-        self.closure = Some((size, Duration::from_secs(1)));
-        self.next_slot = reopen;
-        self.fresh_from = now;
-        let to = (size.max(1.0) / cfg.window.as_secs_f64()).max(cfg.min_rate);
-        self.rate = Some(to);
-        Some(Adjustment::Cut {
-            from: Some(rate),
-            to,
-        })
-    }
-
-    /// Whether the pace is closed (a window spent).
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
-    /// The unpaced start: the quota showed. Pace at half the rate calls were sent at.
-    fn start(&mut self, now: Instant, cfg: &PacingConfig) -> Option<Adjustment> {
         let (outcomes, throttles) = self.recent_outcomes(now);
         if outcomes == 0 || f64::from(throttles) < START_FRACTION * f64::from(outcomes) {
             return None;
         }
-        let sent = self.recent_sent(now);
-        if sent <= 0.0 {
+        let (returned, succeeded) = self.recent_rates(now, first);
+        if returned <= 0.0 {
             return None;
         }
-        self.ceiling = Some(sent);
-        self.set(now, (sent / 2.0).max(cfg.min_rate), cfg)
+        self.ceiling = Some(returned);
+        let base = if succeeded > 0.0 { succeeded } else { returned };
+        self.set(now, (base / 2.0).max(cfg.min_rate), cfg)
     }
 
-    /// Sets the pace to `to` from now on: a new stretch, and the next slot one interval away.
+    /// Sets the pace to `to` from now on: a new stretch, and after a cut the next slot one
+    /// interval away.
     fn set(&mut self, now: Instant, to: f64, cfg: &PacingConfig) -> Option<Adjustment> {
         let from = self.rate;
         // Slots reserved so far run at the old pace; calls sent from their end on at this one.
         self.fresh_from = self.next_slot.max(now);
         self.rate = Some(to);
-        let interval = Duration::from_secs_f64(1.0 / to).min(cfg.horizon * 4);
+        let span = if self.window_like {
+            cfg.window
+        } else {
+            cfg.proof_min
+        };
         if from.is_none_or(|f| to < f) {
-            // Down: the quota has nothing left now; wait an interval.
-            self.next_slot = self.next_slot.max(now + interval);
+            // Down: the quota has nothing left now; the first call at this pace comes one of
+            // its intervals after the last one reserved at the old pace, and throttles give
+            // no verdict until the quota had time to recover: a window until it moves, a
+            // bucket for three call latencies (calls settle their reservations as they end).
+            let interval = Duration::from_secs_f64(1.0 / to);
+            let last_reserved = match from {
+                Some(f) => self
+                    .next_slot
+                    .checked_sub(Duration::from_secs_f64(1.0 / f))
+                    .unwrap_or(now),
+                None => self.next_slot,
+            };
+            self.next_slot = last_reserved.max(now) + interval;
+            let grace = if self.window_like {
+                cfg.window
+            } else {
+                self.latency * 3
+            };
+            self.grace_until = self.next_slot.max(now + grace);
         }
+        // A probe `step` above the floor shows a too-fast pace to a bucket with a burst to
+        // spend only in about one throttle per `1/step` calls: between a floor and a ceiling,
+        // prove it over that many. (A climb with no ceiling in sight keeps short proofs: the
+        // quota was just shown to have grown.)
+        let calls = match (self.floor, self.ceiling) {
+            (Some(floor), Some(_)) if to > floor => {
+                let step = to / floor - 1.0;
+                ((1.0 / step).ceil() as u32).clamp(cfg.proof_calls, cfg.retest_calls / 5)
+            }
+            _ => cfg.proof_calls,
+        };
         self.stretch = Stretch {
             start: now,
             ok: 0,
             sent: 0.0,
+            throttled: 0,
+            dirty: false,
+            needs: (calls, span),
+            retest: false,
         };
         match from {
             Some(f) if to > f => Some(Adjustment::Probe { from: f, to }),
@@ -570,84 +628,97 @@ impl RateController {
         }
     }
 
-    /// Pacing stops: nothing has succeeded for a whole window.
+    /// The quota's window is spent: nothing more is sent until it should have moved (one
+    /// window after the oldest success it holds), then it is probed, less and less often.
+    fn close(&mut self, now: Instant, rate: f64, cfg: &PacingConfig) -> Option<Adjustment> {
+        let size: f64 = self.successes.iter().map(|(_, units)| units).sum();
+        let oldest = self.successes.front().map_or(now, |(at, _)| *at);
+        let reopen = (oldest + cfg.window + Duration::from_millis(50)).max(now);
+        self.closure = Some(Closure {
+            size,
+            pause: Duration::from_secs(1),
+        });
+        self.next_slot = reopen;
+        self.fresh_from = reopen;
+        // Admission sees the window's long-run rate (and `next_free`).
+        let to = (size / cfg.window.as_secs_f64()).max(cfg.min_rate);
+        self.rate = Some(to);
+        Some(Adjustment::Cut {
+            from: Some(rate),
+            to,
+        })
+    }
+
+    /// Pacing stops: nothing has succeeded for two windows.
     fn unpace(&mut self, now: Instant) -> Option<Adjustment> {
         let from = self.rate.take()?;
-        self.floor = None;
-        self.ceiling = None;
-        self.closed = false;
-        self.episode = None;
-        self.search = Search::Open;
-        self.stretch = Stretch {
-            start: now,
-            ok: 0,
-            sent: 0.0,
+        *self = RateController {
+            fractions: std::mem::take(&mut self.fractions),
+            recent: std::mem::take(&mut self.recent),
+            epoch: self.epoch,
+            ..RateController::new(now)
         };
         Some(Adjustment::Unpaced { from })
     }
 
     /// Whether the current pace has run long enough, clean, and used, to be proven.
-    fn proven(&self, now: Instant, latency: Duration, cfg: &PacingConfig) -> bool {
+    fn proven(&self, now: Instant, latency: Duration) -> bool {
         let Some(rate) = self.rate else {
             return false;
         };
-        if self.closed || matches!(self.search, Search::Holding { .. }) {
+        if self.closure.is_some() || self.stretch.dirty {
             return false;
         }
-        let span = if self.window_like {
-            cfg.window
-        } else {
-            cfg.proof_min.max(latency * 3)
-        };
+        let (calls, span) = self.stretch.needs;
         let elapsed = now.saturating_duration_since(self.stretch.start);
-        elapsed >= span
-            && self.stretch.ok >= cfg.proof_calls
+        elapsed >= span.max(latency * 3)
+            && self.stretch.ok >= calls
             && self.stretch.sent >= 0.8 * rate * elapsed.as_secs_f64()
     }
 
-    /// The current pace is proven: it is the floor; probe above it.
+    /// The current pace is proven: it is the floor; probe above it (or hold, if the search
+    /// is over).
     fn probe(&mut self, now: Instant, rate: f64, cfg: &PacingConfig) -> Option<Adjustment> {
-        self.floor = Some(self.floor.map_or(rate, |f| f.max(rate)));
-        let floor = rate;
-        self.episode = None;
-        self.episode_measure_from = None;
-        match self.ceiling {
-            Some(ceiling) if ceiling <= floor => {
-                // The quota grew past the old ceiling: search upwards again.
+        self.floor = Some(rate);
+        self.drops = 0;
+        self.measure_from = None;
+        let step = match self.ceiling {
+            Some(ceiling) if ceiling <= rate => {
+                // The quota grew past the old ceiling: climb again.
+                self.retests_failed = 0;
                 self.ceiling = None;
                 self.climbs = 0;
-                self.reprobe_hold = Duration::ZERO;
+                None
             }
-            Some(ceiling) if ceiling / floor - 1.0 <= cfg.precision => {
-                // Found: hold at the floor, re-test the ceiling later.
-                self.reprobe_hold = if self.reprobe_hold.is_zero() {
-                    cfg.reprobe_after
-                } else {
-                    (self.reprobe_hold * 2).min(cfg.reprobe_max)
-                };
-                self.search = Search::Holding {
-                    until: now + self.reprobe_hold,
-                };
-                self.stretch = Stretch {
-                    start: now,
-                    ok: 0,
-                    sent: 0.0,
-                };
+            Some(ceiling) if ceiling / rate - 1.0 <= cfg.precision => {
+                // Found: hold at the floor; re-test above the ceiling later.
+                // Each failed re-test in a row doubles the hold: the quota is steady.
+                let calls = f64::from(cfg.retest_calls) * f64::from(1u32 << self.retests_failed);
+                let hold = cfg
+                    .retest_min
+                    .max(Duration::from_secs_f64(calls / rate))
+                    .max(if self.window_like {
+                        cfg.window
+                    } else {
+                        Duration::ZERO
+                    });
+                self.hold_until = Some(now + hold);
+                self.stretch.start = now;
                 return None;
             }
-            Some(ceiling) => {
-                let to = (floor * ceiling).sqrt().min(floor * (1.0 + cfg.max_step));
-                return self.set(now, to, cfg);
-            }
-            None => {}
-        }
-        let step = if self.window_like {
-            cfg.first_step
-        } else {
-            (cfg.first_step * 2f64.powi(self.climbs as i32)).min(cfg.max_step)
+            Some(ceiling) => Some((ceiling / rate).sqrt() - 1.0),
+            None => None,
         };
-        self.climbs += 1;
-        self.set(now, floor * (1.0 + step), cfg)
+        let step = step.unwrap_or_else(|| {
+            let step = if self.window_like {
+                cfg.first_step
+            } else {
+                cfg.first_step * 2f64.powi(self.climbs as i32)
+            };
+            self.climbs += 1;
+            step
+        });
+        self.set(now, rate * (1.0 + step.min(cfg.max_step)), cfg)
     }
 
     /// The mean gap between the last [`GAP_SUCCESSES`] successes (zero with fewer than two).
@@ -656,16 +727,9 @@ impl RateController {
         if n < 2 {
             return Duration::ZERO;
         }
-        let last = self.successes[self.successes.len() - 1];
-        let first = self.successes[self.successes.len() - n];
+        let last = self.successes[self.successes.len() - 1].0;
+        let first = self.successes[self.successes.len() - n].0;
         (last - first) / (n as u32 - 1)
-    }
-
-    /// Whether an outcome reported at `now` of a call that took `latency` was sent at the
-    /// current pace.
-    fn is_fresh(&self, now: Instant, latency: Duration) -> bool {
-        now.checked_sub(latency)
-            .is_some_and(|sent| sent >= self.fresh_from)
     }
 
     /// Counts one outcome in its 3 s bucket.
@@ -688,27 +752,29 @@ impl RateController {
         }
     }
 
-    /// Adds succeeded and reserved units to the current second's history.
-    fn count_history(&mut self, now: Instant, ok: f64, sent: f64, cfg: &PacingConfig) {
+    /// Adds an outcome to the current second: a success worth `units`, or a throttle.
+    fn count_recent(&mut self, now: Instant, success: Option<f64>) {
         let second = now.saturating_duration_since(self.epoch).as_secs();
-        match self.history.back_mut() {
-            Some((s, o, r)) if *s == second => {
-                *o += ok;
-                *r += sent;
+        let ok = u32::from(success.is_some());
+        let units = success.unwrap_or(0.0);
+        match self.recent.back_mut() {
+            Some((s, o, k, u)) if *s == second => {
+                *o += 1;
+                *k += ok;
+                *u += units;
             }
-            _ => self.history.push_back((second, ok, sent)),
+            _ => self.recent.push_back((second, 1, ok, units)),
         }
-        let keep = cfg.window.as_secs().max(1);
         while self
-            .history
+            .recent
             .front()
-            .is_some_and(|(s, _, _)| second.saturating_sub(*s) >= keep)
+            .is_some_and(|(s, _, _, _)| second.saturating_sub(*s) > RECENT_SECS)
         {
-            self.history.pop_front();
+            self.recent.pop_front();
         }
     }
 
-    /// Outcomes and throttles over the last few seconds.
+    /// Outcomes and throttles over the current and the previous 3 s stretch.
     fn recent_outcomes(&self, now: Instant) -> (u32, u32) {
         let bucket = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
         self.fractions
@@ -717,24 +783,28 @@ impl RateController {
             .fold((0, 0), |(o, t), (_, bo, bt)| (o + bo, t + bt))
     }
 
-    /// Units reserved per second over the last [`RECENT_SECS`] (or since the start).
-    fn recent_sent(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.epoch).as_secs_f64();
-        let second = elapsed as u64;
-        let total: f64 = self
-            .history
+    /// Units per second that came back (successes, and throttles counted at the successes'
+    /// mean size) and that succeeded, over the last [`RECENT_SECS`] (or since the first
+    /// outcome, at least a quarter of a second).
+    fn recent_rates(&self, now: Instant, first: Instant) -> (f64, f64) {
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        let elapsed = now.saturating_duration_since(first).as_secs_f64();
+        let (outcomes, ok, units) = self
+            .recent
             .iter()
-            .filter(|(s, _, _)| s + RECENT_SECS > second)
-            .map(|(_, _, r)| r)
-            .sum();
+            .filter(|(s, _, _, _)| s + RECENT_SECS > second)
+            .fold((0u32, 0u32, 0.0), |(o, k, u), (_, so, sk, su)| {
+                (o + so, k + sk, u + su)
+            });
         let span = elapsed.min(RECENT_SECS as f64).max(0.25);
-        total / span
+        let per_call = if ok > 0 { units / f64::from(ok) } else { 1.0 };
+        (f64::from(outcomes) * per_call / span, units / span)
     }
 
     /// The background throttle fraction: the lower quartile of the last minute's complete
     /// 3 s buckets (with at least `min_outcomes` outcomes; four such buckets needed). At a
-    /// real quota the pace holds below it for seconds after each cut, so a quarter of the
-    /// buckets or more are free of throttles.
+    /// real quota the pace holds below it after each cut, so a quarter of the buckets or more
+    /// are free of throttles.
     fn background(&self, now: Instant, cfg: &PacingConfig) -> f64 {
         let current = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
         let mut complete: Vec<f64> = self
@@ -760,5 +830,278 @@ impl RateController {
         let (outcomes, throttles) = self.recent_outcomes(now);
         let expected = f64::from(outcomes) * background;
         f64::from(throttles) <= expected + 2.0 * expected.sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATENCY: Duration = Duration::from_millis(100);
+    const THROTTLE: Duration = Duration::from_millis(5);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A controller paced at `rate` from `now`, with a floor and a ceiling as given.
+    fn paced(now: Instant, rate: f64, floor: Option<f64>, ceiling: Option<f64>) -> RateController {
+        let cfg = PacingConfig::default();
+        let mut c = RateController::new(now);
+        c.floor = floor;
+        c.ceiling = ceiling;
+        c.set(now, rate, &cfg);
+        c.grace_until = now;
+        c
+    }
+
+    /// Reserves one call at `now` and returns its slot.
+    fn slot(c: &mut RateController, now: Instant) -> Instant {
+        match c.reserve(now, 1.0, &PacingConfig::default()) {
+            Reservation::At(at) => at,
+            Reservation::ComeBack(after) => panic!("no slot, come back after {after:?}"),
+        }
+    }
+
+    #[test]
+    fn unpaced_until_the_quota_shows_then_half_the_success_rate() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = RateController::new(t0);
+        assert_eq!(c.reserve(t0, 1.0, &cfg), Reservation::At(t0));
+        // 10 successes over the first second, then throttles: nothing happens until three
+        // latencies of outcomes are in, and only once a quarter of them are throttles.
+        for i in 0..10 {
+            c.on_admitted(t0 + ms(100 + i * 100), 1.0, LATENCY, &cfg);
+        }
+        assert_eq!(c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg), None);
+        assert_eq!(
+            c.rate(),
+            None,
+            "one throttle in eleven outcomes is not a quota"
+        );
+        for _ in 0..3 {
+            c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg);
+        }
+        // 10 successes and 4 throttles in 1.0 s (since the first outcome at 0.1 s: 0.9 s).
+        let rate = c.rate().expect("paced");
+        assert!((rate - 10.0 / 0.9 / 2.0).abs() < 1e-9, "{rate}");
+        assert!((c.ceiling().unwrap() - 14.0 / 0.9).abs() < 1e-9);
+        // The first throttles come back long before the first successes: wait three
+        // latencies of outcomes before judging.
+        let mut early = RateController::new(t0);
+        for _ in 0..5 {
+            early.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+        }
+        assert_eq!(early.rate(), None);
+    }
+
+    #[test]
+    fn a_cut_spaces_the_next_call_one_interval_after_the_last_one_reserved() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 10.0, Some(5.0), None);
+        let first = slot(&mut c, t0);
+        let second = slot(&mut c, t0);
+        assert_eq!(second - first, ms(100));
+        // A throttle of the call sent at `second` (a probe above the floor): back to the
+        // floor, one floor interval (200 ms) after that last slot (or after now, if later).
+        let adj = c.on_throttle(second + THROTTLE, THROTTLE, LATENCY, &cfg);
+        assert_eq!(
+            adj,
+            Some(Adjustment::Cut {
+                from: Some(10.0),
+                to: 5.0
+            })
+        );
+        assert_eq!(slot(&mut c, second + THROTTLE), second + THROTTLE + ms(200));
+        assert_eq!(c.ceiling(), Some(10.0));
+        // Throttles of calls sent before the cut say nothing about the new pace.
+        assert_eq!(c.on_throttle(second + ms(6), ms(6), LATENCY, &cfg), None);
+        assert_eq!(c.rate(), Some(5.0));
+    }
+
+    #[test]
+    fn a_refuted_floor_goes_to_the_share_of_calls_that_got_through() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        // Carry-over: 9 of 10 calls at 11/s got through: the quota is about 9.9/s.
+        let mut c = paced(t0, 11.0, Some(11.0), Some(12.0));
+        for i in 1..=9 {
+            c.on_admitted(t0 + ms(i * 90 + 100), 1.0, LATENCY, &cfg);
+        }
+        c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg);
+        let to = c.rate().unwrap();
+        assert!((to - 11.0 * 0.9 * (1.0 - cfg.margin)).abs() < 1e-9, "{to}");
+        assert_eq!(c.floor(), None);
+        // ... which also bounds the ceiling, to within one success.
+        let bound = 11.0 * 0.9 * (1.0 + 1.0 / 9.0);
+        assert!((c.ceiling().unwrap() - bound).abs() < 1e-9);
+        // Nothing got through at the refuted pace: step down, further each time.
+        let mut d = paced(t0, 10.0, Some(10.0), None);
+        d.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+        assert!((d.rate().unwrap() - 10.0 * (1.0 - 2.0 * cfg.precision)).abs() < 1e-9);
+        let later = d.grace_until + ms(1);
+        let after_slot = slot(&mut d, later);
+        d.on_throttle(after_slot.max(later) + THROTTLE, THROTTLE, LATENCY, &cfg);
+        let expected = 10.0 * (1.0 - 2.0 * cfg.precision) * (1.0 - 4.0 * cfg.precision);
+        assert!((d.rate().unwrap() - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn right_after_a_cut_throttles_give_no_verdict() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 10.0, Some(10.0), None);
+        c.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+        let rate = c.rate().unwrap();
+        // A call sent at the new pace but within three latencies of the cut: the quota may
+        // still be short from the calls before it.
+        let sent = slot(&mut c, t0 + ms(20));
+        assert!(sent < c.grace_until);
+        assert_eq!(
+            c.on_throttle(sent + THROTTLE, THROTTLE, LATENCY, &cfg),
+            None
+        );
+        assert_eq!(c.rate(), Some(rate));
+    }
+
+    #[test]
+    fn proofs_bisect_between_floor_and_ceiling_then_hold_and_retest() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 4.0, None, Some(9.0));
+        // Two calls at 4/s over a second, none throttled: 4 is the floor, probe at 6.
+        let mut now = t0;
+        for _ in 0..5 {
+            let at = slot(&mut c, now);
+            now = at + LATENCY;
+            c.on_admitted(now, 1.0, LATENCY, &cfg);
+        }
+        let adj = c.adjust(now, LATENCY, &cfg).expect("proven");
+        assert_eq!(
+            adj,
+            Adjustment::Probe { from: 4.0, to: 5.0 },
+            "+25% at most"
+        );
+        assert_eq!(c.floor(), Some(4.0));
+        // Between 4.9 and 5, the search is over: hold, then re-test just above the ceiling.
+        // (1.2% above the floor: proven over 10 calls, the most a probe needs.)
+        let mut d = paced(t0, 4.96, Some(4.9), Some(5.0));
+        assert_eq!(d.stretch.needs.0, 10);
+        let mut now = t0;
+        for _ in 0..12 {
+            let at = slot(&mut d, now);
+            now = at + LATENCY;
+            d.on_admitted(now, 1.0, LATENCY, &cfg);
+        }
+        assert_eq!(d.adjust(now, LATENCY, &cfg), None, "found: hold");
+        let until = d.hold_until.expect("holding");
+        assert_eq!(until - now, Duration::from_secs_f64(50.0 / 4.96));
+        assert_eq!(
+            d.adjust(until, LATENCY, &cfg),
+            Some(Adjustment::Probe {
+                from: 4.96,
+                to: 5.0 * (1.0 + cfg.precision)
+            })
+        );
+        assert!(d.stretch.retest);
+        assert_eq!(d.stretch.needs.0, 10, "a re-test is proven over more calls");
+    }
+
+    #[test]
+    fn a_spent_window_waits_until_it_moves_then_paces_at_its_size() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = RateController::new(t0);
+        // 30 successes in the first 10 s (a window's whole size), then only throttles.
+        for i in 0..30 {
+            c.on_admitted(t0 + ms(300 + i * 330), 1.0, LATENCY, &cfg);
+        }
+        let last = t0 + ms(300 + 29 * 330);
+        let mut now = last;
+        for _ in 0..8 {
+            now += ms(400);
+            c.on_throttle(now, THROTTLE, LATENCY, &cfg);
+            if c.resume_at().is_some() {
+                break;
+            }
+        }
+        let resume = c.resume_at().expect("closed");
+        assert_eq!(resume, t0 + ms(300) + cfg.window + ms(50));
+        match c.reserve(now, 1.0, &cfg) {
+            Reservation::ComeBack(_) => {}
+            other => panic!("nothing is sent before the window moves: {other:?}"),
+        }
+        // The window moved: 30 calls a minute, less the margin.
+        let adj = c.on_admitted(resume + LATENCY, 1.0, LATENCY, &cfg);
+        assert!(matches!(
+            adj,
+            Some(Adjustment::Cut { .. } | Adjustment::Probe { .. })
+        ));
+        assert!((c.rate().unwrap() - 0.5 * (1.0 - cfg.margin)).abs() < 1e-9);
+        assert_eq!(c.resume_at(), None);
+        assert!(c.window_like);
+    }
+
+    #[test]
+    fn steady_sporadic_throttles_become_background_and_stop_cutting() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 100.0, Some(100.0), Some(101.0));
+        c.hold_until = Some(t0 + Duration::from_secs(3600));
+        let mut cuts_after_learning = 0;
+        // 5% of calls throttled whatever the pace, for a minute.
+        for second in 0..60u64 {
+            let base = t0 + Duration::from_secs(second);
+            for i in 0..95 {
+                c.on_admitted(base + ms(i * 10), 1.0, LATENCY, &cfg);
+            }
+            for i in 0..5 {
+                let adj = c.on_throttle(base + ms(950 + i), THROTTLE, LATENCY, &cfg);
+                if second >= 30 && matches!(adj, Some(Adjustment::Cut { .. })) {
+                    cuts_after_learning += 1;
+                }
+            }
+        }
+        assert!((c.background(t0 + Duration::from_secs(60), &cfg) - 0.05).abs() < 1e-9);
+        assert_eq!(cuts_after_learning, 0);
+    }
+
+    #[test]
+    fn slots_are_spaced_and_reserved_only_within_the_horizon() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 20.0, None, None);
+        let mut slots = Vec::new();
+        loop {
+            match c.reserve(t0, 1.0, &cfg) {
+                Reservation::At(at) => slots.push(at.duration_since(t0)),
+                Reservation::ComeBack(after) => {
+                    assert!(after <= cfg.horizon);
+                    break;
+                }
+            }
+        }
+        // The first slot one interval away (the pace was just set), then every 50 ms up to
+        // the 250 ms horizon.
+        assert_eq!(slots.len(), 5, "{slots:?}");
+        assert_eq!(slots[0], ms(50));
+        assert!(slots.windows(2).all(|w| w[1] - w[0] == ms(50)));
+    }
+
+    #[test]
+    fn token_reservations_settle_to_what_calls_used() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 1000.0, None, None);
+        let first = match c.reserve(t0, 100.0, &cfg) {
+            Reservation::At(at) => at,
+            other => panic!("{other:?}"),
+        };
+        c.settle(t0, 100.0, 40.0);
+        assert_eq!(c.reserve(t0, 10.0, &cfg), Reservation::At(first + ms(40)));
+        c.settle(t0, 10.0, 60.0);
+        assert_eq!(c.reserve(t0, 1.0, &cfg), Reservation::At(first + ms(100)));
     }
 }

@@ -41,6 +41,22 @@ pub fn start_wait(ahead: usize, pace: f64, latency: Duration) -> Duration {
     Duration::from_secs_f64(waiting / pace.max(f64::MIN_POSITIVE))
 }
 
+/// How long a job with `ahead` jobs of its model before it waits for its call to start at
+/// `pace`: [`start_wait`], or, while the quota's window is spent until `resume_at`, the time
+/// until it moves plus the pace's spacing for every job ahead (none of them is at Bedrock).
+pub fn wait_for(
+    ahead: usize,
+    pace: f64,
+    latency: Duration,
+    resume_at: Option<Instant>,
+    now: Instant,
+) -> Duration {
+    match resume_at.filter(|at| *at > now) {
+        Some(at) => at - now + Duration::from_secs_f64(ahead as f64 / pace.max(f64::MIN_POSITIVE)),
+        None => start_wait(ahead, pace, latency),
+    }
+}
+
 /// How many of a paced model's jobs may hold worker slots: its calls at Bedrock, plus half a
 /// second of its pace waiting for slots (the pacer reserves a quarter of a second ahead).
 /// Jobs beyond wait here in FIFO order; the pacer's "ask again" loop is not FIFO.
@@ -80,10 +96,19 @@ struct ModelQueue {
     in_flight: usize,
     /// Calls per second its pace allows; `None` while unpaced.
     pace: Option<f64>,
+    /// Its quota's window is spent: no call starts before this.
+    resume_at: Option<Instant>,
     /// Typical latency of its calls.
     latency: Duration,
     /// Whether it is in the round-robin list.
     listed: bool,
+}
+
+impl ModelQueue {
+    /// How long a job with `ahead` jobs before it waits for its call to start at `pace`.
+    fn wait(&self, ahead: usize, pace: f64, now: Instant) -> Duration {
+        wait_for(ahead, pace, self.latency, self.resume_at, now)
+    }
 }
 
 /// One model's load, for `/status`.
@@ -189,10 +214,17 @@ impl ModelQueues {
         }
     }
 
-    /// Records a model's pace.
-    pub fn set_pace(&mut self, model: &Arc<str>, pace: Option<f64>, latency: Duration) {
+    /// Records a model's pace, and when its spent quota window moves (if it is spent).
+    pub fn set_pace(
+        &mut self,
+        model: &Arc<str>,
+        pace: Option<f64>,
+        resume_at: Option<Instant>,
+        latency: Duration,
+    ) {
         let q = self.model(model);
         q.pace = pace.filter(|p| *p > 0.0);
+        q.resume_at = resume_at;
         q.latency = latency;
     }
 
@@ -212,7 +244,7 @@ impl ModelQueues {
             return Ok(());
         };
         let ahead = q.jobs.len() + q.in_flight;
-        let wait = start_wait(ahead, pace * (1.0 - ADMISSION_HEADROOM), q.latency);
+        let wait = q.wait(ahead, pace * (1.0 - ADMISSION_HEADROOM), now);
         if too_late(job, now, wait, q.latency, max_wait) {
             Err(wait)
         } else {
@@ -234,7 +266,7 @@ impl ModelQueues {
                     Some(Removal::Expired)
                 } else {
                     q.pace.and_then(|pace| {
-                        let wait = start_wait(ahead, pace, q.latency);
+                        let wait = q.wait(ahead, pace, now);
                         too_late(&job, now, wait, q.latency, max_wait)
                             .then_some(Removal::CannotStartInTime { wait })
                     })
@@ -272,7 +304,8 @@ impl ModelQueues {
                 in_flight: q.in_flight,
                 paced_calls_per_sec: q.pace,
                 estimated_wait_ms: q.pace.map(|pace| {
-                    start_wait(q.jobs.len() + q.in_flight, pace, q.latency).as_millis() as u64
+                    q.wait(q.jobs.len() + q.in_flight, pace, Instant::now())
+                        .as_millis() as u64
                 }),
             })
             .collect();
@@ -292,6 +325,21 @@ mod tests {
         assert_eq!(start_wait(42, 20.0, latency), Duration::from_secs(2));
         assert_eq!(start_wait(1, 20.0, latency), Duration::ZERO);
         assert_eq!(start_wait(0, 200.0, latency), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_spent_window_adds_the_time_until_it_moves() {
+        let now = Instant::now();
+        let latency = Duration::from_millis(100);
+        assert_eq!(
+            wait_for(10, 2.0, latency, Some(now + Duration::from_secs(30)), now),
+            Duration::from_secs(35)
+        );
+        // Once it moved, the pace alone counts (0.2 calls at Bedrock at 2/s).
+        assert_eq!(
+            wait_for(10, 2.0, latency, Some(now), now),
+            start_wait(10, 2.0, latency)
+        );
     }
 
     #[test]
@@ -359,7 +407,7 @@ mod tests {
         assert!(q.is_empty());
         // "c" paced at 1/s with 1 s calls may hold dispatch_cap = 2 + 4 = 6 slots.
         let c: Arc<str> = Arc::from("c");
-        q.set_pace(&c, Some(1.0), Duration::from_secs(1));
+        q.set_pace(&c, Some(1.0), None, Duration::from_secs(1));
         for _ in 0..8 {
             let (j, rx) = job(&home, "c", later);
             answers.push(rx);
@@ -386,7 +434,7 @@ mod tests {
         let m: Arc<str> = Arc::from("m");
         // 10 calls/s, 100 ms calls (1 at Bedrock): with k jobs ahead a job starts after
         // (k - 1) / 10 s and must start by 2.05 s, so k <= 21: 22 jobs can make it.
-        q.set_pace(&m, Some(10.0), Duration::from_millis(100));
+        q.set_pace(&m, Some(10.0), None, Duration::from_millis(100));
         let mut answers = Vec::new();
         for i in 0..30 {
             let (j, rx) = job(&home, "m", now + Duration::from_millis(2_150));

@@ -51,6 +51,9 @@ pub struct InferReply {
     pub request_id: Option<String>,
     /// Bedrock calls made for this request, the successful one included.
     pub attempts: u32,
+    /// The reply as Bedrock sent it (the Anthropic message's JSON), for the routes that pass
+    /// it on whole.
+    pub body: Vec<u8>,
 }
 
 /// How a request ends when it does not succeed.

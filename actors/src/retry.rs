@@ -8,6 +8,15 @@
 //! - Never retried: ValidationException (the request itself is wrong), AccessDenied,
 //!   ResourceNotFound, ModelError, ServiceQuotaExceeded, other 4xx, and requests that could
 //!   not be built: the same call would fail the same way.
+//! - One exception, where the call can be changed: a ValidationException refusing beta flags
+//!   (`anthropic_beta`, which Claude Code fills with flags Bedrock may not accept) is retried
+//!   once, at once, without the flags the rule of [`crate::betas`] picks
+//!   ([`retry_without_refused_betas`]). That retry corrects the request rather than repeating
+//!   it, so it does not count against `max_retries`.
+//! - Streams: the same decisions apply to a stream's failures until its first content has
+//!   gone to the client (a throttle or a retryable exception frame, a cut connection, a
+//!   stream silent for the idle timeout: [`ErrorKind::Timeout`]); after that nothing is
+//!   retried, since the client already holds part of the answer.
 //! - Pause after a throttle: with the seed policy none, because its shared brake already
 //!   makes every caller of that model wait; with the adaptive policy a random pause of up
 //!   to half a second, so the retries of a cluster of throttles spread out past the pacer's
@@ -18,7 +27,8 @@
 
 use std::time::Duration;
 
-use crate::bedrock::ErrorKind;
+use crate::bedrock::{BedrockError, ErrorKind};
+use crate::betas::{self, BetaRetry};
 
 /// Settings of the pause between retries.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,6 +94,19 @@ pub fn is_retryable(kind: ErrorKind) -> bool {
         | ErrorKind::Unrecognized
         | ErrorKind::Construction => false,
     }
+}
+
+/// After `error`, the body to send again without the beta flags Bedrock refused, if that is
+/// what it refused and no flags were dropped for this request yet (`betas_dropped`).
+pub fn retry_without_refused_betas(
+    error: &BedrockError,
+    body: &[u8],
+    betas_dropped: bool,
+) -> Option<BetaRetry> {
+    if error.kind != ErrorKind::Validation || betas_dropped {
+        return None;
+    }
+    betas::retry_without_refused_betas(body, &error.message)
 }
 
 impl RetryPolicy {
@@ -194,6 +217,46 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_beta_refusal_is_retried_once_without_the_flags() {
+        let body = br#"{"max_tokens":5,"messages":[],"anthropic_beta":["claude-code-20250219"]}"#;
+        let refusal = |kind, message: &str| BedrockError {
+            kind,
+            code: "ValidationException".into(),
+            message: message.into(),
+            request_id: None,
+        };
+        let retry = retry_without_refused_betas(
+            &refusal(ErrorKind::Validation, "invalid beta flag"),
+            body,
+            false,
+        )
+        .expect("a beta refusal is retried");
+        assert_eq!(retry.dropped, vec!["claude-code-20250219".to_string()]);
+        assert!(!String::from_utf8(retry.body)
+            .unwrap()
+            .contains("anthropic_beta"));
+        // Once only, only for a validation error about betas.
+        assert!(retry_without_refused_betas(
+            &refusal(ErrorKind::Validation, "invalid beta flag"),
+            body,
+            true
+        )
+        .is_none());
+        assert!(retry_without_refused_betas(
+            &refusal(ErrorKind::Validation, "max_tokens: too large"),
+            body,
+            false
+        )
+        .is_none());
+        assert!(retry_without_refused_betas(
+            &refusal(ErrorKind::InternalServer, "invalid beta flag"),
+            body,
+            false
+        )
+        .is_none());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Router: the broker's front door. It checks the worker `type` of each request and hands
 //! the request, wrapped as a [`Job`] with its deadline, to that type's [`SupervisorActor`].
+//! A request is answered whole ([`Infer`]) or as a stream of events ([`InferStream`]); both
+//! take the same path from here on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::job::Job;
 use crate::request::{InferError, InferRequest, InferResult};
+use crate::stream::StreamSender;
 use crate::supervisor::{Enqueue, SupervisorActor};
 
 /// Submits a request; its answer arrives on `reply`, exactly once.
@@ -22,6 +25,19 @@ pub struct Infer {
     pub deadline: Instant,
     /// Where the answer goes.
     pub reply: oneshot::Sender<InferResult>,
+}
+
+/// Submits a request answered as a stream (InvokeModelWithResponseStream); its head, events
+/// and terminal item arrive on `reply` (see [`crate::stream`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InferStream {
+    /// The validated request.
+    pub request: InferRequest,
+    /// When the caller stops waiting; the whole stream must end by then.
+    pub deadline: Instant,
+    /// Where the stream goes.
+    pub reply: StreamSender,
 }
 
 /// The actor that routes requests to pools by worker type.
@@ -51,27 +67,66 @@ impl Actor for Router {
     }
 }
 
+impl Router {
+    /// The pool of `worker_type`, or the error listing the known types.
+    fn pool(&self, worker_type: &str) -> Result<Addr<SupervisorActor>, InferError> {
+        self.pools
+            .get(worker_type)
+            .cloned()
+            .ok_or_else(|| InferError::UnknownType {
+                given: worker_type.to_string(),
+                known: self.pools.keys().cloned().collect(),
+            })
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        id
+    }
+}
+
 impl Handler<Infer> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Infer, _ctx: &mut Context<Self>) {
-        let Some(pool) = self.pools.get(&msg.request.worker_type) else {
-            let _ = msg.reply.send(Err(InferError::UnknownType {
-                given: msg.request.worker_type,
-                known: self.pools.keys().cloned().collect(),
-            }));
-            return;
+        let pool = match self.pool(&msg.request.worker_type) {
+            Ok(pool) => pool,
+            Err(error) => {
+                let _ = msg.reply.send(Err(error));
+                return;
+            }
         };
-        let id = self.next_job_id;
-        self.next_job_id += 1;
         let job = Job::new(
-            id,
+            self.next_id(),
             Arc::new(msg.request),
             msg.deadline,
             msg.reply,
             pool.clone().recipient(),
         );
         // A dead pool drops the message; the job then answers its caller itself.
+        pool.do_send(Enqueue(job));
+    }
+}
+
+impl Handler<InferStream> for Router {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: InferStream, _ctx: &mut Context<Self>) {
+        let pool = match self.pool(&msg.request.worker_type) {
+            Ok(pool) => pool,
+            Err(error) => {
+                msg.reply.fail(error);
+                return;
+            }
+        };
+        let job = Job::new_stream(
+            self.next_id(),
+            Arc::new(msg.request),
+            msg.deadline,
+            msg.reply,
+            pool.clone().recipient(),
+        );
         pool.do_send(Enqueue(job));
     }
 }

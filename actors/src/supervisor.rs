@@ -48,6 +48,9 @@ pub struct PoolConfig {
     pub max_queue_wait: Option<Duration>,
     /// How often the pool checks for dead workers, expired or abandoned queued jobs and idle workers.
     pub maintenance_interval: Duration,
+    /// A Bedrock stream with no event for this long is cut: retried if none of its content
+    /// was sent yet, else ended with an error.
+    pub stream_idle_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -69,6 +72,7 @@ impl Default for PoolConfig {
             queue_capacity: 10_000,
             max_queue_wait: None,
             maintenance_interval: Duration::from_millis(100),
+            stream_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -622,7 +626,7 @@ impl Handler<RateUpdate> for SupervisorActor {
 
     fn handle(&mut self, msg: RateUpdate, ctx: &mut Context<Self>) {
         self.queues
-            .set_pace(&msg.model, msg.calls_per_sec, msg.latency);
+            .set_pace(&msg.model, msg.calls_per_sec, msg.resume_at, msg.latency);
         // A higher pace may let more of the model's jobs hold slots.
         self.dispatch(ctx);
     }

@@ -9,9 +9,12 @@
 //! - **adaptive** (default): a pacer per model ([`crate::pacing`]) spaces calls at the rate
 //!   the quota admits, in calls and, for tokens-per-minute quotas, in tokens (each slot
 //!   holds the tokens a call of the model typically uses, at most its input estimate +
-//!   `max_tokens`, and is settled with the `usage` Bedrock returns). The seed's brake stays in force behind it: after `brake_after` consecutive
-//!   throttles (the pacer is badly wrong, or the quota is exhausted) every call also waits
-//!   the seed's pre-emptive delay. The pacer's rate is published to subscribers
+//!   `max_tokens`, and is settled with the `usage` Bedrock returns). The seed's brake stays
+//!   behind it for when the pacer has no level to pace at: once nothing has succeeded for two
+//!   quota windows the pacer stops, and after `brake_after` consecutive throttles every call
+//!   also waits the seed's pre-emptive delay until one succeeds. (While the pacer paces, it
+//!   spaces calls itself: a brake granting calls outside its schedule would only collide with
+//!   it.) The pacer's rate, and when a spent quota window moves, are published to subscribers
 //!   ([`RateUpdate`]) so the supervisor can refuse requests that cannot start in time.
 //! - **seed**: the seed's [`SharedBrake`] alone: while calls to a model are throttled, every
 //!   call first waits 1 s, 2 s, 4 s, ... 32 s; a success or 60 s without a throttle resets it.
@@ -78,7 +81,7 @@ pub struct ThrottleConfig {
     pub policy: ThrottlePolicy,
     /// The seed's pre-emptive backoff schedule (both shared policies).
     pub schedule: BackoffSchedule,
-    /// Adaptive: consecutive throttles before the seed brake engages behind the pacer.
+    /// Adaptive: consecutive throttles before the seed brake engages once the pacer gave up.
     pub brake_after: u32,
     /// Adaptive: the pacer's constants.
     pub pacing: PacingConfig,
@@ -151,7 +154,13 @@ pub struct Acquire {
 pub enum Grant {
     /// A slot is reserved: call after `delay`. The slot holds `tokens` of the token pace
     /// (the tokens a call of this model typically uses), settled by the [`Report`].
-    CallAfter { delay: Duration, tokens: u64 },
+    CallAfter {
+        delay: Duration,
+        tokens: u64,
+        /// How long a call to this model typically takes: a call that cannot finish
+        /// before its request's deadline is not worth starting.
+        latency: Duration,
+    },
     /// No slot yet (the pace is full for now): ask again after this delay.
     AskAgainAfter(Duration),
 }
@@ -203,6 +212,8 @@ pub struct RateUpdate {
     pub model: Arc<str>,
     /// Calls per second the pace allows, counting the token pace too.
     pub calls_per_sec: Option<f64>,
+    /// A spent quota window holds calls back until then.
+    pub resume_at: Option<Instant>,
     /// Typical latency of a successful call.
     pub latency: Duration,
 }
@@ -262,8 +273,8 @@ pub struct ThrottleActor {
     config: ThrottleConfig,
     /// State per model id.
     models: HashMap<Arc<str>, ModelThrottle>,
-    /// The last rate published to subscribers, per model.
-    published: HashMap<Arc<str>, Option<f64>>,
+    /// The last pace and resume time published to subscribers, per model.
+    published: HashMap<Arc<str>, (Option<f64>, Option<Instant>)>,
     /// Who hears about pace changes (the supervisors).
     subscribers: Vec<Recipient<RateUpdate>>,
     /// Published for the workers: which models need a grant before a call.
@@ -305,15 +316,18 @@ impl ThrottleActor {
             return;
         };
         let rate = state.calls_per_sec();
-        let changed = match (rate, *published) {
-            (Some(new), Some(old)) => (new - old).abs() > old * 0.01,
-            (new, old) => new.is_some() != old.is_some(),
-        };
+        let resume_at = state.resume_at();
+        let changed = resume_at != published.1
+            || match (rate, published.0) {
+                (Some(new), Some(old)) => (new - old).abs() > old * 0.01,
+                (new, old) => new.is_some() != old.is_some(),
+            };
         if changed {
-            *published = rate;
+            *published = (rate, resume_at);
             let update = RateUpdate {
                 model: model.clone(),
                 calls_per_sec: rate,
+                resume_at,
                 latency: state.latency(),
             };
             for subscriber in &self.subscribers {
@@ -324,7 +338,7 @@ impl ThrottleActor {
 
     /// The model's state, created on first sight.
     fn state(&mut self, model: &Arc<str>, now: Instant) -> &mut ModelThrottle {
-        self.published.entry(model.clone()).or_insert(None);
+        self.published.entry(model.clone()).or_insert((None, None));
         self.models
             .entry(model.clone())
             .or_insert_with(|| ModelThrottle::new(now))
@@ -383,8 +397,10 @@ impl Handler<Report> for ThrottleActor {
         for (lane, adjustment) in notes.adjustments {
             let unit = lane.unit();
             match adjustment {
+                // The pacer's cut is the shared pre-emptive backoff: every caller of the
+                // model now waits for its slot. The seed's wording leads the line.
                 Adjustment::Cut { from, to } => log::info!(
-                    "Pacing {model} at {to:.2} {unit}/s after throttles (was {})",
+                    "Pre-emptive backoff due to shared throttling... pacing {model} at {to:.2} {unit}/s (was {})",
                     from.map_or("unpaced".to_string(), |f| format!("{f:.2}"))
                 ),
                 Adjustment::Probe { from, to } => {
@@ -405,9 +421,8 @@ impl Handler<Release> for ThrottleActor {
 
     fn handle(&mut self, msg: Release, _ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let config = self.config.clone();
         if let Some(state) = self.models.get_mut(&msg.model) {
-            state.release(now, msg.granted_tokens, &config);
+            state.release(now, msg.granted_tokens);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! response has gone out) and the actors (which note each Bedrock attempt).
 //!
 //! - **The request id** is the client's `x-request-id` when it sent a usable one, else a new
-//!   random one ([`new_request_id`]). It goes back in the `x-request-id` header, in error bodies
-//!   and in every log line about the request (as the `request_id` key).
+//!   random one (the HTTP layer decides; [`new_request_id`] for requests made without it). It
+//!   goes back in the `x-request-id` header, in error bodies and in every log line about the
+//!   request (as the `request_id` key).
 //! - **Facts** ([`TraceFacts`]): the model asked for, the model that answered, the Bedrock
 //!   calls made, Bedrock's own request id of the last call, the error type the request ended
 //!   in, the time to its first token (streams) and the token usage. Writers note facts as they
@@ -17,9 +18,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::request::Usage;
-
-/// Longest client-supplied `x-request-id` that is kept; longer ones are replaced.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// One request's id and facts; clones share them.
 #[derive(Clone)]
@@ -54,7 +52,7 @@ pub struct TraceFacts {
 }
 
 impl RequestTrace {
-    /// A trace for a request that arrived now, with `id` (see [`RequestTrace::accept_id`]).
+    /// A trace for a request that arrived now, with `id`.
     pub fn new(id: impl Into<Box<str>>) -> RequestTrace {
         RequestTrace::started_at(id, Instant::now())
     }
@@ -66,22 +64,6 @@ impl RequestTrace {
             started,
             facts: Mutex::new(TraceFacts::default()),
         }))
-    }
-
-    /// The id to use for a request whose client sent `given` as `x-request-id`: the client's
-    /// own when it is 1 to [`MAX_REQUEST_ID_LEN`] visible ASCII characters (so it is safe in
-    /// a header, a log line and JSON), else a new one.
-    pub fn accept_id(given: Option<&[u8]>) -> String {
-        match given {
-            Some(id)
-                if !id.is_empty()
-                    && id.len() <= MAX_REQUEST_ID_LEN
-                    && id.iter().all(|b| b.is_ascii_graphic()) =>
-            {
-                String::from_utf8_lossy(id).into_owned()
-            }
-            _ => new_request_id(),
-        }
     }
 
     /// The request id.
@@ -158,22 +140,11 @@ impl std::fmt::Debug for RequestTrace {
     }
 }
 
-/// A new random request id: 128 random bits in the UUID text form (version 4 layout), the
-/// form most tracing tools and load balancers (`X-Request-ID`) produce.
+/// A new random request id in Anthropic's style, `req_` and 24 hexadecimal digits (96
+/// random bits), the form the HTTP layer gives requests whose client sent no usable
+/// `x-request-id`.
 pub fn new_request_id() -> String {
-    let high = fastrand::u64(..);
-    let low = fastrand::u64(..);
-    // Version 4, variant 10xx: the 13th hex digit is 4, the 17th one of 8, 9, a, b.
-    let high = (high & !0xF000) | 0x4000;
-    let low = (low & !(0xC << 60)) | (0x8 << 60);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        high >> 32,
-        (high >> 16) & 0xFFFF,
-        high & 0xFFFF,
-        low >> 48,
-        low & 0xFFFF_FFFF_FFFF
-    )
+    format!("req_{:024x}", fastrand::u128(..) & ((1u128 << 96) - 1))
 }
 
 #[cfg(test)]
@@ -181,43 +152,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn new_ids_are_uuid_v4_shaped_and_distinct() {
+    fn new_ids_are_anthropic_style_and_distinct() {
         let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        for id in [&a, &b] {
-            let parts: Vec<&str> = id.split('-').collect();
-            assert_eq!(
-                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-                [8, 4, 4, 4, 12],
-                "{id}"
-            );
-            assert!(parts[2].starts_with('4'), "{id}");
-            assert!(
-                matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
-                "{id}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_clients_id_is_kept_only_when_it_is_safe() {
-        assert_eq!(
-            RequestTrace::accept_id(Some(b"req-42_A.b:c")),
-            "req-42_A.b:c"
+        assert_ne!(a, new_request_id());
+        assert_eq!(a.len(), 28, "{a}");
+        assert!(
+            a.starts_with("req_") && a[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{a}"
         );
-        for bad in [
-            &b""[..],
-            b"has space",
-            b"new\nline",
-            b"caf\xc3\xa9",
-            &[b'x'; 129],
-        ] {
-            let id = RequestTrace::accept_id(Some(bad));
-            assert_ne!(id.as_bytes(), bad);
-            assert_eq!(id.len(), 36, "{bad:?} -> {id}");
-        }
-        assert_eq!(RequestTrace::accept_id(None).len(), 36);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! the granted delay (never past the deadline; a grant without a slot means "ask again
 //! later", which costs no attempt), call InvokeModel with what is left of the deadline,
 //! report the outcome, and on failure ask [`crate::retry`] whether to go again. No call is
-//! sent without a slot the throttle granted.
+//! sent without a slot the throttle granted. A streamed job runs the same steps with
+//! InvokeModelWithResponseStream and reads its events (`streaming.rs`); the steps both loops
+//! share are in `attempt.rs`.
 //! If the caller goes away, the loop stops at once: no call is sent for a client that left.
 //! If the broker shuts down and its drain time runs out, the job is answered with a
 //! shutting-down error instead of being dropped.
@@ -21,14 +23,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::bedrock::BedrockReply;
-use crate::bedrock::{BedrockBackend, BedrockError, ErrorKind};
+use crate::attempt::{failure_outcome, Attempts};
+use crate::bedrock::{BedrockBackend, BedrockError, BedrockReply};
 use crate::job::{CallMarker, Job};
 use crate::metrics::Metrics;
 use crate::request::{InferError, InferReply, InferRequest, InferResult};
-use crate::retry::{RetryDecision, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
-use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report, ThrottleActor, ThrottleGates};
+use crate::throttle::{CallOutcome, ThrottleActor, ThrottleGates};
 
 /// What a worker needs to run jobs; cloned into every worker of a pool.
 #[derive(Clone)]
@@ -43,6 +45,8 @@ pub struct WorkerDeps {
     pub retry: RetryPolicy,
     /// Turns true when the broker gives up on the jobs still running (shutdown timeout).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// A stream with no event for this long is cut (retried if none of its content was sent).
+    pub stream_idle_timeout: Duration,
     /// Where each call is recorded.
     pub metrics: Metrics,
 }
@@ -152,7 +156,7 @@ impl Handler<Crash> for ClaudeWorker {
 
 /// Tells the supervisor a job left this worker, however it left: the task may end normally
 /// or unwind from a panic, and either way the slot it held must be freed.
-struct InFlightGuard {
+pub(crate) struct InFlightGuard {
     /// Receives `JobDone`.
     supervisor: Addr<SupervisorActor>,
     /// The worker whose slot this job holds.
@@ -165,7 +169,7 @@ struct InFlightGuard {
 
 impl InFlightGuard {
     /// Frees the slot now, reporting how the job ended.
-    fn finish(mut self, end: JobEnd) {
+    pub(crate) fn finish(mut self, end: JobEnd) {
         self.end = end;
     }
 }
@@ -181,7 +185,15 @@ impl Drop for InFlightGuard {
 }
 
 /// Runs `job` to its answer, or stops when its caller leaves.
-async fn serve(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
+async fn serve(job: Job, deps: WorkerDeps, guard: InFlightGuard) {
+    if job.is_stream() {
+        return crate::streaming::serve_stream(job, deps, guard).await;
+    }
+    serve_whole(job, deps, guard).await
+}
+
+/// Runs a job answered whole (InvokeModel).
+async fn serve_whole(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
     let request = job.request().clone();
     let marker = job.call_marker();
     let deadline = job.deadline();
@@ -210,120 +222,45 @@ async fn serve(mut job: Job, deps: WorkerDeps, guard: InFlightGuard) {
     }
 }
 
-/// Calls Bedrock until success, a final failure, exhausted retries or the deadline.
+/// Calls Bedrock (InvokeModel) until success, a final failure, exhausted retries or the
+/// deadline.
 async fn attempt_loop(
     request: &Arc<InferRequest>,
     deadline: Instant,
     marker: &CallMarker,
     deps: &WorkerDeps,
 ) -> InferResult {
-    let mut calls: u32 = 0;
-    let mut last_error: Option<BedrockError> = None;
-    let deadline_error = |calls: u32, last: &Option<BedrockError>| InferError::DeadlineExceeded {
-        timeout: request.timeout,
-        attempts: calls,
-        last_error: last.as_ref().map(|e| e.to_string()),
-    };
-    // The next call cannot start before the deadline: answer now with what stands in the way
-    // (the quota's pace, or the last error) instead of waiting for the deadline.
-    let no_time_left = |calls: u32, last: Option<BedrockError>, wait: Duration| {
-        match last {
-        None => InferError::Overloaded {
-            reason: format!(
-                "{} is at its Bedrock quota: the next call could start only in {:.1} s, after                  this request's deadline",
-                request.model,
-                wait.as_secs_f64()
-            ),
-            retry_after: wait.max(Duration::from_secs(1)),
-        },
-        Some(error) => InferError::Failed {
-            cause: format!("{error} (no time left to retry before the request's deadline)"),
-            code: Some(error.code),
-            attempts: calls,
-        },
-    }
-    };
+    let mut attempts = Attempts::new(request, deadline, deps);
     loop {
-        // 1. Ask the shared throttle for a slot (it answers at once), unless the model is
-        // neither paced nor braked: then the call may go now. After a throttle always ask:
-        // the report of it is ahead of the question in the throttle's mailbox, while the
-        // gate may not show it yet.
-        let throttled_last = last_error
-            .as_ref()
-            .is_some_and(|e| e.kind == ErrorKind::Throttling);
-        let grant = if throttled_last || deps.gates.must_ask(&request.model) {
-            deps.throttle
-                .send(Acquire {
-                    model: request.model.clone(),
-                    reserved_tokens: request.reserved_tokens,
-                })
-                .await
-                .map_err(|e| InferError::Failed {
-                    cause: format!("the throttle is unavailable ({e})"),
-                    code: None,
-                    attempts: calls,
-                })?
-        } else {
-            Grant::CallAfter {
-                delay: Duration::ZERO,
-                tokens: 0,
-            }
-        };
-        // 2. Wait for the slot (or to ask again), unless the deadline comes first.
-        let (delay, slot) = match grant {
-            Grant::CallAfter { delay, tokens } => (delay, Some(tokens)),
-            Grant::AskAgainAfter(delay) => (delay, None),
-        };
-        let wake_at = Instant::now() + delay;
-        if wake_at >= deadline {
-            if let Some(granted_tokens) = slot {
-                deps.throttle.do_send(Release {
-                    model: request.model.clone(),
-                    granted_tokens,
-                });
-            }
-            return Err(no_time_left(calls, last_error, delay));
-        }
-        if !delay.is_zero() {
-            tokio::time::sleep_until(wake_at).await;
-        }
-        let Some(granted_tokens) = slot else {
-            continue;
-        };
+        // 1-2. A slot from the shared throttle, its delay slept.
+        let granted_tokens = attempts.slot().await?;
         // 3. Call Bedrock with what is left of the deadline.
         test_hook(&request.model, "before-call");
         marker.mark();
         test_hook(&request.model, "after-mark");
-        calls += 1;
+        attempts.calls += 1;
         let sent_at = Instant::now();
         let in_flight = deps.metrics.call_started(&request.model);
         let result = deps
             .backend
-            .invoke(&request.model, request.body.clone(), deadline - sent_at)
+            .invoke(&request.model, attempts.body().to_vec(), deadline - sent_at)
             .await;
         drop(in_flight);
         observe_call(deps, request, &result, sent_at.elapsed());
         // 4. Report the outcome to the throttle.
-        deps.throttle.do_send(Report {
-            model: request.model.clone(),
-            outcome: match &result {
-                Ok(reply) => {
-                    let usage = reply.usage.unwrap_or_default();
-                    CallOutcome::Success {
-                        input_tokens: usage.input_tokens,
-                        output_tokens: usage.output_tokens,
-                    }
+        let outcome = match &result {
+            Ok(reply) => {
+                let usage = reply.usage.unwrap_or_default();
+                CallOutcome::Success {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
                 }
-                Err(e) if e.kind == ErrorKind::Throttling => CallOutcome::Throttled {
-                    tokens: e.message.to_ascii_lowercase().contains("token"),
-                },
-                Err(_) => CallOutcome::OtherFailure,
-            },
-            latency: sent_at.elapsed(),
-            granted_tokens,
-        });
+            }
+            Err(e) => failure_outcome(e),
+        };
+        attempts.report(outcome, sent_at.elapsed(), granted_tokens);
         // 5. Answer, or decide about a retry.
-        let error = match result {
+        match result {
             Ok(reply) => {
                 return Ok(InferReply {
                     text: reply.text,
@@ -331,43 +268,17 @@ async fn attempt_loop(
                     stop_reason: reply.stop_reason,
                     usage: reply.usage,
                     request_id: reply.request_id,
-                    attempts: calls,
+                    attempts: attempts.calls,
+                    body: reply.body,
                 })
             }
-            Err(error) => error,
-        };
-        log::warn!(
-            request_id = request.trace.id(),
-            model = &*request.model,
-            bedrock_request_id = error.request_id.as_deref();
-            "Claude API error ({}): {}",
-            error.code,
-            error.message
-        );
-        if Instant::now() >= deadline {
-            return Err(deadline_error(calls, &Some(error)));
+            Err(error) => attempts.after_failure(error).await?,
         }
-        match deps
-            .retry
-            .decide(error.kind, calls, request.max_retries, fastrand::f64())
-        {
-            RetryDecision::GiveUp => return Err(final_error(error, calls, request.max_retries)),
-            RetryDecision::RetryAfter(pause) => {
-                if Instant::now() + pause >= deadline {
-                    return Err(no_time_left(calls, Some(error), pause));
-                }
-                deps.metrics.retry(&request.model, &error.code);
-                if pause > Duration::ZERO {
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-        last_error = Some(error);
     }
 }
 
-/// Records one finished call: its metrics, and on the request's trace the attempt, Bedrock's
-/// request id and, for a success, the model that answered and its usage.
+/// Records one finished InvokeModel call: its metrics, and on the request's trace the
+/// attempt, Bedrock's request id and, for a success, the model that answered and its usage.
 fn observe_call(
     deps: &WorkerDeps,
     request: &InferRequest,
@@ -384,31 +295,11 @@ fn observe_call(
     }
 }
 
-/// The error a caller gets when the retry policy gives up.
-fn final_error(error: BedrockError, calls: u32, max_retries: u32) -> InferError {
-    if error.kind == ErrorKind::Validation {
-        return InferError::Rejected {
-            code: error.code,
-            message: error.message,
-        };
-    }
-    let cause = if crate::retry::is_retryable(error.kind) && calls > max_retries {
-        format!("{error} (retries exhausted: max_retries = {max_retries})")
-    } else {
-        error.to_string()
-    };
-    InferError::Failed {
-        cause,
-        code: Some(error.code),
-        attempts: calls,
-    }
-}
-
 /// Panics on purpose when a test asks for it through the model name (test builds only):
 /// a model named `test-hook/panic-<point>/<anything>` panics at that point of the attempt
 /// loop the first time that exact name gets there, and runs normally afterwards.
 #[cfg(feature = "test-hooks")]
-fn test_hook(model: &str, point: &str) {
+pub(crate) fn test_hook(model: &str, point: &str) {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static FIRED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
@@ -429,4 +320,4 @@ fn test_hook(model: &str, point: &str) {
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn test_hook(_model: &str, _point: &str) {}
+pub(crate) fn test_hook(_model: &str, _point: &str) {}

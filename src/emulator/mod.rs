@@ -9,7 +9,9 @@
 //! - `POST /model/{modelId}/invoke`: the model id is one percent-encoded path segment
 //!   (`...-v1%3A0`, inference-profile ARNs with `%2F`), decoded from the raw path. The body is an
 //!   Anthropic Messages request (`application/json` or the SDK's `application/octet-stream`),
-//!   validated like Bedrock does (400 `ValidationException`, `Malformed input request: ...`).
+//!   validated like Bedrock does (400 `ValidationException`, `Malformed input request: ...`;
+//!   an `anthropic_beta` flag outside a snapshot of the flags Bedrock accepts for Claude,
+//!   such as Claude Code's `claude-code-20250219`, gets Bedrock's `invalid beta flag`).
 //!   Any `Authorization` is accepted and not checked. The reply is a deterministic Anthropic
 //!   message (see `reply.rs` and `tools.rs`): an echo of the turn count and the last user text;
 //!   a `tool_use` block (`stop_reason: "tool_use"`) when `tool_choice` is `any` or `tool`, or

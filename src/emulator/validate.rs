@@ -29,6 +29,23 @@ const ALLOWED_KEYS: &[&str] = &[
     "output_config",
 ];
 
+/// Beta flags the emulator accepts in `anthropic_beta`, as Bedrock does for Claude models
+/// (a snapshot; Bedrock's lists are per model and change). Any other flag is refused as
+/// Bedrock refuses it: 400 ValidationException `invalid beta flag`, naming no flag.
+pub(crate) const KNOWN_BETAS: &[&str] = &[
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "output-128k-2025-02-19",
+    "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+    "effort-2025-11-24",
+    "tool-search-tool-2025-10-19",
+    "tool-examples-2025-10-29",
+];
+
 fn malformed(violation: String) -> String {
     format!("Malformed input request: {violation}, please reformat your input and try again.")
 }
@@ -102,6 +119,18 @@ pub(crate) fn anthropic_body(body: &[u8]) -> Result<Value, String> {
         return Err(malformed(format!(
             "#: extraneous key [{extra}] is not permitted"
         )));
+    }
+
+    if let Some(betas) = obj.get("anthropic_beta") {
+        let Value::Array(flags) = betas else {
+            return expect_type(betas, "#/anthropic_beta", "JSONArray", false).map(|_| value);
+        };
+        if flags
+            .iter()
+            .any(|flag| !flag.as_str().is_some_and(|f| KNOWN_BETAS.contains(&f)))
+        {
+            return Err("invalid beta flag".to_owned());
+        }
     }
 
     let version = required(obj, "#", "anthropic_version")?;
@@ -275,6 +304,25 @@ mod tests {
 
     fn check(body: &str) -> Result<Value, String> {
         anthropic_body(body.as_bytes())
+    }
+
+    #[test]
+    fn beta_flags_bedrock_does_not_know_are_refused_like_bedrock_does() {
+        let with = |betas: &str| {
+            check(&format!(
+                r#"{{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"anthropic_beta":{betas},"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ))
+        };
+        with(r#"["interleaved-thinking-2025-05-14","context-1m-2025-08-07"]"#).unwrap();
+        with("[]").unwrap();
+        assert_eq!(
+            with(r#"["interleaved-thinking-2025-05-14","claude-code-20250219"]"#).unwrap_err(),
+            "invalid beta flag"
+        );
+        assert_eq!(with("[3]").unwrap_err(), "invalid beta flag");
+        assert!(with(r#""interleaved-thinking-2025-05-14""#)
+            .unwrap_err()
+            .contains("#/anthropic_beta: expected type: JSONArray"));
     }
 
     #[test]

@@ -1,36 +1,13 @@
-//! Building the Anthropic Messages body the other client protocols map onto: their request
-//! parsed as strict JSON, the conversation turns, and the size estimate the broker reserves
-//! quota by.
-//!
-//! A body is parsed with [`crate::strict_json`] (a key given twice is refused, naming it).
+//! Building the Anthropic Messages body the other client protocols map onto: the
+//! conversation turns. (Parsing and the reservation estimate are [`super::body`]'s.)
 //!
 //! Anthropic's Messages API wants roles that alternate between `user` and `assistant`, and a
 //! user turn that answers tool calls must open with its `tool_result` blocks. Protocols whose
 //! conversations do not promise that (OpenAI sends each tool result as its own `tool` message,
 //! and allows two user messages in a row) push their messages through [`Turns`], which merges
 //! consecutive same-role messages into one turn and puts tool results first.
-//!
-//! The reservation estimate is the one `/infer` uses: input characters / 4 + `max_tokens`.
-//! Text counts its characters; images and documents a quarter of their JSON size (base64
-//! overstates their token cost); tool calls, tool results' structure and tool definitions
-//! their JSON size, since the model reads them as text.
 
-use serde_json::{Map, Value};
-
-use super::FieldError;
-use crate::strict_json::{self, JsonError};
-
-/// Parses a request body: one JSON object, no key given twice.
-pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, FieldError> {
-    match strict_json::parse(body) {
-        Ok(Value::Object(top)) => Ok(top),
-        Ok(_) => Err(FieldError::new("body", "must be a JSON object")),
-        Err(JsonError::Syntax(e)) => Err(FieldError::new("body", format!("not valid JSON ({e})"))),
-        Err(JsonError::DuplicateKey(path)) => {
-            Err(FieldError::new(path, "duplicate key: give each key once"))
-        }
-    }
-}
+use serde_json::Value;
 
 /// A conversation being built, turn by turn, in Anthropic's shape.
 #[derive(Debug, Default)]
@@ -80,48 +57,6 @@ impl Turns {
     }
 }
 
-/// Tokens the broker reserves for an Anthropic body: estimated input tokens + `max_tokens`.
-pub(crate) fn reserved_tokens(body: &Map<String, Value>, max_tokens: u64) -> u64 {
-    (input_chars(body) as u64).div_ceil(4) + max_tokens
-}
-
-/// Characters of input an Anthropic body carries (see the module doc for what counts how).
-fn input_chars(body: &Map<String, Value>) -> usize {
-    let mut chars = body.get("system").map_or(0, content_chars);
-    if let Some(Value::Array(messages)) = body.get("messages") {
-        chars += messages
-            .iter()
-            .filter_map(|m| m.get("content"))
-            .map(content_chars)
-            .sum::<usize>();
-    }
-    if let Some(tools) = body.get("tools") {
-        chars += tools.to_string().len();
-    }
-    chars
-}
-
-/// Characters of a `content` or `system` value: a string, or a list of blocks.
-fn content_chars(content: &Value) -> usize {
-    match content {
-        Value::String(text) => text.chars().count(),
-        Value::Array(blocks) => blocks.iter().map(block_chars).sum(),
-        _ => 0,
-    }
-}
-
-fn block_chars(block: &Value) -> usize {
-    match block.get("type").and_then(Value::as_str) {
-        Some("text") => block
-            .get("text")
-            .and_then(Value::as_str)
-            .map_or(0, |t| t.chars().count()),
-        Some("image") | Some("document") => block.to_string().len() / 4,
-        Some("tool_result") => block.get("content").map_or(0, content_chars),
-        _ => block.to_string().len(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,19 +99,5 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["tool_result", "tool_result", "text"]);
         assert_eq!(messages[0]["content"][0]["tool_use_id"], "1");
-    }
-
-    #[test]
-    fn the_reservation_counts_system_messages_and_tools() {
-        let body = json!({
-            "system": [{"type": "text", "text": "abcd"}],
-            "messages": [{"role": "user", "content": "efgh"}],
-        });
-        assert_eq!(reserved_tokens(body.as_object().unwrap(), 100), 2 + 100);
-        let with_tools = json!({
-            "messages": [{"role": "user", "content": "x"}],
-            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
-        });
-        assert!(reserved_tokens(with_tools.as_object().unwrap(), 0) > 5);
     }
 }

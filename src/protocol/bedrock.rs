@@ -41,7 +41,19 @@
 
 use serde_json::{json, Value};
 
-use super::ErrorClass;
+use super::body::check_model_id;
+use super::{ErrorClass, FieldError};
+
+/// The model id of a Bedrock-native route (`/model/{modelId}/invoke`): one percent-encoded
+/// path segment, as the SDKs send it (`:` as `%3A`, the `/` of an ARN as `%2F`), taken from
+/// the raw path and decoded. Refusals name `modelId`.
+pub fn model_id_from_segment(raw: &str) -> Result<String, FieldError> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| FieldError::new("modelId", "is not valid percent-encoded UTF-8"))?;
+    check_model_id("modelId", &decoded)?;
+    Ok(decoded.into_owned())
+}
 
 /// The status, the `x-amzn-ErrorType` name and the `{"message"}` body for `class`.
 pub fn error_response(class: ErrorClass, message: &str) -> (u16, &'static str, Value) {
@@ -70,6 +82,29 @@ pub fn exception_for(class: ErrorClass) -> &'static str {
         | ErrorClass::NotFound
         | ErrorClass::RequestTooLarge => "validationException",
     }
+}
+
+/// The `:exception-type` of the exception frame that ends a stream on a Bedrock-native route:
+/// Bedrock's own, when the stream broke with one of the exceptions Bedrock declares for
+/// streams (`code`, in either case: `ModelStreamErrorException` stays
+/// `modelStreamErrorException`), so a Bedrock client sees what Bedrock sent; else the one
+/// for the failure's `class` ([`exception_for`]).
+pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
+    const DECLARED: [&str; 6] = [
+        "throttlingException",
+        "serviceUnavailableException",
+        "internalServerException",
+        "modelStreamErrorException",
+        "modelTimeoutException",
+        "validationException",
+    ];
+    let same = |name: &str, code: &str| {
+        name.len() == code.len()
+            && name.as_bytes()[0].eq_ignore_ascii_case(&code.as_bytes()[0])
+            && name[1..] == code[1..]
+    };
+    code.and_then(|code| DECLARED.into_iter().find(|name| same(name, code)))
+        .unwrap_or_else(|| exception_for(class))
 }
 
 /// The class of a Bedrock error, by its name: an `x-amzn-ErrorType` (`ThrottlingException`)
@@ -174,6 +209,57 @@ mod tests {
                     "{class:?}: {name} vs {exception}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_stream_ends_with_bedrocks_own_exception_when_it_has_one() {
+        assert_eq!(
+            stream_exception(Some("ModelStreamErrorException"), ErrorClass::Upstream),
+            "modelStreamErrorException"
+        );
+        assert_eq!(
+            stream_exception(Some("throttlingException"), ErrorClass::RateLimited),
+            "throttlingException"
+        );
+        // Not a stream exception (a transport failure, the deadline): by class.
+        assert_eq!(
+            stream_exception(Some("ConnectionError"), ErrorClass::Upstream),
+            "internalServerException"
+        );
+        assert_eq!(
+            stream_exception(Some(""), ErrorClass::Timeout),
+            "modelTimeoutException"
+        );
+        assert_eq!(
+            stream_exception(None, ErrorClass::Unavailable),
+            "serviceUnavailableException"
+        );
+    }
+
+    #[test]
+    fn model_ids_are_decoded_from_one_path_segment() {
+        assert_eq!(
+            model_id_from_segment("us.anthropic.claude-sonnet-4-20250514-v1%3A0").unwrap(),
+            "us.anthropic.claude-sonnet-4-20250514-v1:0"
+        );
+        assert_eq!(
+            model_id_from_segment(
+                "arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Ainference-profile%2Fus.anthropic.x"
+            )
+            .unwrap(),
+            "arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.x"
+        );
+        assert_eq!(
+            model_id_from_segment("anthropic.claude-3-haiku-20240307-v1:0").unwrap(),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        for bad in ["", "%ff%fe", "a%20b"] {
+            assert_eq!(
+                model_id_from_segment(bad).unwrap_err().field,
+                "modelId",
+                "{bad}"
+            );
         }
     }
 

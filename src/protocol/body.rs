@@ -100,6 +100,52 @@ pub fn optional_uint(
     }
 }
 
+/// Tokens the broker reserves for an Anthropic body: estimated input tokens + `max_tokens`
+/// (Bedrock counts roughly four characters per token for English text). Text counts its
+/// characters; images and documents a quarter of their JSON size (base64 overstates their
+/// token cost); tool calls, tool results' structure and tool definitions their JSON size,
+/// since the model reads them as text.
+pub fn reserved_tokens(body: &Map<String, Value>, max_tokens: u64) -> u64 {
+    (input_chars(body) as u64).div_ceil(4) + max_tokens
+}
+
+/// Characters of input an Anthropic body carries (see [`reserved_tokens`] for what counts how).
+fn input_chars(body: &Map<String, Value>) -> usize {
+    let mut chars = body.get("system").map_or(0, content_chars);
+    if let Some(Value::Array(messages)) = body.get("messages") {
+        chars += messages
+            .iter()
+            .filter_map(|m| m.get("content"))
+            .map(content_chars)
+            .sum::<usize>();
+    }
+    if let Some(tools) = body.get("tools") {
+        chars += tools.to_string().len();
+    }
+    chars
+}
+
+/// Characters of a `content` or `system` value: a string, or a list of blocks.
+fn content_chars(content: &Value) -> usize {
+    match content {
+        Value::String(text) => text.chars().count(),
+        Value::Array(blocks) => blocks.iter().map(block_chars).sum(),
+        _ => 0,
+    }
+}
+
+fn block_chars(block: &Value) -> usize {
+    match block.get("type").and_then(Value::as_str) {
+        Some("text") => block
+            .get("text")
+            .and_then(Value::as_str)
+            .map_or(0, |t| t.chars().count()),
+        Some("image") | Some("document") => block.to_string().len() / 4,
+        Some("tool_result") => block.get("content").map_or(0, content_chars),
+        _ => block.to_string().len(),
+    }
+}
+
 /// Checks the fields of an Anthropic Messages body the broker relies on, in this order:
 /// `messages`, `system`, `max_tokens` (written back when defaulted), `temperature`, `top_p`,
 /// `top_k`, `stop_sequences`. Every other field is left as it is.
@@ -108,10 +154,10 @@ pub fn check_body(
     prefix: &str,
     max_tokens_rule: MaxTokens,
 ) -> Result<CheckedBody, FieldError> {
-    // 1. The conversation, whose text sizes the reservation.
-    let mut input_chars = check_messages(prefix, body.get("messages"))?;
+    // 1. The conversation.
+    check_messages(prefix, body.get("messages"))?;
     if let Some(system) = body.get("system") {
-        input_chars += check_content(&format!("{prefix}system"), system, true)?;
+        check_content(&format!("{prefix}system"), system, true)?;
     }
     // 2. The output budget.
     let max_tokens = match (max_tokens_rule, body.get("max_tokens")) {
@@ -157,7 +203,7 @@ pub fn check_body(
     }
     Ok(CheckedBody {
         max_tokens,
-        input_chars,
+        input_chars: input_chars(body),
     })
 }
 
@@ -178,8 +224,8 @@ fn check_unit_interval(
     }
 }
 
-/// Checks `messages`; returns the characters of text they hold.
-fn check_messages(prefix: &str, messages: Option<&Value>) -> Result<usize, FieldError> {
+/// Checks `messages`.
+fn check_messages(prefix: &str, messages: Option<&Value>) -> Result<(), FieldError> {
     let messages = match messages {
         Some(Value::Array(list)) => list,
         None | Some(Value::Null) => {
@@ -198,7 +244,6 @@ fn check_messages(prefix: &str, messages: Option<&Value>) -> Result<usize, Field
             "must not be empty",
         ));
     }
-    let mut chars = 0;
     for (i, message) in messages.iter().enumerate() {
         let field = format!("{prefix}messages[{i}]");
         let Value::Object(message) = message else {
@@ -221,49 +266,40 @@ fn check_messages(prefix: &str, messages: Option<&Value>) -> Result<usize, Field
         let content = message
             .get("content")
             .ok_or_else(|| FieldError::new(format!("{field}.content"), "is required"))?;
-        chars += check_content(&format!("{field}.content"), content, false)?;
+        check_content(&format!("{field}.content"), content, false)?;
     }
-    Ok(chars)
+    Ok(())
 }
 
 /// Checks a content value: a non-empty string, or a non-empty list of typed blocks (text
-/// blocks need non-empty text). Returns the characters of text it holds.
-fn check_content(
-    field: &str,
-    content: &Value,
-    allow_empty_string: bool,
-) -> Result<usize, FieldError> {
+/// blocks need non-empty text).
+fn check_content(field: &str, content: &Value, allow_empty_string: bool) -> Result<(), FieldError> {
     match content {
         Value::String(text) if text.is_empty() && !allow_empty_string => {
             Err(FieldError::new(field, "must not be empty"))
         }
-        Value::String(text) => Ok(text.chars().count()),
+        Value::String(_) => Ok(()),
         Value::Array(blocks) if blocks.is_empty() => {
             Err(FieldError::new(field, "must not be empty"))
         }
         Value::Array(blocks) => {
-            let mut chars = 0;
             for (j, block) in blocks.iter().enumerate() {
                 let block_field = format!("{field}[{j}]");
                 let kind = block.get("type").and_then(Value::as_str).ok_or_else(|| {
                     FieldError::new(format!("{block_field}.type"), "is required (a string)")
                 })?;
-                if kind == "text" {
-                    match block.get("text") {
-                        Some(Value::String(t)) if !t.is_empty() => chars += t.chars().count(),
-                        _ => {
-                            return Err(FieldError::new(
-                                format!("{block_field}.text"),
-                                "must be a non-empty string",
-                            ))
-                        }
-                    }
-                } else {
-                    // Images, documents, tool results: count their serialized size roughly.
-                    chars += block.to_string().len() / 4;
+                let text_ok = block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty());
+                if kind == "text" && !text_ok {
+                    return Err(FieldError::new(
+                        format!("{block_field}.text"),
+                        "must be a non-empty string",
+                    ));
                 }
             }
-            Ok(chars)
+            Ok(())
         }
         _ => Err(FieldError::new(
             field,
@@ -360,5 +396,19 @@ mod tests {
             "a.b"
         );
         assert_eq!(parse_object(br#"{"a":1}"#).unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn the_reservation_counts_system_messages_and_tools() {
+        let body = json!({
+            "system": [{"type": "text", "text": "abcd"}],
+            "messages": [{"role": "user", "content": "efgh"}],
+        });
+        assert_eq!(reserved_tokens(body.as_object().unwrap(), 100), 2 + 100);
+        let with_tools = json!({
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+        });
+        assert!(reserved_tokens(with_tools.as_object().unwrap(), 0) > 5);
     }
 }

@@ -77,7 +77,8 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
-use super::anthropic_body::{parse_object, reserved_tokens, Turns};
+use super::anthropic_body::Turns;
+use super::body::{parse_object, reserved_tokens};
 use super::usage::TokenCounts;
 use super::{ErrorClass, FieldError};
 use crate::api::{ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT};

@@ -11,6 +11,8 @@
 //!   [`bedrock`] (the Bedrock-native routes' errors), [`openai`] (Chat Completions),
 //!   [`converse`] (Bedrock Converse);
 //! - [`models`]: the `GET /v1/models` list;
+//! - [`headers`]: the broker's own request headers on those routes (deadline, retries,
+//!   request id);
 //! - `anthropic_body` and `usage`: what the OpenAI and Converse mappings share (role
 //!   alternation, the token reservation estimate; token counts of replies and streams).
 //!
@@ -23,6 +25,7 @@ pub mod bedrock;
 pub mod body;
 pub mod converse;
 pub mod eventstream;
+pub mod headers;
 pub mod models;
 pub mod openai;
 mod usage;

@@ -31,6 +31,89 @@ pub struct ModelInfo {
     pub created: u64,
 }
 
+/// What the broker knows of a model from its id alone: a display name and its release date.
+/// `us.anthropic.claude-sonnet-4-20250514-v1:0` is "Claude Sonnet 4" of 2025-05-14: the
+/// region prefix, `anthropic.` and the version suffix are dropped, the words capitalised and
+/// the 8-digit date read as the release day, and a version in parts (`4-5`) written `4.5`. Ids of another shape (ARNs, aliases) keep the id
+/// as their name and 0 as their date.
+pub fn model_info(id: &str) -> ModelInfo {
+    // 1. The name part: after the last `/` of an ARN, after `anthropic.`, before `-v1:0`.
+    let name = id.rsplit('/').next().unwrap_or(id);
+    let name = name.split_once("anthropic.").map_or(name, |(_, rest)| rest);
+    let name = match name.rsplit_once("-v") {
+        Some((base, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => base,
+        _ => name,
+    };
+    if !name.starts_with("claude") {
+        return ModelInfo {
+            id: id.to_string(),
+            display_name: id.to_string(),
+            created: 0,
+        };
+    }
+    // 2. Its words, and the release date among them.
+    let mut words = Vec::new();
+    let mut created = 0;
+    for word in name.split('-').filter(|w| !w.is_empty()) {
+        match release_day(word) {
+            Some(day) => created = day,
+            // A version number in parts (`4-5`) reads `4.5`.
+            None if is_version_part(word)
+                && words
+                    .last()
+                    .is_some_and(|w: &String| w.split('.').all(is_version_part)) =>
+            {
+                let last = words.last_mut().expect("checked above");
+                last.push('.');
+                last.push_str(word);
+            }
+            None => {
+                let mut chars = word.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase());
+                words.push(first.into_iter().chain(chars).collect::<String>());
+            }
+        }
+    }
+    ModelInfo {
+        id: id.to_string(),
+        display_name: words.join(" "),
+        created,
+    }
+}
+
+/// One or two digits: a part of a model's version number.
+fn is_version_part(word: &str) -> bool {
+    (1..=2).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `YYYYMMDD` as Unix seconds at midnight UTC, if it is a plausible date.
+fn release_day(word: &str) -> Option<u64> {
+    if word.len() != 8 || !word.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, month, day): (u64, u64, u64) = (
+        word[..4].parse().ok()?,
+        word[4..6].parse().ok()?,
+        word[6..].parse().ok()?,
+    );
+    if !(2000..=2999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400)
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`, for dates on or after the epoch).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// The `GET /v1/models` body for `models`, in their order.
 pub fn models_list(models: &[ModelInfo]) -> Value {
     let data: Vec<Value> = models
@@ -138,6 +221,46 @@ mod tests {
         assert_eq!(list["first_id"], Value::Null);
         assert_eq!(list["last_id"], Value::Null);
         assert_eq!(list["has_more"], false);
+    }
+
+    #[test]
+    fn names_and_dates_come_from_bedrock_model_ids() {
+        let cases = [
+            (
+                "us.anthropic.claude-sonnet-4-20250514-v1:0",
+                "Claude Sonnet 4",
+                "2025-05-14T00:00:00Z",
+            ),
+            (
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                "Claude 3 Haiku",
+                "2024-03-07T00:00:00Z",
+            ),
+            (
+                "global.anthropic.claude-opus-4-5-20251101-v1:0",
+                "Claude Opus 4.5",
+                "2025-11-01T00:00:00Z",
+            ),
+            ("anthropic.claude-sonnet-5", "Claude Sonnet 5", "1970-01-01T00:00:00Z"),
+            (
+                "arn:aws:bedrock:us-east-1:123:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
+                "Claude 3.5 Haiku",
+                "2024-10-22T00:00:00Z",
+            ),
+            ("sonnet", "sonnet", "1970-01-01T00:00:00Z"),
+            ("meta.llama3-70b", "meta.llama3-70b", "1970-01-01T00:00:00Z"),
+        ];
+        for (id, name, date) in cases {
+            let info = model_info(id);
+            assert_eq!(info.id, id);
+            assert_eq!(info.display_name, name, "{id}");
+            assert_eq!(rfc3339(info.created), date, "{id}");
+        }
+        // Not a date: kept as a word.
+        assert_eq!(
+            model_info("anthropic.claude-x-20251399").display_name,
+            "Claude X 20251399"
+        );
     }
 
     #[test]

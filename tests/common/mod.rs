@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::time::Duration;

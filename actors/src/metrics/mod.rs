@@ -194,12 +194,12 @@ pub const ERROR_TYPES: &[&str] = &[
 ];
 
 /// The `error_type` for an error code: one of [`ERROR_TYPES`] (Bedrock's exception names in
-/// any case; the backend's transport codes `Timeout`, `ConnectTimeout`, `ConnectionError`,
-/// `InvalidResponse`), else [`OTHER_ERROR`].
+/// any case; the backend's transport codes `Timeout`, `ConnectTimeout`, `StreamIdleTimeout`,
+/// `ConnectionError`, `StreamEnded`, `InvalidResponse`), else [`OTHER_ERROR`].
 pub fn error_type(code: &str) -> &'static str {
     match code {
-        "Timeout" | "ConnectTimeout" => return "timeout",
-        "ConnectionError" => return "connection_error",
+        "Timeout" | "ConnectTimeout" | "StreamIdleTimeout" => return "timeout",
+        "ConnectionError" | "StreamEnded" => return "connection_error",
         "InvalidResponse" => return "invalid_response",
         _ => {}
     }
@@ -373,8 +373,13 @@ pub enum AttemptOutcome<'a> {
     /// Bedrock answered (for a stream: the stream completed); `response_model` is the model
     /// it says answered.
     Success { response_model: &'a str },
-    /// It failed with this error code (an AWS exception name or a transport code).
+    /// It failed before any stream started, with this error code (an AWS exception name or
+    /// a transport code); a ThrottlingException counts as a throttle before the stream.
     Failure { code: &'a str },
+    /// Its stream started, then broke with this error code (an exception event, a cut
+    /// connection, a silent stream); counted as a stream error too, and a throttling
+    /// exception as a throttle in the middle of a stream.
+    StreamFailure { code: &'a str },
 }
 
 /// One finished HTTP request, for [`Metrics::request_finished`].
@@ -517,7 +522,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             SERVER_TIME_TO_FIRST_TOKEN,
-            "GenAI time to first token: a successful stream request from its arrival to its first token",
+            "GenAI time to first token: a stream request from its arrival to its first content token",
             Unit::Seconds,
             time_to_first_token.clone(),
         );
@@ -651,17 +656,25 @@ impl Metrics {
                 Some(inner.models.learn(response_model, false)),
                 None,
             ),
-            AttemptOutcome::Failure { code } => (inner.models.label(model), None, Some(code)),
+            AttemptOutcome::Failure { code } | AttemptOutcome::StreamFailure { code } => {
+                (inner.models.label(model), None, Some(code))
+            }
         };
         let error = error.map(error_type);
+        let in_stream = matches!(outcome, AttemptOutcome::StreamFailure { .. });
         inner
             .client_duration
             .get_or_create(&inner.genai_labels(request_model.clone(), response_model, error))
             .observe(duration.as_secs_f64());
+        if in_stream {
+            self.stream_error(model, error.unwrap_or(OTHER_ERROR));
+        }
         let result = match error {
             None => CallResult::Succeeded,
             Some("ThrottlingException") => {
-                self.throttled(model, ThrottlePhase::BeforeStream);
+                if !in_stream {
+                    self.throttled(model, ThrottlePhase::BeforeStream);
+                }
                 CallResult::Throttled
             }
             Some(_) => CallResult::Failed,
@@ -740,7 +753,8 @@ impl Metrics {
         }
     }
 
-    /// A stream request for `model` sent its first token `ttft` after it arrived.
+    /// A stream request for `model` sent its first token `ttft` after it arrived. Content
+    /// from the model means it is served: it gets a label of its own if there is room.
     pub fn first_token(&self, model: &str, ttft: Duration) {
         let Some(inner) = &self.inner else {
             return;
@@ -750,7 +764,7 @@ impl Metrics {
             .get_or_create(&TtftLabels {
                 gen_ai_operation_name: OPERATION_CHAT,
                 gen_ai_provider_name: PROVIDER_BEDROCK,
-                gen_ai_request_model: inner.models.label(model),
+                gen_ai_request_model: inner.models.learn(model, false),
                 aws_region: inner.region.clone(),
             })
             .observe(ttft.as_secs_f64());

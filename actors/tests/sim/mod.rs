@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use actors::bedrock::ErrorKind;
 use actors::model_throttle::ModelThrottle;
-use actors::queue::{dispatch_cap, start_wait, ADMISSION_HEADROOM};
+use actors::queue::{dispatch_cap, wait_for, ADMISSION_HEADROOM};
 use actors::retry::{RetryDecision, RetryPolicy, ThrottlePause};
 use actors::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
 use tokio::time::Instant;
@@ -326,11 +326,14 @@ pub fn run(s: &Scenario) -> Outcome {
                 out.sent += 1;
                 let deadline = t + s.timeout;
                 // Admission: can its call start in time at the pace less the headroom?
+                let resume_at = model.resume_at();
                 let admit = pace.is_none_or(|pace| {
-                    let wait = start_wait(
+                    let wait = wait_for(
                         queue.len() + holding,
                         pace * (1.0 - ADMISSION_HEADROOM),
                         latency,
+                        resume_at,
+                        now,
                     );
                     t + wait.as_secs_f64() + latency.as_secs_f64() <= deadline
                 });
@@ -364,7 +367,8 @@ pub fn run(s: &Scenario) -> Outcome {
                         jobs[i].done = true;
                         out.late_504 += 1;
                     } else if pace.is_some_and(|pace| {
-                        let wait = start_wait(ahead, pace, latency).as_secs_f64();
+                        let wait =
+                            wait_for(ahead, pace, latency, model.resume_at(), now).as_secs_f64();
                         t + wait + latency.as_secs_f64() > jobs[i].deadline
                     }) {
                         jobs[i].done = true;
@@ -388,15 +392,23 @@ pub fn run(s: &Scenario) -> Outcome {
                     Grant::CallAfter {
                         delay: Duration::ZERO,
                         tokens: 0,
+                        latency: Duration::ZERO,
                     }
                 };
+                if std::env::var("SIM_TRACE").is_ok_and(|v| v == "3") {
+                    eprintln!("  {t:8.3} grant (job {i}, ask {ask}): {grant:?}");
+                }
                 match grant {
-                    Grant::CallAfter { delay, tokens } => {
+                    Grant::CallAfter {
+                        delay,
+                        tokens,
+                        latency,
+                    } => {
                         let send = t + delay.as_secs_f64();
-                        if send >= job.deadline {
+                        if send + latency.as_secs_f64() >= job.deadline {
                             // No time left for the call: answered at once (503, or the
                             // last throttle when a call was made), as the worker does.
-                            model.release(now, tokens, &config);
+                            model.release(now, tokens);
                             finish(job, &mut holding);
                             if job.calls == 0 {
                                 out.shed += 1;
@@ -424,6 +436,9 @@ pub fn run(s: &Scenario) -> Outcome {
                 }
             }
             Event::Send(i) => {
+                if std::env::var("SIM_TRACE").is_ok_and(|v| v == "3") {
+                    eprintln!("  {t:8.3} send (job {i})");
+                }
                 let job = &mut jobs[i];
                 job.calls += 1;
                 job.sent_at = t;
@@ -435,6 +450,9 @@ pub fn run(s: &Scenario) -> Outcome {
                     let answer = t + s.latency * (1.0 + 0.05 * rng.f64());
                     push(&mut events, answer, Event::Answer(i, true));
                 } else {
+                    if std::env::var("SIM_TRACE").is_ok_and(|v| v == "3") {
+                        eprintln!("  {t:8.3} throttled (job {i}, call {})", job.calls);
+                    }
                     out.throttled += 1;
                     out.throttled_per_second[t as usize] += 1;
                     push(
@@ -508,7 +526,7 @@ pub fn run(s: &Scenario) -> Outcome {
 
 /// `SIM_TRACE=2` prints every pace change.
 fn trace_adjustments() -> bool {
-    std::env::var("SIM_TRACE").is_ok_and(|v| v == "2")
+    std::env::var("SIM_TRACE").is_ok_and(|v| v == "2" || v == "3")
 }
 
 fn finish(job: &mut Job, holding: &mut usize) {

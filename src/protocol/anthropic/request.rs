@@ -268,8 +268,9 @@ mod tests {
         assert_eq!(req.model, MODEL);
         assert!(req.stream);
         assert_eq!(req.max_tokens, 100);
-        // "Hello" + "Be brief." = 14 characters: 4 tokens, plus max_tokens.
-        assert_eq!(req.reserved_tokens, 4 + 100);
+        // "Hello" + "Be brief." = 14 characters, plus the tool definition's 56 characters of
+        // JSON: 70 characters, 18 tokens, plus max_tokens.
+        assert_eq!(req.reserved_tokens, 18 + 100);
         let body = sent(&req.body);
         assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
         assert!(body.get("model").is_none() && body.get("stream").is_none());
