@@ -608,11 +608,17 @@ async fn load(s: &Scenario, url: &str, run: u32) -> Vec<Sample> {
                 .send_body(body.as_str().to_owned())
                 .await;
             let status = match response {
-                Ok(mut r) => {
-                    let _ = r.body().limit(1 << 20).await;
-                    r.status().as_u16()
+                Ok(mut r) => match r.body().limit(1 << 20).await {
+                    Ok(_) => r.status().as_u16(),
+                    Err(e) => {
+                        eprintln!("request due at {due:.3} s: body lost: {e}");
+                        0
+                    }
+                },
+                Err(e) => {
+                    eprintln!("request due at {due:.3} s: no answer: {e}");
+                    0
                 }
-                Err(_) => 0,
             };
             let done = start.elapsed().as_secs_f64();
             samples.lock().unwrap().push(Sample { due, done, status });
