@@ -29,7 +29,9 @@
 //! Measured per run: goodput/Q = successes answered inside the loaded window / T / the quota
 //! in force (a quota's initial burst counts, so a bucket holding a minute reaches above 1);
 //! the same over the first 60 s; throttled = ThrottlingExceptions / all Bedrock calls (the
-//! emulator counts); lost = requests with no HTTP answer; 504 = requests that ended at their
+//! emulator counts); lost = requests sent with no HTTP answer (a request the generator could
+//! not connect for, after three tries, never reached the broker: it is counted apart, as not
+//! sent); 504 = requests that ended at their
 //! deadline (every one was admitted: refusals are 503); how the requests ended. The table
 //! gives, per scenario and policy, the minimum and the median over the runs.
 //!
@@ -49,6 +51,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+
+/// The status of a request the load generator could not connect for (never sent).
+const NOT_SENT: u16 = 1;
 const LATENCY: Duration = Duration::from_millis(100);
 
 #[derive(Parser, Debug)]
@@ -265,6 +270,9 @@ struct RunResult {
     policy: String,
     run: u32,
     sent: usize,
+    /// Requests the load generator could not connect for (not counted in `sent`).
+    #[serde(default)]
+    not_sent: usize,
     ok: usize,
     refused_503: usize,
     deadline_504: usize,
@@ -448,7 +456,7 @@ fn run_all(
                     Some(json) => {
                         let r: RunResult = serde_json::from_str(json).expect("result parses");
                         println!(
-                            "{} {} run {}: goodput/Q {:.3} (first 60 s {:.3}), throttled {:.1}%, ok/503/504/500 {}/{}/{}/{}, lost {}",
+                            "{} {} run {}: goodput/Q {:.3} (first 60 s {:.3}), throttled {:.1}%, ok/503/504/500 {}/{}/{}/{}, lost {}, not sent {}",
                             r.scenario,
                             r.policy,
                             r.run,
@@ -459,7 +467,8 @@ fn run_all(
                             r.refused_503,
                             r.deadline_504,
                             r.failed_500,
-                            r.lost
+                            r.lost,
+                            r.not_sent
                         );
                         results.lock().unwrap().push(r);
                     }
@@ -602,11 +611,24 @@ async fn load(s: &Scenario, url: &str, run: u32) -> Vec<Sample> {
         let target = target.clone();
         let samples = samples.clone();
         async move {
-            let response = client
-                .post(&target)
-                .insert_header(("content-type", "application/json"))
-                .send_body(body.as_str().to_owned())
-                .await;
+            // A request the client could not even connect for never reached the broker: try
+            // again at once (it is still due now), and if it never connects, say so apart
+            // from the requests the broker left unanswered.
+            let mut connects = 0;
+            let response = loop {
+                let response = client
+                    .post(&target)
+                    .insert_header(("content-type", "application/json"))
+                    .send_body(body.as_str().to_owned())
+                    .await;
+                match response {
+                    Err(awc::error::SendRequestError::Connect(e)) if connects < 3 => {
+                        connects += 1;
+                        eprintln!("request due at {due:.3} s: connect failed, again: {e}");
+                    }
+                    other => break other,
+                }
+            };
             let status = match response {
                 Ok(mut r) => match r.body().limit(1 << 20).await {
                     Ok(_) => r.status().as_u16(),
@@ -615,6 +637,10 @@ async fn load(s: &Scenario, url: &str, run: u32) -> Vec<Sample> {
                         0
                     }
                 },
+                Err(awc::error::SendRequestError::Connect(e)) => {
+                    eprintln!("request due at {due:.3} s: never connected: {e}");
+                    NOT_SENT
+                }
                 Err(e) => {
                     eprintln!("request due at {due:.3} s: no answer: {e}");
                     0
@@ -703,14 +729,15 @@ fn summarize(
         scenario: s.name.clone(),
         policy: policy.to_string(),
         run,
-        sent: samples.len(),
+        sent: samples.len() - count(NOT_SENT),
+        not_sent: count(NOT_SENT),
         ok: ok.len(),
         refused_503: count(503),
         deadline_504: count(504),
         failed_500: count(500),
         other_status: samples
             .iter()
-            .filter(|x| ![0, 200, 500, 503, 504].contains(&x.status))
+            .filter(|x| ![0, NOT_SENT, 200, 500, 503, 504].contains(&x.status))
             .count(),
         lost: count(0),
         quota_in_force,
