@@ -217,3 +217,80 @@ impl<F: Framer> Relay<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::{stream_channel, StreamSummary};
+    use futures_util::StreamExt;
+
+    /// Writes `visible` events as their bytes, nothing for the others; `[end]` after a clean
+    /// end, `[ping]` as the keep-alive.
+    struct Test;
+
+    impl Framer for Test {
+        fn event(&mut self, json: &[u8]) -> Result<Bytes, String> {
+            Ok(match json {
+                b"visible" => Bytes::from_static(b"[visible]"),
+                _ => Bytes::new(),
+            })
+        }
+        fn error_of_class(&mut self, _: ErrorClass, _: &str) -> Bytes {
+            Bytes::from_static(b"[error]")
+        }
+        fn done(&mut self) -> Bytes {
+            Bytes::from_static(b"[end]")
+        }
+        fn ping(&self) -> Option<Bytes> {
+            Some(Bytes::from_static(b"[ping]"))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_write_nothing_count_as_silence_and_a_clean_end_writes_the_trailer() {
+        let (mut tx, mut rx) = stream_channel();
+        tx.commit(b"start".to_vec()).unwrap();
+        assert!(matches!(
+            rx.next().await,
+            Some(StreamItem::Committed { .. })
+        ));
+        // Hidden events every 40 ms for 200 ms (nothing written), then a visible one: pings
+        // at 70 and 140 ms.
+        let producer = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                tx.send_event(b"hidden".to_vec()).await.unwrap();
+            }
+            tx.send_event(b"visible".to_vec()).await.unwrap();
+            assert!(tx.done(StreamSummary::default()));
+        });
+        let body = body(
+            Bytes::from_static(b"[start]"),
+            rx,
+            Test,
+            Some(Duration::from_millis(70)),
+        );
+        let written: Vec<Bytes> = body.map(|b| b.unwrap()).collect().await;
+        producer.await.unwrap();
+        assert_eq!(
+            written,
+            ["[start]", "[ping]", "[ping]", "[visible]", "[end]"]
+                .map(|s| Bytes::from_static(s.as_bytes()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_ends_the_body_with_the_framers_error_and_no_trailer() {
+        let (mut tx, mut rx) = stream_channel();
+        tx.commit(b"start".to_vec()).unwrap();
+        rx.next().await;
+        tx.send_event(b"visible".to_vec()).await.unwrap();
+        assert!(tx.fail(InferError::ShuttingDown));
+        let body = body(Bytes::from_static(b"[start]"), rx, Test, None);
+        let written: Vec<Bytes> = body.map(|b| b.unwrap()).collect().await;
+        assert_eq!(
+            written,
+            ["[start]", "[visible]", "[error]"].map(|s| Bytes::from_static(s.as_bytes()))
+        );
+    }
+}
