@@ -31,14 +31,14 @@
 //!    loopback network work, interrupts), and the generator's own lag (how late it started
 //!    requests; part of the latency).
 //!    Broker figures in parentheses are its idle CPU during direct phases.
-//! 1b. **Routes.** At `--route-rate` (1,000 req/s) for `--seconds` each, one after the other:
+//! 2. **Routes.** At `--route-rate` (1,000 req/s) for `--seconds` each, one after the other:
 //!    the direct path, `/infer`, then each of `--routes` (default `messages,chat,converse`:
 //!    `POST /v1/messages`, `POST /v1/chat/completions` and `POST /model/{id}/converse`, the
 //!    same conversation in each route's own format, answered whole). Columns: latency
 //!    percentiles and errors as above, then `+dir p50/p99` (the route minus the direct path)
 //!    and `+infer p50/p99` (the route minus `/infer`: what the route's protocol translation
 //!    costs on top of the seed's API), and the broker's CPU. `--no-routes` skips it.
-//! 2. **Sustained rate.** For each path, a step search: from `--search-start` (5000) up by
+//! 3. **Sustained rate.** For each path, a step search: from `--search-start` (5000) up by
 //!    50% per step while the path passes, down by 30% per step while it fails, then
 //!    bisections until the bracket is within 5% (at most `--search-max-runs` runs per path);
 //!    runs of `--search-seconds` (5 s). A rate passes when fewer than 0.1% of requests fail
@@ -49,7 +49,7 @@
 //!    columns) and the highest rate each path passed, and the broker's as a share of the
 //!    direct's. Both paths share the 2 cores with the generator, so "sustained" is what this
 //!    machine sustains with all three processes on it.
-//! 3. **Memory.** The broker's `VmRSS` at idle (after start-up, before any load), after the
+//! 4. **Memory.** The broker's `VmRSS` at idle (after start-up, before any load), after the
 //!    load, and its peak `VmHWM` after the rate table and at the end (the search overloads it).
 //!
 //! It ends with the figures next to the targets (added latency at 1,000 req/s p50 <= 0.3 ms,
@@ -245,7 +245,7 @@ fn main() {
     }
     print_tables(&args, &rows);
 
-    // 1b. The routes against /infer at one rate, one after the other.
+    // 2. The routes against /infer at one rate, one after the other.
     let mut route_rows = Vec::new();
     if !routes.is_empty() {
         for &mode in [Mode::Direct, Mode::Broker].iter().chain(&routes) {
@@ -257,7 +257,7 @@ fn main() {
     }
     let (after_table_rss, after_table_hwm) = broker.rss_kib();
 
-    // 2. The sustained-rate search.
+    // 3. The sustained-rate search.
     let mut sustained = None;
     if !args.no_search {
         println!(
@@ -295,7 +295,7 @@ fn main() {
         sustained = Some((direct, brokered));
     }
 
-    // 3. Memory.
+    // 4. Memory.
     std::thread::sleep(Duration::from_secs(1));
     let (rss_now, hwm_end) = broker.rss_kib();
     let (emulator_rss, emulator_hwm) = emulator.rss_kib();

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions` over HTTP against the real server, the real AWS SDK and the
 //! emulator: the `chat.completion` and what Bedrock received, finish reasons, tool calls
-//! whole and streamed (OpenAI's own indexes, arguments that assemble to JSON), the chunk
+//! whole and streamed (OpenAI's own indexes, arguments that assemble to JSON), JSON-schema
+//! answers as content, the chunk
 //! stream's framing (role first, usage chunk, `[DONE]`), the stream rules it inherits from
 //! the broker's stream machinery (invisible retries before content, an error chunk and no
 //! `[DONE]` after, pings, a client that leaves), and every error in OpenAI's shape.
@@ -373,6 +374,43 @@ async fn streamed_tool_calls_count_from_zero_and_their_arguments_assemble_to_jso
         .filter_map(|c| c["function"]["arguments"].as_str())
         .collect();
     assert_eq!(arguments, "{}");
+}
+
+#[actix_web::test]
+async fn json_schema_answers_are_json_content_whole_and_streamed() {
+    let server = start(&[]).await;
+    let format = json!({"type": "json_schema", "json_schema": {"name": "weather", "strict": true,
+        "schema": {"type": "object", "additionalProperties": false,
+                   "properties": {"city": {"type": "string"}, "celsius": {"type": "integer"}},
+                   "required": ["city", "celsius"]}}});
+    let mut body = chat("The weather in Paris, as JSON");
+    body["response_format"] = format.clone();
+    let (status, _, completion) = post(&server, &[], &body).await;
+    assert_eq!(status, 200, "{completion}");
+    let choice = &completion["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop");
+    assert!(choice["message"].get("tool_calls").is_none(), "{choice}");
+    let answer: Value =
+        serde_json::from_str(choice["message"]["content"].as_str().unwrap()).expect("JSON");
+    assert!(
+        answer["city"].is_string() && answer["celsius"].is_i64(),
+        "{answer}"
+    );
+    // Bedrock was asked for the answer through the forced tool.
+    let sent = server.stats().last_body.unwrap();
+    assert_eq!(sent["tool_choice"]["name"], "json_response");
+    assert_eq!(
+        sent["tools"][0]["input_schema"],
+        format["json_schema"]["schema"]
+    );
+    // Streamed: the answer arrives as content.
+    body["stream"] = json!(true);
+    let (_, lines) = stream(&server, &[], &body).await;
+    assert_well_formed(&lines);
+    let streamed: Value = serde_json::from_str(&content(&lines)).expect("JSON content");
+    assert_eq!(streamed, answer);
+    let finish = chunks(&lines).last().unwrap()["choices"][0]["finish_reason"].clone();
+    assert_eq!(finish, "stop");
 }
 
 #[actix_web::test]

@@ -21,7 +21,8 @@ async fn run(script: &'static str, args: Vec<String>) -> String {
 
 /// The official `openai` SDK against `/v1/chat/completions`: create (system + user, stop,
 /// max_tokens), a stream with `include_usage` (chunk by chunk and through the SDK's stream
-/// helper), a tool round trip whole and streamed with the arguments assembling to JSON, every
+/// helper), a tool round trip whole and streamed with the arguments assembling to JSON,
+/// structured output (`parse` with a pydantic model, `json_object`), every
 /// error status as the SDK's exception class (429 from a second broker that refuses everything
 /// for load), a mid-stream failure raising `APIError`, and `models.list()`.
 #[actix_web::test]

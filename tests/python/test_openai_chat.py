@@ -1,7 +1,8 @@
 """The official `openai` SDK against ModelServer's `/v1/chat/completions` and `/v1/models`: create
 with a system and a user message, stop and max_tokens; a stream with `include_usage` (read
 chunk by chunk and through the SDK's `stream()` helper); a tool round trip whole and streamed,
-the streamed arguments assembling to valid JSON; each error status as the SDK's exception class;
+the streamed arguments assembling to valid JSON; structured output (`parse` with a pydantic
+model, `json_object`); each error status as the SDK's exception class;
 a stream that fails mid-way raising `APIError`; `models.list()`.
 
 Usage: python test_openai_chat.py BROKER_URL EMULATOR_URL API_KEY OVERLOADED_BROKER_URL
@@ -18,6 +19,7 @@ import sys
 import urllib.request
 
 import openai
+import pydantic
 
 MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 WEATHER_TOOL = {
@@ -184,6 +186,27 @@ def check_tool_round_trip(client, streamed):
         assert json.loads(call.function.arguments) == arguments, call
 
 
+class Weather(pydantic.BaseModel):
+    """A structured answer for `chat.completions.parse`."""
+
+    city: str
+    celsius: int
+
+
+def check_structured_output(client):
+    """response_format json_schema through the SDK's `parse` helper, and json_object."""
+    completion = client.chat.completions.parse(
+        model=MODEL, messages=ask("The weather in Paris"), response_format=Weather
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls, choice
+    assert isinstance(choice.message.parsed, Weather), choice.message
+    completion = client.chat.completions.create(
+        model=MODEL, messages=ask("Any JSON object"), response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(completion.choices[0].message.content), dict), completion
+
+
 def expect(error_class, status, call):
     """`call` raises exactly `error_class` with `status` and OpenAI's error body."""
     try:
@@ -311,6 +334,7 @@ def main():
     check_stream(client)
     check_tool_round_trip(client, streamed=False)
     check_tool_round_trip(client, streamed=True)
+    check_structured_output(client)
     check_models(client)
     check_errors(url, emulator_url, key, overloaded_url)
     check_mid_stream_failure(client, emulator_url)
