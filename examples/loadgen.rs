@@ -13,7 +13,10 @@
 //! `claude`, model `us.anthropic.claude-sonnet-4-20250514-v1:0`, one short user message,
 //! `max_tokens` 100) to `POST /infer`; `--mode direct` sends the body the broker would send to
 //! Bedrock (`anthropic_version: bedrock-2023-05-31`, `max_tokens`, `temperature: 0.1`,
-//! `messages`) to `POST /model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke`.
+//! `messages`) to `POST /model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke`;
+//! `--mode messages`, `chat` and `converse` send the same conversation to the broker's
+//! `POST /v1/messages`, `POST /v1/chat/completions` and `POST /model/{id}/converse`, each in
+//! its own format, answered whole.
 //! The core is `examples/support/loadgen.rs` (shared with the `overhead` and `scale` examples).
 //!
 //! Output (human, or one JSON line with `--json`):
@@ -44,7 +47,8 @@ struct Args {
     /// Base URL of the server (`http://host:port`).
     #[arg(long, default_value = "http://127.0.0.1:1121")]
     url: String,
-    /// `broker`: POST /infer; `direct`: POST /model/{id}/invoke (the emulator or Bedrock).
+    /// `broker`: POST /infer; `direct`: POST /model/{id}/invoke (the emulator or Bedrock);
+    /// `messages`, `chat`, `converse`: the broker's client-protocol routes.
     #[arg(long, default_value = "broker")]
     mode: Mode,
     /// Requests per second.
@@ -62,7 +66,8 @@ struct Args {
     /// Seconds after its due time that a request is given up (error `timeout`).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
-    /// Broker mode: the request's `timeout` field in seconds (default: the broker's own).
+    /// The request's deadline in seconds on the broker's routes (`/infer`'s `timeout` field,
+    /// else `x-modelserver-timeout`; default: the broker's own).
     #[arg(long)]
     infer_timeout: Option<f64>,
     /// The request's `max_tokens`.

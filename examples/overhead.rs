@@ -5,6 +5,7 @@
 //! cargo run --release --example overhead                  # 500..5000 req/s, 20 s each, then the search (~5 min)
 //! cargo run --release --example overhead -- --seconds 5   # shorter phases
 //! cargo run --release --example overhead -- --rates 1000 --no-search
+//! cargo run --release --example overhead -- --rates 1000 --no-search --seconds 3 --warmup-seconds 1   # a short check
 //! ```
 //!
 //! It builds the release binaries (`cargo build --release --bins`; `--no-build` skips it),
@@ -30,7 +31,14 @@
 //!    loopback network work, interrupts), and the generator's own lag (how late it started
 //!    requests; part of the latency).
 //!    Broker figures in parentheses are its idle CPU during direct phases.
-//! 2. **Sustained rate.** For each path, a step search: from `--search-start` (5000) up by
+//! 2. **Routes.** At `--route-rate` (1,000 req/s) for `--seconds` each, one after the other:
+//!    the direct path, `/infer`, then each of `--routes` (default `messages,chat,converse`:
+//!    `POST /v1/messages`, `POST /v1/chat/completions` and `POST /model/{id}/converse`, the
+//!    same conversation in each route's own format, answered whole). Columns: latency
+//!    percentiles and errors as above, then `+dir p50/p99` (the route minus the direct path)
+//!    and `+infer p50/p99` (the route minus `/infer`: what the route's protocol translation
+//!    costs on top of the seed's API), and the broker's CPU. `--no-routes` skips it.
+//! 3. **Sustained rate.** For each path, a step search: from `--search-start` (5000) up by
 //!    50% per step while the path passes, down by 30% per step while it fails, then
 //!    bisections until the bracket is within 5% (at most `--search-max-runs` runs per path);
 //!    runs of `--search-seconds` (5 s). A rate passes when fewer than 0.1% of requests fail
@@ -41,11 +49,12 @@
 //!    columns) and the highest rate each path passed, and the broker's as a share of the
 //!    direct's. Both paths share the 2 cores with the generator, so "sustained" is what this
 //!    machine sustains with all three processes on it.
-//! 3. **Memory.** The broker's `VmRSS` at idle (after start-up, before any load), after the
+//! 4. **Memory.** The broker's `VmRSS` at idle (after start-up, before any load), after the
 //!    load, and its peak `VmHWM` after the rate table and at the end (the search overloads it).
 //!
 //! It ends with the figures next to the targets (added latency at 1,000 req/s p50 <= 0.3 ms,
-//! p99 <= 1 ms; broker sustains >= 50% of the direct rate; idle RSS <= 30 MiB).
+//! p99 <= 1 ms; broker sustains >= 50% of the direct rate; idle RSS <= 30 MiB), and each
+//! route's latency added over `/infer`.
 //!
 //! **What metrics cost** (`--metrics-cost`, instead of all the above):
 //! ```text
@@ -87,6 +96,16 @@ struct Args {
     /// Skip the sustained-rate search.
     #[arg(long)]
     no_search: bool,
+    /// The client-protocol routes measured against `/infer` (comma-separated: messages, chat,
+    /// converse).
+    #[arg(long, value_delimiter = ',', default_value = "messages,chat,converse")]
+    routes: Vec<Mode>,
+    /// The rate at which the routes are compared, requests per second.
+    #[arg(long, default_value_t = 1000.0)]
+    route_rate: f64,
+    /// Skip the route comparison.
+    #[arg(long)]
+    no_routes: bool,
     /// First rate of the search.
     #[arg(long, default_value_t = 5000.0)]
     search_start: f64,
@@ -135,9 +154,10 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn config(&self, mode: Mode, rate: f64, seconds: f64, timeout: Duration) -> LoadConfig {
-        let target = match mode {
-            Mode::Direct => self.emulator.url(),
-            Mode::Broker => self.broker.url(),
+        let target = if mode.is_broker() {
+            self.broker.url()
+        } else {
+            self.emulator.url()
         };
         let mut cfg = LoadConfig::new(&target, mode, rate, seconds).expect("loopback URL");
         cfg.connections = self.args.connections;
@@ -194,11 +214,32 @@ fn main() {
         mib(idle_rss),
         mib(emulator_idle_rss)
     );
-    // One request per path: both answer 200 with a reply.
-    for (mode, proc_, needle) in [
+    // One request per path and route: each answers 200 with a reply.
+    let routes: Vec<Mode> = if args.no_routes {
+        Vec::new()
+    } else {
+        args.routes.clone()
+    };
+    let mut probes = vec![
         (Mode::Direct, &emulator, "\"content\""),
         (Mode::Broker, &broker, "\"response\""),
-    ] {
+    ];
+    for &mode in &routes {
+        let needle = match mode {
+            Mode::Messages => "\"content\"",
+            Mode::Chat => "\"chat.completion\"",
+            Mode::Converse => "\"output\"",
+            Mode::Broker | Mode::Direct => {
+                eprintln!(
+                    "--routes takes messages, chat and converse, not {}",
+                    mode.name()
+                );
+                std::process::exit(2);
+            }
+        };
+        probes.push((mode, &broker, needle));
+    }
+    for (mode, proc_, needle) in probes {
         let (path, body) = loadgen::request_body(mode, 100, None);
         match proc_.post(&path, &body) {
             Ok((200, reply)) if reply.contains(needle) => {}
@@ -215,7 +256,7 @@ fn main() {
     };
     let table_timeout = Duration::from_secs(10);
     if args.warmup_seconds > 0.0 {
-        for mode in [Mode::Direct, Mode::Broker] {
+        for &mode in [Mode::Direct, Mode::Broker].iter().chain(&routes) {
             bench.phase(mode, 1000.0, args.warmup_seconds, table_timeout);
         }
     }
@@ -234,10 +275,21 @@ fn main() {
         eprintln!("{}", brokered.result.summary());
         rows.push((rate, direct, brokered));
     }
-    let (after_table_rss, after_table_hwm) = broker.rss_kib();
     print_tables(&args, &rows);
 
-    // 2. The sustained-rate search.
+    // 2. The routes against /infer at one rate, one after the other.
+    let mut route_rows = Vec::new();
+    if !routes.is_empty() {
+        for &mode in [Mode::Direct, Mode::Broker].iter().chain(&routes) {
+            let p = bench.phase(mode, args.route_rate, args.seconds, table_timeout);
+            eprintln!("{}", p.result.summary());
+            route_rows.push(p);
+        }
+        print_route_table(&args, &route_rows);
+    }
+    let (after_table_rss, after_table_hwm) = broker.rss_kib();
+
+    // 3. The sustained-rate search.
     let mut sustained = None;
     if !args.no_search {
         println!(
@@ -275,7 +327,7 @@ fn main() {
         sustained = Some((direct, brokered));
     }
 
-    // 3. Memory.
+    // 4. Memory.
     std::thread::sleep(Duration::from_secs(1));
     let (rss_now, hwm_end) = broker.rss_kib();
     let (emulator_rss, emulator_hwm) = emulator.rss_kib();
@@ -315,6 +367,20 @@ fn main() {
         );
     } else {
         println!("added latency at 1,000 req/s: not measured (1000 is not in --rates)");
+    }
+    if let [direct, infer, routes @ ..] = &route_rows[..] {
+        for p in routes {
+            let r = &p.result;
+            println!(
+                "{} at {:.0} req/s: p50 {:.3} ms, p99 {:.3} ms over /infer ({:.3} / {:.3} ms over direct)",
+                r.mode.route(),
+                args.route_rate,
+                r.ms(0.5) - infer.result.ms(0.5),
+                r.ms(0.99) - infer.result.ms(0.99),
+                r.ms(0.5) - direct.result.ms(0.5),
+                r.ms(0.99) - direct.result.ms(0.99),
+            );
+        }
     }
     if let Some((Some(d), Some(b))) = sustained {
         println!(
@@ -414,6 +480,64 @@ fn print_tables(args: &Args, rows: &[(f64, Phase, Phase)]) {
     }
 }
 
+/// The route comparison: direct, `/infer`, then each route, at `--route-rate`.
+fn print_route_table(args: &Args, rows: &[Phase]) {
+    println!(
+        "\n== routes at {:.0} req/s (ms, from each request's intended send time), {} s each, one after the other",
+        args.route_rate, args.seconds
+    );
+    println!(
+        "{:<26} | {:>7} {:>7} {:>7} {:>5} {:>7} | {:>8} {:>8} | {:>10} {:>10} | {:>6}",
+        "route",
+        "p50",
+        "p99",
+        "p99.9",
+        "err",
+        "ok/s",
+        "+dir p50",
+        "+dir p99",
+        "+infer p50",
+        "+infer p99",
+        "broker"
+    );
+    let (direct, infer) = (&rows[0].result, &rows[1].result);
+    for p in rows {
+        let r = &p.result;
+        let added = |base: &LoadResult, q: f64| {
+            if r.mode == base.mode {
+                "-".to_string()
+            } else {
+                format!("{:.3}", r.ms(q) - base.ms(q))
+            }
+        };
+        println!(
+            "{:<26} | {:>7.3} {:>7.3} {:>7.3} {:>5} {:>7.0} | {:>8} {:>8} | {:>10} {:>10} | {:>6}",
+            r.mode.route(),
+            r.ms(0.5),
+            r.ms(0.99),
+            r.ms(0.999),
+            r.error_count(),
+            r.ok_rate(),
+            added(direct, 0.5),
+            added(direct, 0.99),
+            if r.mode.is_broker() {
+                added(infer, 0.5)
+            } else {
+                "-".into()
+            },
+            if r.mode.is_broker() {
+                added(infer, 0.99)
+            } else {
+                "-".into()
+            },
+            broker_cpu(p, false),
+        );
+        if r.error_count() > 0 {
+            println!("  errors: {}", r.errors_text());
+        }
+    }
+}
+
 /// Does the path sustain the run's rate?
 fn passes(r: &LoadResult) -> bool {
     r.error_fraction() < 0.001 && r.ok_rate() >= 0.95 * r.rate
@@ -484,7 +608,7 @@ fn broker_cpu(p: &Phase, top_thread: bool) -> String {
     } else {
         p.cpu.procs[0]
     };
-    if p.result.mode == Mode::Broker {
+    if p.result.mode.is_broker() {
         format!("{v:.2}")
     } else {
         format!("({v:.2})")

@@ -143,16 +143,17 @@ fn main() {
     let mut summary = Vec::new();
     for &mode in &args.paths {
         let _ = emulator.post("/_emulator/reset", "{}");
-        let target = match mode {
-            Mode::Direct => emulator.url(),
-            Mode::Broker => broker.url(),
+        let target = if mode.is_broker() {
+            broker.url()
+        } else {
+            emulator.url()
         };
         let rate = args.requests as f64 / args.spread_secs;
         let mut cfg = LoadConfig::new(&target, mode, rate, args.spread_secs).expect("URL");
         cfg.connections = args.requests;
         cfg.threads = args.run.threads;
         cfg.client_timeout = Duration::from_secs_f64(args.timeout);
-        if mode == Mode::Broker {
+        if mode.is_broker() {
             cfg.infer_timeout_secs = Some(args.timeout);
         }
         let (rss_before, _) = broker.rss_kib();
@@ -206,7 +207,7 @@ fn main() {
             "emulator: max_in_flight {}, calls {}, ok {}, errors {}",
             stats["max_in_flight"], stats["calls"], stats["ok"], stats["errors"]
         );
-        if mode == Mode::Broker {
+        if mode.is_broker() {
             println!(
                 "broker: VmRSS before {:.1} MiB, peak VmHWM {:.1} MiB; peak open fds {}; log lines with 'Too many open files': {emfile}",
                 mib(rss_before),
@@ -235,7 +236,7 @@ fn main() {
             result.ms(0.5),
             result.max_ms(),
             stats["max_in_flight"],
-            if mode == Mode::Broker {
+            if mode.is_broker() {
                 format!("{:.1} MiB", mib(hwm))
             } else {
                 "-".into()

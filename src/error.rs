@@ -112,9 +112,10 @@ impl fmt::Display for ApiError {
             ApiError::NotFound { path } => write!(
                 f,
                 "no such endpoint: {path}; endpoints are POST /infer, POST /v1/messages, \
-                 GET /v1/models, POST /model/{{modelId}}/invoke, \
-                 POST /model/{{modelId}}/invoke-with-response-stream, GET /health, GET /status, \
-                 GET /metrics, GET /"
+                 POST /v1/chat/completions, GET /v1/models, POST /model/{{modelId}}/invoke, \
+                 POST /model/{{modelId}}/invoke-with-response-stream, \
+                 POST /model/{{modelId}}/converse, POST /model/{{modelId}}/converse-stream, \
+                 GET /health, GET /status, GET /metrics, GET /"
             ),
             ApiError::MethodNotAllowed { method, allowed } => {
                 write!(f, "method {method} is not allowed here; use {allowed}")

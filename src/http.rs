@@ -4,8 +4,12 @@
 //!
 //! - `POST /infer` (the seed's API), `GET /health`, `GET /status`: here;
 //! - `POST /v1/messages`: the Anthropic Messages API, whole or streamed (`messages.rs`);
+//! - `POST /v1/chat/completions`: OpenAI's Chat Completions API, whole or streamed
+//!   (`chat.rs`);
 //! - `POST /model/{modelId}/invoke` and `/invoke-with-response-stream`: Bedrock Runtime's
 //!   own wire protocol (`invoke.rs`);
+//! - `POST /model/{modelId}/converse` and `/converse-stream`: Bedrock's Converse API
+//!   (`converse.rs`);
 //! - `GET /v1/models`: the models served (`models.rs`);
 //! - anything else: a JSON 404 (405 for `/infer` with another method).
 //!
@@ -15,6 +19,8 @@
 //! and deadline; streamed answers are relayed by `stream_body.rs`.
 
 mod call;
+mod chat;
+mod converse;
 mod invoke;
 mod messages;
 mod models;
@@ -73,11 +79,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             })),
     )
     .route("/v1/messages", web::post().to(messages::messages))
+    .route("/v1/chat/completions", web::post().to(chat::completions))
     .route("/v1/models", web::get().to(models::list))
     .route("/model/{model_id}/invoke", web::post().to(invoke::invoke))
     .route(
         "/model/{model_id}/invoke-with-response-stream",
         web::post().to(invoke::invoke_stream),
+    )
+    .route(
+        "/model/{model_id}/converse",
+        web::post().to(converse::converse),
+    )
+    .route(
+        "/model/{model_id}/converse-stream",
+        web::post().to(converse::converse_stream),
     )
     .route("/health", web::get().to(health))
     .route("/status", web::get().to(status))

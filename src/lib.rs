@@ -1,8 +1,10 @@
 //! ModelServer: an HTTP inference broker on an actor system. Clients send chat requests
-//! (`POST /infer`, the Anthropic Messages API's `POST /v1/messages`, or Bedrock Runtime's own
-//! `POST /model/{modelId}/invoke[-with-response-stream]`, streamed or not); the broker queues
-//! them, runs them on an autoscaling pool of Claude workers and calls Claude on AWS Bedrock
-//! Runtime, while one shared throttle keeps the whole pool inside the Bedrock quota.
+//! (`POST /infer`, the Anthropic Messages API's `POST /v1/messages`, OpenAI's
+//! `POST /v1/chat/completions`, or Bedrock Runtime's own
+//! `POST /model/{modelId}/invoke[-with-response-stream]` and `/converse[-stream]`, streamed or
+//! not); the broker queues them, runs them on an autoscaling pool of Claude workers and calls
+//! Claude on AWS Bedrock Runtime, while one shared throttle keeps the whole pool inside the
+//! Bedrock quota.
 //!
 //! # Architecture
 //!

@@ -53,6 +53,12 @@ pub enum Mode {
     Broker,
     /// The emulator's (Bedrock's) `POST /model/{id}/invoke` with the body the broker sends.
     Direct,
+    /// The broker's `POST /v1/messages` (Anthropic Messages API), answered whole.
+    Messages,
+    /// The broker's `POST /v1/chat/completions` (OpenAI Chat Completions), answered whole.
+    Chat,
+    /// The broker's `POST /model/{id}/converse` (Bedrock Converse).
+    Converse,
 }
 
 impl Mode {
@@ -60,7 +66,26 @@ impl Mode {
         match self {
             Mode::Broker => "broker",
             Mode::Direct => "direct",
+            Mode::Messages => "messages",
+            Mode::Chat => "chat",
+            Mode::Converse => "converse",
         }
+    }
+
+    /// The route the mode sends to, for tables.
+    pub fn route(self) -> &'static str {
+        match self {
+            Mode::Broker => "POST /infer",
+            Mode::Direct => "emulator InvokeModel",
+            Mode::Messages => "POST /v1/messages",
+            Mode::Chat => "POST /v1/chat/completions",
+            Mode::Converse => "POST /model/{id}/converse",
+        }
+    }
+
+    /// Whether the mode aims at the broker (else at the emulator or Bedrock).
+    pub fn is_broker(self) -> bool {
+        self != Mode::Direct
     }
 }
 
@@ -68,9 +93,14 @@ impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Mode, String> {
         match s {
-            "broker" => Ok(Mode::Broker),
+            "broker" | "infer" => Ok(Mode::Broker),
             "direct" => Ok(Mode::Direct),
-            other => Err(format!("mode must be broker or direct, not {other:?}")),
+            "messages" => Ok(Mode::Messages),
+            "chat" => Ok(Mode::Chat),
+            "converse" => Ok(Mode::Converse),
+            other => Err(format!(
+                "mode must be broker (or infer), direct, messages, chat or converse, not {other:?}"
+            )),
         }
     }
 }
@@ -93,7 +123,8 @@ pub struct LoadConfig {
     pub threads: usize,
     /// A request not answered this long after its due time is given up (error `timeout`).
     pub client_timeout: Duration,
-    /// Broker mode: the body's `timeout` field (seconds); absent: the broker's default.
+    /// The request's deadline in seconds (`/infer`: the body's `timeout` field; the other
+    /// broker routes: `x-modelserver-timeout`); absent: the broker's default.
     pub infer_timeout_secs: Option<f64>,
     /// `max_tokens` of the request.
     pub max_tokens: u32,
@@ -148,7 +179,17 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, host.to_string()))
 }
 
-/// The request's path and JSON body for `mode`.
+/// The model id as one path segment, encoded like the AWS SDK does (`:` -> `%3A`, `/` ->
+/// `%2F`).
+fn model_segment() -> String {
+    MODEL
+        .replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('/', "%2F")
+}
+
+/// The request's path and JSON body for `mode`: the same conversation (one short user
+/// message, `max_tokens`) in each route's own format.
 pub fn request_body(
     mode: Mode,
     max_tokens: u32,
@@ -168,27 +209,54 @@ pub fn request_body(
             ("/infer".to_string(), body.to_string())
         }
         Mode::Direct => {
-            // One path segment, encoded like the AWS SDK does (`:` -> `%3A`, `/` -> `%2F`).
-            let id = MODEL
-                .replace('%', "%25")
-                .replace(':', "%3A")
-                .replace('/', "%2F");
             let body = serde_json::json!({
                 "anthropic_version": "bedrock-2023-05-31",
                 "max_tokens": max_tokens,
                 "temperature": 0.1,
                 "messages": messages,
             });
-            (format!("/model/{id}/invoke"), body.to_string())
+            (
+                format!("/model/{}/invoke", model_segment()),
+                body.to_string(),
+            )
+        }
+        Mode::Messages => {
+            let body = serde_json::json!({
+                "model": MODEL, "max_tokens": max_tokens, "temperature": 0.1, "messages": messages,
+            });
+            ("/v1/messages".to_string(), body.to_string())
+        }
+        Mode::Chat => {
+            let body = serde_json::json!({
+                "model": MODEL, "max_tokens": max_tokens, "temperature": 0.1, "messages": messages,
+            });
+            ("/v1/chat/completions".to_string(), body.to_string())
+        }
+        Mode::Converse => {
+            let body = serde_json::json!({
+                "messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                "inferenceConfig": {"maxTokens": max_tokens, "temperature": 0.1},
+            });
+            (
+                format!("/model/{}/converse", model_segment()),
+                body.to_string(),
+            )
         }
     }
 }
 
-/// The whole request, head and body, as written on the wire.
+/// The whole request, head and body, as written on the wire. The client-protocol routes get
+/// the deadline as `x-modelserver-timeout` (`/infer` has it in its body).
 pub fn request_bytes(cfg: &LoadConfig) -> Vec<u8> {
     let (path, body) = request_body(cfg.mode, cfg.max_tokens, cfg.infer_timeout_secs);
+    let deadline = match (cfg.mode, cfg.infer_timeout_secs) {
+        (Mode::Messages | Mode::Chat | Mode::Converse, Some(t)) => {
+            format!("x-modelserver-timeout: {t}\r\n")
+        }
+        _ => String::new(),
+    };
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\n{deadline}Content-Length: {}\r\n\r\n",
         cfg.host,
         body.len()
     )

@@ -84,13 +84,7 @@ async fn serve(
     // 1. Key, shutdown, the model from the raw path, headers, then the body.
     state.keys.check(req)?;
     call::refuse_while_draining(state)?;
-    let segment = req
-        .uri()
-        .path()
-        .strip_prefix("/model/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_default();
-    let model_id = bedrock::model_id_from_segment(segment)?;
+    let model_id = model_from_path(req)?;
     *model = Some(model_id.clone());
     check_content_type(req, true)?;
     let budget = incoming.budget()?;
@@ -137,8 +131,19 @@ async fn serve(
     }
 }
 
+/// The model id of a `/model/{modelId}/...` route, decoded from the raw path.
+pub(super) fn model_from_path(req: &HttpRequest) -> Result<String, ApiError> {
+    let segment = req
+        .uri()
+        .path()
+        .strip_prefix("/model/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    Ok(bedrock::model_id_from_segment(segment)?)
+}
+
 /// A 200 with the headers every answer carries.
-fn ok_builder(request_id: &str, model: &str) -> HttpResponseBuilder {
+pub(super) fn ok_builder(request_id: &str, model: &str) -> HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     ids(&mut response, request_id, Some(model));
     response
@@ -155,7 +160,11 @@ fn ids(response: &mut HttpResponseBuilder, request_id: &str, model: Option<&str>
 }
 
 /// An error in Bedrock's shape.
-fn error_response(error: &ApiError, request_id: &str, model: Option<&str>) -> HttpResponse {
+pub(super) fn error_response(
+    error: &ApiError,
+    request_id: &str,
+    model: Option<&str>,
+) -> HttpResponse {
     let classified = error.classify();
     let (status, name, body) = bedrock::error_response(classified.class, &classified.message);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

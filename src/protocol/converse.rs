@@ -9,7 +9,8 @@
 //! - [`converse_response`]: an Anthropic reply -> the Converse response body;
 //! - [`ConverseStream`]: Anthropic stream events -> ConverseStream events (event type and
 //!   JSON payload), which the route frames with [`super::eventstream::event_frame`];
-//! - [`exception_for`]: the exception frame a mid-stream failure is sent as.
+//! - [`exception_for`], [`stream_exception`]: the exception frame a mid-stream failure is
+//!   sent as.
 //!
 //! On the wire (rest-json) blobs are base64 strings and documents plain JSON.
 //!
@@ -71,7 +72,8 @@
 //! `serviceUnavailableException`; botocore reads any other name as an error without code or
 //! message. Unlike InvokeModelWithResponseStream there is no `modelTimeoutException`, so a
 //! passed deadline is sent as `modelStreamErrorException` ("retry your request"); see
-//! [`exception_for`].
+//! [`exception_for`]. A stream that broke with one of those five exceptions from Bedrock
+//! ends with that same exception ([`stream_exception`]).
 
 use std::time::Instant;
 
@@ -1071,6 +1073,29 @@ pub fn exception_for(class: ErrorClass) -> &'static str {
     }
 }
 
+/// ConverseStream's exception members, in lower camel case.
+const STREAM_EXCEPTIONS: [&str; 5] = [
+    "internalServerException",
+    "modelStreamErrorException",
+    "validationException",
+    "throttlingException",
+    "serviceUnavailableException",
+];
+
+/// The exception that ends a ConverseStream that broke with Bedrock error `code` (an
+/// `x-amzn-ErrorType` or an `:exception-type`, in either case) and class `class`: Bedrock's
+/// own when it is one of ConverseStream's members, so a client sees what Bedrock sent; else
+/// the one for the class ([`exception_for`]).
+pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
+    let same = |name: &str, code: &str| {
+        name.len() == code.len()
+            && name.as_bytes()[0].eq_ignore_ascii_case(&code.as_bytes()[0])
+            && name[1..] == code[1..]
+    };
+    code.and_then(|code| STREAM_EXCEPTIONS.into_iter().find(|name| same(name, code)))
+        .unwrap_or_else(|| exception_for(class))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1869,5 +1894,40 @@ mod tests {
             assert_eq!(exception_for(class), name);
             assert!(members.contains(&name));
         }
+        assert_eq!(members, STREAM_EXCEPTIONS);
+    }
+
+    #[test]
+    fn a_stream_ends_with_bedrocks_own_exception_when_converse_stream_declares_it() {
+        assert_eq!(
+            stream_exception(Some("ModelStreamErrorException"), ErrorClass::Upstream),
+            "modelStreamErrorException"
+        );
+        assert_eq!(
+            stream_exception(Some("throttlingException"), ErrorClass::RateLimited),
+            "throttlingException"
+        );
+        assert_eq!(
+            stream_exception(Some("serviceUnavailableException"), ErrorClass::Unavailable),
+            "serviceUnavailableException"
+        );
+        // Not a ConverseStream member (InvokeModelWithResponseStream's modelTimeoutException,
+        // a transport failure, nothing): by class.
+        assert_eq!(
+            stream_exception(Some("modelTimeoutException"), ErrorClass::Timeout),
+            "modelStreamErrorException"
+        );
+        assert_eq!(
+            stream_exception(Some("ConnectionError"), ErrorClass::Upstream),
+            "internalServerException"
+        );
+        assert_eq!(
+            stream_exception(Some(""), ErrorClass::Upstream),
+            "internalServerException"
+        );
+        assert_eq!(
+            stream_exception(None, ErrorClass::Overloaded),
+            "throttlingException"
+        );
     }
 }

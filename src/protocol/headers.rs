@@ -5,8 +5,9 @@
 //! - `x-modelserver-timeout: SECS`: the request's whole deadline (queue, backoff, calls and,
 //!   for a stream, every event), as `/infer`'s `timeout` field;
 //! - `x-modelserver-max-retries: N`: retries after the first call, as `/infer`'s `max_retries`;
-//! - `x-stainless-timeout: SECS`: the timeout the official Anthropic and OpenAI SDKs announce
-//!   (they give up after it); used as the deadline when `x-modelserver-timeout` is absent,
+//! - `x-stainless-timeout: SECS`: the timeout the official Anthropic SDKs announce (they give
+//!   up after it; the OpenAI SDK announces only a per-read timeout, which is no deadline, so
+//!   its requests get the default); used as the deadline when `x-modelserver-timeout` is absent,
 //!   so the broker stops working for a client that stopped waiting. Being the SDK's, not the
 //!   client's explicit choice, a value above the broker's maximum is lowered to it and an
 //!   unreadable one is ignored, where `x-modelserver-timeout` is refused;

@@ -159,6 +159,10 @@ const REFUSED_FIELDS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The keep-alive of a stream: an SSE comment, which SSE clients (openai-python's decoder
+/// among them) skip.
+pub const PING_COMMENT: &str = ": ping\n\n";
+
 /// The tool a JSON-mode request is answered through (see the module doc).
 pub const ANSWER_TOOL: &str = "json_response";
 
@@ -1155,7 +1159,7 @@ impl ChunkStream {
                 self.counts.fallback_to_metrics(event);
                 self.send_finish(&mut out);
             }
-            Some("ping") => out.push(": ping\n\n".to_string()),
+            Some("ping") => out.push(PING_COMMENT.to_string()),
             _ => {}
         }
         out

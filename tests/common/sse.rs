@@ -102,6 +102,13 @@ where
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)))
     }
 
+    /// The rest of the body as text (for framings `next_event` does not parse, such as
+    /// OpenAI's `data: [DONE]` and `: ping` comments).
+    pub async fn text(&mut self) -> String {
+        while self.fill().await {}
+        String::from_utf8(std::mem::take(&mut self.buffer)).expect("a UTF-8 body")
+    }
+
     /// Every remaining server-sent event.
     pub async fn events(&mut self) -> Vec<SseEvent> {
         let mut events = Vec::new();
