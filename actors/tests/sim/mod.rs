@@ -74,6 +74,8 @@ pub struct Scenario {
     pub seed: u64,
     /// Call latency (a success answers after it; plus up to 5% jitter).
     pub latency: f64,
+    /// Most a call's arrival at Bedrock lags its send (uniform from 0.5 ms), seconds.
+    pub jitter: f64,
 }
 
 impl Scenario {
@@ -92,6 +94,7 @@ impl Scenario {
             policy: ThrottlePolicy::Adaptive,
             seed: 1,
             latency: 0.1,
+            jitter: 0.0015,
         }
     }
 
@@ -444,7 +447,7 @@ pub fn run(s: &Scenario) -> Outcome {
                 job.sent_at = t;
                 out.calls += 1;
                 // The call reaches Bedrock a little later.
-                let arrival = t + 0.0005 + rng.f64() * 0.001;
+                let arrival = t + 0.0005 + rng.f64() * (s.jitter - 0.0005).max(0.0);
                 let passed = rng.f64() >= s.noise && quota.admit(arrival, s.factor_at(arrival));
                 if passed {
                     let answer = t + s.latency * (1.0 + 0.05 * rng.f64());
