@@ -82,6 +82,24 @@ def no_retries(request, **_):
     request.headers["x-modelserver-max-retries"] = "0"
 
 
+def broken_text_stream_error(client, text):
+    """Streams `text` with an `anthropic` client (`Anthropic`, `AnthropicBedrock`) whose stream
+    the emulator breaks after its first text: reads `text_stream` until it raises, checks that
+    it raised (the SDK's `APIStatusError`) rather than ending as a short answer, and that some
+    text arrived first; returns the error."""
+    import anthropic
+
+    pieces = []
+    try:
+        with client.messages.stream(model=MODEL, max_tokens=100, messages=ask(text)) as stream:
+            for piece in stream.text_stream:
+                pieces.append(piece)
+    except anthropic.APIStatusError as error:
+        assert pieces, "the text before the failure arrived"
+        return error
+    raise AssertionError(f"the broken stream returned {''.join(pieces)!r}")
+
+
 def expect_status_error(base, error_class, status, call, check_body):
     """`call` raises exactly `error_class` (an HTTP error of an SDK whose errors derive from
     `base`: `anthropic.APIStatusError`, `openai.APIStatusError`) with `status`, a body that

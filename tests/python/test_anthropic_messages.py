@@ -14,7 +14,7 @@ reaches the check as the broker answered it.
 
 import anthropic
 
-from common import MODEL, ask, command_line, expect_status_error, script
+from common import MODEL, ask, broken_text_stream_error, command_line, expect_status_error, script
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -160,16 +160,8 @@ def check_errors(url, emulator_url, key, overloaded_url):
 def check_mid_stream_failure(client, emulator_url):
     """A stream that breaks after its first text raises; it never ends as a short answer."""
     script(emulator_url, ["throttlingException@3"])
-    pieces = []
-    try:
-        with client.messages.stream(model=MODEL, max_tokens=100, messages=ask("Break me")) as stream:
-            for text in stream.text_stream:
-                pieces.append(text)
-    except anthropic.APIStatusError as error:
-        assert error.body["error"]["type"] == "rate_limit_error", error.body
-    else:
-        raise AssertionError(f"the broken stream returned {''.join(pieces)!r}")
-    assert pieces, "the text before the failure arrived"
+    error = broken_text_stream_error(client, "Break me")
+    assert error.body["error"]["type"] == "rate_limit_error", error.body
     # get_final_message raises too.
     script(emulator_url, ["modelStreamErrorException@4"])
     try:

@@ -14,7 +14,16 @@ key in `Authorization`. Exits 0 when every check holds; an assertion error other
 import json
 
 # First: importing common keeps botocore off the machine's AWS files.
-from common import MODEL, ask, boto3_client, command_line, invoke_body, no_retries, script
+from common import (
+    MODEL,
+    ask,
+    boto3_client,
+    broken_text_stream_error,
+    command_line,
+    invoke_body,
+    no_retries,
+    script,
+)
 
 import anthropic
 from botocore.exceptions import ClientError, EventStreamError
@@ -37,16 +46,8 @@ def check_anthropic_bedrock(url, emulator_url, key):
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 1, final
 
     script(emulator_url, ["throttlingException@3"])
-    pieces = []
-    try:
-        with client.messages.stream(model=MODEL, max_tokens=100, messages=ask("Break")) as stream:
-            for text in stream.text_stream:
-                pieces.append(text)
-    except anthropic.APIStatusError as error:
-        assert error.body["error"]["type"] == "throttlingException", error.body
-    else:
-        raise AssertionError(f"the broken stream returned {''.join(pieces)!r}")
-    assert pieces, "the text before the failure arrived"
+    error = broken_text_stream_error(client, "Break")
+    assert error.body["error"]["type"] == "throttlingException", error.body
 
 
 def check_boto3(url, emulator_url, key):
