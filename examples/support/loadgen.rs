@@ -1,5 +1,6 @@
 //! The open-loop load generator's core, shared by the `loadgen`, `overhead` and `scale`
-//! examples (included with `#[path = "support/loadgen.rs"] mod loadgen;`).
+//! examples (included with `#[path = "support/loadgen.rs"] mod loadgen;`); the streamed
+//! generator `stream_load.rs` runs on its schedule ([`schedule`], [`serve_due`]) too.
 //!
 //! Design (see `examples/loadgen.rs` for the flags):
 //! - **Open loop, no coordinated omission.** Request `i` is due at `start + i / rate`. A

@@ -1,11 +1,12 @@
 //! An open-loop generator of streamed requests, for the `streaming` benchmark (included with
 //! `#[path = "support/stream_load.rs"] mod stream_load;` next to `support/loadgen.rs`).
 //!
-//! It works like `loadgen.rs` (a dispatcher thread hands each request to a worker at its due
-//! time, `start + i / rate`; workers are single-threaded tokio runtimes with their own
-//! keep-alive connections and a minimal HTTP/1.1 client; every time is measured from the
-//! request's due time, so no coordinated omission), but reads each answer as a stream, event
-//! by event, from one of two routes:
+//! It runs on `loadgen.rs`'s open-loop core ([`loadgen::schedule`]: a dispatcher thread hands
+//! each request to a worker at its due time, `start + i / rate`; [`loadgen::serve_due`]:
+//! workers are single-threaded tokio runtimes), with its own keep-alive connections and
+//! minimal HTTP/1.1 client; every time is measured from the request's due time, so no
+//! coordinated omission. It reads each answer as a stream, event by event, from one of two
+//! routes:
 //! - [`Target::Direct`]: the emulator's (Bedrock's) `POST /model/{id}/invoke-with-response-stream`,
 //!   event-stream frames whose `chunk`s carry the Anthropic events;
 //! - [`Target::Messages`]: the broker's `POST /v1/messages` with `stream: true`, server-sent
