@@ -14,9 +14,11 @@
 //! - anything else: a JSON 404 (405 for `/infer` with another method).
 //!
 //! Every route but `/health` requires a key when keys are configured (the operator's routes,
-//! `/metrics` and the status page `/`, are in [`crate::ops`]). Every request goes
-//! through the same broker call (`call.rs`): the queue, admission, shared throttle, retries
-//! and deadline; streamed answers are relayed by `stream_body.rs`.
+//! `/metrics` and the status page `/`, are in [`crate::ops`]). The client-protocol routes
+//! share their steps around their own protocol's translation (`route.rs`: the headers read,
+//! the key, shutdown, the body, the ids on every answer). Every request goes through the same
+//! broker call (`call.rs`): the queue, admission, shared throttle, retries and deadline;
+//! streamed answers are relayed by `stream_body.rs`.
 
 mod call;
 mod chat;
@@ -24,6 +26,7 @@ mod converse;
 mod invoke;
 mod messages;
 mod models;
+mod route;
 mod stream_body;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +35,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::{Broker, InferError, InferReply};
+use actors::{Broker, InferReply};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -138,11 +141,7 @@ async fn infer(
 ) -> Result<HttpResponse, ApiError> {
     // 1. Check the key, then read the JSON body, refusing oversize ones before reading them
     // (a body that arrives too slowly is cut off by the server's client timeout: 408).
-    state.keys.check(&req)?;
-    if state.draining.load(Ordering::Relaxed) {
-        // Shutdown has begun (the broker refuses too; this answers without the round trip).
-        return Err(ApiError::Infer(InferError::ShuttingDown));
-    }
+    route::admit(&state, &req)?;
     check_content_type(&req, false)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     // 2. Validate it into the request the broker runs.
@@ -209,6 +208,14 @@ pub(crate) async fn read_body(
     Ok(body.freeze())
 }
 
+/// The refusal of a request whose answer needs the actors' state when they do not give it
+/// (a closed or full mailbox): 503.
+pub(crate) fn actors_did_not_answer(error: actix::MailboxError) -> ApiError {
+    ApiError::Unavailable {
+        reason: format!("the actors did not answer ({error})"),
+    }
+}
+
 /// `GET /health`: the process serves HTTP; 503 once shutdown has begun. Open without a key.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
     if state.draining.load(Ordering::Relaxed) {
@@ -222,13 +229,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 /// (bounded like the metrics' labels) the row the status page draws.
 async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     state.keys.check(&req)?;
-    let broker = state
-        .broker
-        .status()
-        .await
-        .map_err(|e| ApiError::Unavailable {
-            reason: format!("the actors did not answer ({e})"),
-        })?;
+    let broker = state.broker.status().await.map_err(actors_did_not_answer)?;
     let draining = state.draining.load(Ordering::Relaxed);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": if draining { "shutting down" } else { "ok" },

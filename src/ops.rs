@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actors::metrics::Format;
 
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::http::{actors_did_not_answer, AppState};
 
 /// The status page.
 pub const STATUS_PAGE: &str = include_str!("status_page.html");
@@ -53,9 +53,7 @@ async fn metrics(
         .broker
         .actor_state()
         .await
-        .map_err(|e| ApiError::Unavailable {
-            reason: format!("the actors did not answer ({e})"),
-        })?;
+        .map_err(actors_did_not_answer)?;
     let accept = req
         .headers()
         .get(header::ACCEPT)

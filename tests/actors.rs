@@ -321,14 +321,14 @@ async fn adaptive_throttle_paces_on_a_clear_quota_signal_and_brakes_only_when_it
         report(&throttle, THROTTLED).await;
     }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
-    assert!(status[0].paced_calls_per_sec.is_none(), "{status:?}");
+    assert!(status[0].pace.paced_calls_per_sec.is_none(), "{status:?}");
     assert_eq!(status[0].current_delay_ms, 0);
     // Seven of 27: a quarter, so the pacer starts; it spaces calls, the brake stays off.
     for _ in 0..3 {
         report(&throttle, THROTTLED).await;
     }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
-    assert!(status[0].paced_calls_per_sec.is_some(), "{status:?}");
+    assert!(status[0].pace.paced_calls_per_sec.is_some(), "{status:?}");
     assert_eq!(status[0].current_delay_ms, 0);
     // Nothing succeeds for two quota windows: the pacer gives up, and the seed's brake
     // spaces calls (after its four free throttles) until one succeeds.
@@ -337,7 +337,7 @@ async fn adaptive_throttle_paces_on_a_clear_quota_signal_and_brakes_only_when_it
         report(&throttle, THROTTLED).await;
     }
     let status = throttle.send(GetThrottleStatus).await.unwrap();
-    assert!(status[0].paced_calls_per_sec.is_none(), "{status:?}");
+    assert!(status[0].pace.paced_calls_per_sec.is_none(), "{status:?}");
     assert_eq!(status[0].current_delay_ms, 10);
     assert!(acquire(&throttle).await >= Duration::from_millis(9));
     report(&throttle, SUCCESS).await;

@@ -5,43 +5,30 @@
 
 mod common;
 
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
+use common::bedrock::{invoke, open_stream, sdk_client};
 use common::{start, TestServer, MODEL};
 use serde_json::{json, Value};
 
 /// An SDK client whose Bedrock is the broker (SigV4-signed, retries off).
 fn client(server: &TestServer) -> Client {
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&server.url)
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
+    sdk_client(&server.url)
 }
 
-fn body(text: &str, version: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"anthropic_version": version, "max_tokens": 100,
-        "messages": [{"role": "user", "content": text}]}))
-    .unwrap()
+fn body(text: &str, version: &str) -> Value {
+    json!({"anthropic_version": version, "max_tokens": 100,
+        "messages": [{"role": "user", "content": text}]})
 }
 
 #[actix_web::test]
 async fn invoke_model_answers_bedrocks_reply_as_bedrock_sent_it() {
     let server = start(&[]).await;
     let sdk = client(&server);
-    let output = sdk
-        .invoke_model()
-        .model_id(MODEL)
-        .body(Blob::new(body("Hello SDK", "bedrock-2023-05-31")))
-        .send()
+    let output = invoke(&sdk, MODEL, &body("Hello SDK", "bedrock-2023-05-31"))
         .await
         .expect("InvokeModel through the broker succeeds");
     let reply: Value = serde_json::from_slice(output.body().as_ref()).unwrap();
@@ -64,11 +51,7 @@ async fn invoke_model_answers_bedrocks_reply_as_bedrock_sent_it() {
 #[actix_web::test]
 async fn a_dated_anthropic_version_is_sent_as_bedrocks() {
     let server = start(&[]).await;
-    client(&server)
-        .invoke_model()
-        .model_id(MODEL)
-        .body(Blob::new(body("dated", "2026-10-21")))
-        .send()
+    invoke(&client(&server), MODEL, &body("dated", "2026-10-21"))
         .await
         .expect("a dated version is accepted");
     assert_eq!(
@@ -80,13 +63,13 @@ async fn a_dated_anthropic_version_is_sent_as_bedrocks() {
 #[actix_web::test]
 async fn invoke_model_with_response_stream_reads_every_event() {
     let server = start(&[]).await;
-    let mut output = client(&server)
-        .invoke_model_with_response_stream()
-        .model_id(MODEL)
-        .body(Blob::new(body("Stream through", "bedrock-2023-05-31")))
-        .send()
-        .await
-        .expect("the stream opens");
+    let mut output = open_stream(
+        &client(&server),
+        MODEL,
+        &body("Stream through", "bedrock-2023-05-31"),
+    )
+    .await
+    .expect("the stream opens");
     let mut events = Vec::new();
     while let Some(member) = output.body.recv().await.expect("no stream error") {
         let ResponseStream::Chunk(part) = member else {
@@ -110,11 +93,7 @@ async fn errors_and_exception_frames_reach_the_sdk_as_bedrocks() {
     let sdk = client(&server);
     // Before the stream: throttles past the retries are a ThrottlingException.
     server.script(MODEL, &["ThrottlingException"; 4]);
-    let error = sdk
-        .invoke_model_with_response_stream()
-        .model_id(MODEL)
-        .body(Blob::new(body("x", "bedrock-2023-05-31")))
-        .send()
+    let error = open_stream(&sdk, MODEL, &body("x", "bedrock-2023-05-31"))
         .await
         .unwrap_err();
     let service = error.as_service_error().expect("a modelled error");
@@ -122,11 +101,7 @@ async fn errors_and_exception_frames_reach_the_sdk_as_bedrocks() {
     assert_eq!(error.raw_response().unwrap().status().as_u16(), 429);
     // Bedrock's validation message comes back as it is.
     server.script(MODEL, &["ValidationException"]);
-    let error = sdk
-        .invoke_model()
-        .model_id(MODEL)
-        .body(Blob::new(body("x", "bedrock-2023-05-31")))
-        .send()
+    let error = invoke(&sdk, MODEL, &body("x", "bedrock-2023-05-31"))
         .await
         .unwrap_err();
     let service = error.as_service_error().unwrap();
@@ -150,11 +125,7 @@ async fn errors_and_exception_frames_reach_the_sdk_as_bedrocks() {
     assert!(service.message().unwrap().contains("anthropic_version"));
     // Inside the stream, after content: the exception frame.
     server.script(MODEL, &["throttlingException@3"]);
-    let mut output = sdk
-        .invoke_model_with_response_stream()
-        .model_id(MODEL)
-        .body(Blob::new(body("x", "bedrock-2023-05-31")))
-        .send()
+    let mut output = open_stream(&sdk, MODEL, &body("x", "bedrock-2023-05-31"))
         .await
         .expect("the stream opens");
     let mut chunks = 0;
@@ -175,11 +146,7 @@ async fn errors_and_exception_frames_reach_the_sdk_as_bedrocks() {
 #[actix_web::test]
 async fn with_keys_a_sigv4_signed_call_is_refused_as_access_denied() {
     let server = start(&["--api-key", "sk-bedrock"]).await;
-    let error = client(&server)
-        .invoke_model()
-        .model_id(MODEL)
-        .body(Blob::new(body("x", "bedrock-2023-05-31")))
-        .send()
+    let error = invoke(&client(&server), MODEL, &body("x", "bedrock-2023-05-31"))
         .await
         .unwrap_err();
     let service = error.as_service_error().unwrap();

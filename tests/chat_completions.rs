@@ -41,24 +41,6 @@ fn tools() -> Value {
     ])
 }
 
-/// `POST /v1/chat/completions` answered whole: the status, the response and its JSON.
-async fn post(
-    server: &TestServer,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> (
-    u16,
-    sse::Streamed<
-        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
-            + Unpin,
-    >,
-    Value,
-) {
-    let mut response = sse::post(&server.url, PATH, headers, body).await;
-    let json = response.json().await;
-    (response.status, response, json)
-}
-
 /// One block of a chunk stream.
 #[derive(Debug, Clone, PartialEq)]
 enum Line {
@@ -168,7 +150,7 @@ async fn a_whole_completion_is_openais_object_and_bedrock_gets_the_mapped_body()
         "messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": "Hello chat"}]});
     let (status, response, completion) =
-        post(&server, &[("x-request-id", "client-9")], &body).await;
+        sse::post_whole(&server.url, PATH, &[("x-request-id", "client-9")], &body).await;
     assert_eq!(status, 200, "{completion}");
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(response.header("x-request-id"), Some("client-9"));
@@ -215,7 +197,7 @@ async fn stop_sequences_and_max_tokens_are_finish_reasons_and_the_default_is_the
     // The emulator's reply starts "Emulated reply to 1 turn(s)".
     let mut body = chat("stop here");
     body["stop"] = json!("turn");
-    let (status, _, completion) = post(&server, &[], &body).await;
+    let (status, _, completion) = sse::post_whole(&server.url, PATH, &[], &body).await;
     assert_eq!(status, 200, "{completion}");
     assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     assert_eq!(
@@ -225,7 +207,7 @@ async fn stop_sequences_and_max_tokens_are_finish_reasons_and_the_default_is_the
     assert_eq!(server.stats().last_body.unwrap()["max_tokens"], 4000);
     let mut body = chat("a long enough question");
     body["max_completion_tokens"] = json!(3);
-    let (_, _, completion) = post(&server, &[], &body).await;
+    let (_, _, completion) = sse::post_whole(&server.url, PATH, &[], &body).await;
     assert_eq!(completion["choices"][0]["finish_reason"], "length");
     assert_eq!(completion["usage"]["completion_tokens"], 3);
 }
@@ -236,7 +218,7 @@ async fn a_tool_round_trip_whole_keeps_ids_and_maps_arguments_both_ways() {
     let question = json!({"role": "user", "content": "What is the weather in Paris?"});
     let body = json!({"model": MODEL, "tools": tools(), "tool_choice": "required",
                       "parallel_tool_calls": false, "messages": [question]});
-    let (status, _, completion) = post(&server, &[], &body).await;
+    let (status, _, completion) = sse::post_whole(&server.url, PATH, &[], &body).await;
     assert_eq!(status, 200, "{completion}");
     let sent = server.stats().last_body.unwrap();
     assert_eq!(
@@ -265,7 +247,7 @@ async fn a_tool_round_trip_whole_keeps_ids_and_maps_arguments_both_ways() {
         {"role": "assistant", "content": null, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": id, "content": "18 C and sunny"}
     ]});
-    let (status, _, completion) = post(&server, &[], &body).await;
+    let (status, _, completion) = sse::post_whole(&server.url, PATH, &[], &body).await;
     assert_eq!(status, 200, "{completion}");
     assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     assert!(completion["choices"][0]["message"]["content"]
@@ -385,7 +367,7 @@ async fn json_schema_answers_are_json_content_whole_and_streamed() {
                    "required": ["city", "celsius"]}}});
     let mut body = chat("The weather in Paris, as JSON");
     body["response_format"] = format.clone();
-    let (status, _, completion) = post(&server, &[], &body).await;
+    let (status, _, completion) = sse::post_whole(&server.url, PATH, &[], &body).await;
     assert_eq!(status, 200, "{completion}");
     let choice = &completion["choices"][0];
     assert_eq!(choice["finish_reason"], "stop");
@@ -477,10 +459,7 @@ async fn the_deadline_ends_a_stream_in_the_middle_with_a_timeout_error() {
 async fn pings_are_sse_comments_during_silence() {
     let server = start(&["--stream-ping-secs", "0.05"]).await;
     // About 150 ms between deltas of three words.
-    server.emulator.set_config(EmulatorConfig {
-        stream_tokens_per_sec: Some(20.0),
-        ..EmulatorConfig::default()
-    });
+    server.pace_streams(20.0);
     let (status, lines) = stream(&server, &[], &streamed("ping me")).await;
     assert_eq!(status, 200);
     assert_well_formed(&lines);
@@ -504,10 +483,7 @@ async fn pings_are_sse_comments_during_silence() {
 async fn a_client_that_leaves_cancels_the_bedrock_stream() {
     let server = start(&[]).await;
     // A slow stream: its first delta is due about 5 s after message_start.
-    server.emulator.set_config(EmulatorConfig {
-        stream_tokens_per_sec: Some(1.0),
-        ..EmulatorConfig::default()
-    });
+    server.pace_streams(1.0);
     let (socket, seen) = sse::raw_until(
         server.addr,
         PATH,
@@ -554,14 +530,21 @@ async fn refusals_name_the_field_and_nothing_reaches_bedrock() {
         (unknown, "frobnicate"),
         (json!({"messages": []}), "model"),
     ] {
-        let (status, _, error) = post(&server, &[], &body).await;
+        let (status, _, error) = sse::post_whole(&server.url, PATH, &[], &body).await;
         check_error(status, &error, (400, "invalid_request_error"));
         assert_eq!(error["error"]["param"], param, "{error}");
     }
-    let (status, _, error) = post(&server, &[], &chat(&"x".repeat(10_000))).await;
+    let (status, _, error) =
+        sse::post_whole(&server.url, PATH, &[], &chat(&"x".repeat(10_000))).await;
     check_error(status, &error, (413, "invalid_request_error"));
     assert_eq!(error["error"]["code"], "request_too_large");
-    let (status, _, error) = post(&server, &[("x-modelserver-timeout", "soon")], &chat("x")).await;
+    let (status, _, error) = sse::post_whole(
+        &server.url,
+        PATH,
+        &[("x-modelserver-timeout", "soon")],
+        &chat("x"),
+    )
+    .await;
     check_error(status, &error, (400, "invalid_request_error"));
     assert_eq!(error["error"]["param"], "x-modelserver-timeout");
     assert_eq!(server.stats().calls, 0, "no bad input reaches Bedrock");
@@ -598,7 +581,8 @@ async fn bedrock_failures_and_the_brokers_refusals_have_openais_statuses() {
         // Whole and streamed alike: a stream refused before its commit is a real error.
         for body in [chat("x"), streamed("x")] {
             server.script(MODEL, &[fault]);
-            let (status, response, error) = post(&server, &no_retries, &body).await;
+            let (status, response, error) =
+                sse::post_whole(&server.url, PATH, &no_retries, &body).await;
             check_error(status, &error, expected);
             assert_eq!(error["error"]["code"], json!(code), "{fault}: {error}");
             assert_eq!(response.header("content-type"), Some("application/json"));
@@ -612,14 +596,20 @@ async fn bedrock_failures_and_the_brokers_refusals_have_openais_statuses() {
     }
     // Bedrock's own message for its ValidationException.
     server.script(MODEL, &["ValidationException"]);
-    let (_, _, error) = post(&server, &[], &chat("x")).await;
+    let (_, _, error) = sse::post_whole(&server.url, PATH, &[], &chat("x")).await;
     assert!(error["error"]["message"]
         .as_str()
         .unwrap()
         .starts_with("Malformed input request"));
     // The deadline: 504.
     server.script(MODEL, &["hang"]);
-    let (status, _, error) = post(&server, &[("x-modelserver-timeout", "0.3")], &chat("x")).await;
+    let (status, _, error) = sse::post_whole(
+        &server.url,
+        PATH,
+        &[("x-modelserver-timeout", "0.3")],
+        &chat("x"),
+    )
+    .await;
     check_error(status, &error, (504, "server_error"));
     assert_eq!(error["error"]["code"], "timeout");
 }
@@ -628,7 +618,7 @@ async fn bedrock_failures_and_the_brokers_refusals_have_openais_statuses() {
 async fn a_load_refusal_is_429_with_retry_after() {
     let server = start(&["--queue-capacity", "0"]).await;
     for body in [chat("x"), streamed("x")] {
-        let (status, response, error) = post(&server, &[], &body).await;
+        let (status, response, error) = sse::post_whole(&server.url, PATH, &[], &body).await;
         check_error(status, &error, (429, "requests"));
         assert_eq!(error["error"]["code"], "rate_limit_exceeded");
         assert_eq!(response.header("retry-after"), Some("1"));
@@ -644,13 +634,14 @@ async fn a_load_refusal_is_429_with_retry_after() {
 async fn the_key_is_required_and_a_bad_one_is_a_401() {
     let server = start(&["--api-key", "sk-chat"]).await;
     for headers in [vec![], vec![("authorization", "Bearer wrong")]] {
-        let (status, _, error) = post(&server, &headers, &chat("x")).await;
+        let (status, _, error) = sse::post_whole(&server.url, PATH, &headers, &chat("x")).await;
         check_error(status, &error, (401, "invalid_request_error"));
         assert_eq!(error["error"]["code"], "invalid_api_key");
     }
     assert_eq!(server.stats().calls, 0);
-    let (status, _, completion) = post(
-        &server,
+    let (status, _, completion) = sse::post_whole(
+        &server.url,
+        PATH,
         &[("authorization", "Bearer sk-chat")],
         &chat("with the key"),
     )

@@ -7,9 +7,8 @@
 
 mod common;
 
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+use aws_sdk_bedrockruntime::operation::converse::builders::ConverseFluentBuilder;
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::operation::converse_stream::builders::ConverseStreamFluentBuilder;
 use aws_sdk_bedrockruntime::operation::RequestId;
@@ -22,21 +21,15 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::{Document, Number};
+use common::bedrock::sdk_client;
 use common::sse;
-use common::{start, TestServer, MODEL};
+use common::{model_path, start, TestServer, MODEL};
 use model_server::protocol::eventstream::Frame;
 use serde_json::{json, Value};
 
 /// An SDK client whose Bedrock is the broker (SigV4-signed, retries off).
 fn client(server: &TestServer) -> Client {
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&server.url)
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
+    sdk_client(&server.url)
 }
 
 /// A message of `role` with `content`.
@@ -81,6 +74,21 @@ fn no_retries(request: &mut aws_sdk_bedrockruntime::config::http::HttpRequest) {
     request
         .headers_mut()
         .insert("x-modelserver-max-retries", "0");
+}
+
+/// A Converse call of [`MODEL`] with one user message, to add to and send.
+fn converse(sdk: &Client, text: &str) -> ConverseFluentBuilder {
+    sdk.converse().model_id(MODEL).messages(user(text))
+}
+
+/// The same, streamed.
+fn converse_stream(sdk: &Client, text: &str) -> ConverseStreamFluentBuilder {
+    sdk.converse_stream().model_id(MODEL).messages(user(text))
+}
+
+/// A Converse body (as sent on the wire) with one user message.
+fn converse_body(text: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": [{"text": text}]}]})
 }
 
 /// The weather tool, its use forced.
@@ -158,10 +166,6 @@ fn names(events: &[ConverseStreamOutput]) -> Vec<&'static str> {
             _ => "unknown",
         })
         .collect()
-}
-
-fn converse_path(operation: &str) -> String {
-    format!("/model/{}/{operation}", MODEL.replace(':', "%3A"))
 }
 
 #[actix_web::test]
@@ -267,13 +271,7 @@ async fn a_tool_use_round_trip_through_converse() {
 #[actix_web::test]
 async fn converse_stream_sends_converse_events_with_usage_and_metrics() {
     let server = start(&[]).await;
-    let (events, error) = read_stream(
-        client(&server)
-            .converse_stream()
-            .model_id(MODEL)
-            .messages(user("Stream Converse")),
-    )
-    .await;
+    let (events, error) = read_stream(converse_stream(&client(&server), "Stream Converse")).await;
     assert!(error.is_none(), "{error:?}");
     let mut shape = names(&events);
     shape.dedup();
@@ -305,10 +303,7 @@ async fn converse_stream_sends_converse_events_with_usage_and_metrics() {
 async fn a_streamed_tool_call_starts_its_block_and_its_input_assembles_to_json() {
     let server = start(&[]).await;
     let (events, error) = read_stream(
-        client(&server)
-            .converse_stream()
-            .model_id(MODEL)
-            .messages(user("What is the weather in Paris?"))
+        converse_stream(&client(&server), "What is the weather in Paris?")
             .tool_config(weather_tools()),
     )
     .await;
@@ -353,13 +348,7 @@ async fn a_throttle_before_content_is_retried_invisibly() {
     let server = start(&[]).await;
     // After message_start and content_block_start: no content went out yet.
     server.script(MODEL, &["throttlingException@2"]);
-    let (events, error) = read_stream(
-        client(&server)
-            .converse_stream()
-            .model_id(MODEL)
-            .messages(user("retry me")),
-    )
-    .await;
+    let (events, error) = read_stream(converse_stream(&client(&server), "retry me")).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(
         names(&events)
@@ -392,12 +381,7 @@ async fn a_failure_after_content_is_a_converse_stream_exception() {
         }),
     ] {
         server.script(MODEL, &[fault]);
-        let (events, error) = read_stream(
-            sdk.converse_stream()
-                .model_id(MODEL)
-                .messages(user("partial")),
-        )
-        .await;
+        let (events, error) = read_stream(converse_stream(&sdk, "partial")).await;
         let error = error.unwrap_or_else(|| panic!("{fault}: the stream ended cleanly"));
         assert!(check(&error), "{fault}: {error:?}");
         assert!(error.message().is_some_and(|m| !m.is_empty()));
@@ -411,10 +395,10 @@ async fn a_failure_after_content_is_a_converse_stream_exception() {
     // A passed deadline mid-stream: modelStreamErrorException (ConverseStream has no timeout
     // exception), on the wire.
     server.script(MODEL, &["stall@3"]);
-    let body = json!({"messages": [{"role": "user", "content": [{"text": "slow"}]}]});
+    let body = converse_body("slow");
     let mut response = sse::post(
         &server.url,
-        &converse_path("converse-stream"),
+        &model_path("converse-stream"),
         &[("x-modelserver-timeout", "0.5")],
         &body,
     )
@@ -436,10 +420,10 @@ async fn a_failure_after_content_is_a_converse_stream_exception() {
 #[actix_web::test]
 async fn the_wire_is_converse_streams_event_frames() {
     let server = start(&[]).await;
-    let body = json!({"messages": [{"role": "user", "content": [{"text": "frames"}]}]});
+    let body = converse_body("frames");
     let mut response = sse::post(
         &server.url,
-        &converse_path("converse-stream"),
+        &model_path("converse-stream"),
         &[("x-request-id", "c-1")],
         &body,
     )
@@ -480,10 +464,10 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
     // The deadline: 504 ModelTimeoutException (first: the throttles below make the broker
     // pace the model, and a request that cannot start in time is then refused at once).
     server.script(MODEL, &["hang"]);
-    let body = json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]});
+    let body = converse_body("x");
     let mut response = sse::post(
         &server.url,
-        &converse_path("converse"),
+        &model_path("converse"),
         &[("x-modelserver-timeout", "0.3")],
         &body,
     )
@@ -496,13 +480,7 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
     assert!(response.json().await["message"].is_string());
     // Bedrock's validation message comes back as it is.
     server.script(MODEL, &["ValidationException"]);
-    let error = sdk
-        .converse()
-        .model_id(MODEL)
-        .messages(user("x"))
-        .send()
-        .await
-        .unwrap_err();
+    let error = converse(&sdk, "x").send().await.unwrap_err();
     let service = error.as_service_error().unwrap();
     assert!(service.is_validation_exception(), "{service:?}");
     assert!(service
@@ -510,10 +488,7 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
         .unwrap()
         .starts_with("Malformed input request"));
     // The broker's own refusal names the field.
-    let error = sdk
-        .converse()
-        .model_id(MODEL)
-        .messages(user("x"))
+    let error = converse(&sdk, "x")
         .inference_config(InferenceConfiguration::builder().temperature(1.5).build())
         .send()
         .await
@@ -529,13 +504,7 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
     );
     // Unknown model at Bedrock: ResourceNotFoundException.
     server.script(MODEL, &["ResourceNotFoundException"]);
-    let error = sdk
-        .converse()
-        .model_id(MODEL)
-        .messages(user("x"))
-        .send()
-        .await
-        .unwrap_err();
+    let error = converse(&sdk, "x").send().await.unwrap_err();
     assert!(error
         .as_service_error()
         .unwrap()
@@ -543,10 +512,7 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
     // Throttles past the retries: ThrottlingException, 429, on both operations (last: the
     // throttles make the broker pace the model).
     server.script(MODEL, &["ThrottlingException"]);
-    let error = sdk
-        .converse()
-        .model_id(MODEL)
-        .messages(user("x"))
+    let error = converse(&sdk, "x")
         .customize()
         .mutate_request(no_retries)
         .send()
@@ -555,10 +521,7 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
     assert!(error.as_service_error().unwrap().is_throttling_exception());
     assert_eq!(error.raw_response().unwrap().status().as_u16(), 429);
     server.script(MODEL, &["ThrottlingException"]);
-    let error = sdk
-        .converse_stream()
-        .model_id(MODEL)
-        .messages(user("x"))
+    let error = converse_stream(&sdk, "x")
         .customize()
         .mutate_request(no_retries)
         .send()
@@ -571,9 +534,9 @@ async fn errors_before_the_stream_are_bedrocks_as_the_sdk_reads_them() {
 #[actix_web::test]
 async fn a_load_refusal_is_429_throttling_with_retry_after() {
     let server = start(&["--queue-capacity", "0"]).await;
-    let body = json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]});
+    let body = converse_body("x");
     for operation in ["converse", "converse-stream"] {
-        let mut response = sse::post(&server.url, &converse_path(operation), &[], &body).await;
+        let mut response = sse::post(&server.url, &model_path(operation), &[], &body).await;
         assert_eq!(response.status, 429, "{operation}");
         assert_eq!(
             response.header("x-amzn-errortype"),
@@ -591,23 +554,17 @@ async fn a_load_refusal_is_429_throttling_with_retry_after() {
 #[actix_web::test]
 async fn with_keys_a_sigv4_signed_call_is_refused_and_a_bearer_key_served() {
     let server = start(&["--api-key", "sk-converse"]).await;
-    let error = client(&server)
-        .converse()
-        .model_id(MODEL)
-        .messages(user("x"))
-        .send()
-        .await
-        .unwrap_err();
+    let error = converse(&client(&server), "x").send().await.unwrap_err();
     assert!(error
         .as_service_error()
         .unwrap()
         .is_access_denied_exception());
     assert_eq!(error.raw_response().unwrap().status().as_u16(), 403);
     assert_eq!(server.stats().calls, 0);
-    let body = json!({"messages": [{"role": "user", "content": [{"text": "with the key"}]}]});
+    let body = converse_body("with the key");
     let mut response = sse::post(
         &server.url,
-        &converse_path("converse"),
+        &model_path("converse"),
         &[("authorization", "Bearer sk-converse")],
         &body,
     )

@@ -1,14 +1,9 @@
 //! Conformance of the Bedrock Runtime emulator against the real `aws-sdk-bedrockruntime`
 //! client over loopback HTTP (and awc for the admin API).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_bedrockruntime::config::http::HttpResponse;
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::operation::invoke_model::{InvokeModelError, InvokeModelOutput};
 use aws_sdk_bedrockruntime::operation::RequestId;
@@ -19,24 +14,19 @@ use model_server::emulator::{
 };
 use serde_json::{json, Value};
 
+mod common;
+
+use common::bedrock::{invoke, sdk_config, InvokeError};
+use common::emulator::{self, start};
+
 const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const PROFILE_ARN: &str =
     "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0";
 
-type InvokeError = SdkError<InvokeModelError, HttpResponse>;
 type InvokeResult = Result<InvokeModelOutput, InvokeError>;
 
-fn start(config: EmulatorConfig) -> Emulator {
-    Emulator::start("127.0.0.1:0", config, 1).expect("emulator starts")
-}
-
 fn client_with(emu: &Emulator, timeout: Option<TimeoutConfig>) -> Client {
-    let mut b = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(emu.endpoint())
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .retry_config(RetryConfig::disabled());
+    let mut b = sdk_config(&emu.endpoint());
     if let Some(t) = timeout {
         b = b.timeout_config(t);
     }
@@ -53,15 +43,6 @@ fn body(text: &str) -> Value {
         "max_tokens": 200,
         "messages": [{"role": "user", "content": text}]
     })
-}
-
-async fn invoke(client: &Client, model: &str, body: &Value) -> InvokeResult {
-    client
-        .invoke_model()
-        .model_id(model)
-        .body(Blob::new(serde_json::to_vec(body).unwrap()))
-        .send()
-        .await
 }
 
 fn reply_json(out: &InvokeModelOutput) -> Value {
@@ -1081,12 +1062,7 @@ async fn quota_modes_over_the_admin_api() {
 
 #[actix_web::test]
 async fn binary_flags_set_the_quota_modes() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("BEDROCK_EMULATOR_") {
-            cmd.env_remove(name);
-        }
-    }
+    let mut cmd = emulator::binary();
     cmd.args([
         "--bind",
         "127.0.0.1:0",
@@ -1104,35 +1080,8 @@ async fn binary_flags_set_the_quota_modes() {
         "30=0.5,60=1",
     ])
     .env("BEDROCK_EMULATOR_TPM_BURST", "700")
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("bedrock-emulator starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let endpoint = rx.recv_timeout(Duration::from_secs(20));
-    let cfg = match &endpoint {
-        Ok(endpoint) => awc::Client::default()
-            .get(format!("{endpoint}/_emulator/config"))
-            .send()
-            .await
-            .ok(),
-        Err(_) => None,
-    };
-    let cfg: Option<Value> = match cfg {
-        Some(mut res) => res.json().await.ok(),
-        None => None,
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let cfg = cfg.unwrap_or_else(|| panic!("no config from {endpoint:?}"));
+    .env("BEDROCK_EMULATOR_TPM_BURST", "700");
+    let cfg = emulator::binary_config(cmd).await;
     assert_eq!(
         cfg["window_quota"],
         json!({"requests": 5, "window_secs": 2.5, "sliding": true})
@@ -1153,10 +1102,9 @@ async fn binary_flags_set_the_quota_modes() {
         &["--window-secs", "5"][..],
         &["--quota-schedule", "30=-1"][..],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"))
+        let out = emulator::binary()
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
-            .env_remove("BEDROCK_EMULATOR_WINDOW_REQUESTS")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?}");

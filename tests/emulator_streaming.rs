@@ -4,15 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_bedrockruntime::config::http::HttpResponse;
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::{
-    InvokeModelWithResponseStreamError, InvokeModelWithResponseStreamOutput,
-};
+use aws_sdk_bedrockruntime::operation::invoke_model_with_response_stream::InvokeModelWithResponseStreamOutput;
 use aws_sdk_bedrockruntime::operation::RequestId;
-use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::error::ResponseStreamError;
 use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
@@ -26,25 +20,16 @@ use serde_json::{json, Value};
 
 mod common;
 
+use common::bedrock::{open_stream as open, sdk_client, OpenError};
+use common::emulator::{self, start};
+
 const SONNET: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 const HAIKU: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
 
-type OpenError = SdkError<InvokeModelWithResponseStreamError, HttpResponse>;
 type StreamError = SdkError<ResponseStreamError, RawMessage>;
 
-fn start(config: EmulatorConfig) -> Emulator {
-    Emulator::start("127.0.0.1:0", config, 1).expect("emulator starts")
-}
-
 fn client(emu: &Emulator) -> Client {
-    let config = aws_sdk_bedrockruntime::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(emu.endpoint())
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
+    sdk_client(&emu.endpoint())
 }
 
 fn body(text: &str) -> Value {
@@ -61,26 +46,10 @@ fn long_body() -> Value {
 }
 
 async fn invoke(c: &Client, model: &str, body: &Value) -> Value {
-    let out = c
-        .invoke_model()
-        .model_id(model)
-        .body(Blob::new(serde_json::to_vec(body).unwrap()))
-        .send()
+    let out = common::bedrock::invoke(c, model, body)
         .await
         .expect("InvokeModel succeeds");
     serde_json::from_slice(out.body().as_ref()).expect("JSON reply")
-}
-
-async fn open(
-    c: &Client,
-    model: &str,
-    body: &Value,
-) -> Result<InvokeModelWithResponseStreamOutput, OpenError> {
-    c.invoke_model_with_response_stream()
-        .model_id(model)
-        .body(Blob::new(serde_json::to_vec(body).unwrap()))
-        .send()
-        .await
 }
 
 /// The next Anthropic event of the stream, `Ok(None)` at its clean end.
@@ -668,11 +637,7 @@ async fn pre_stream_errors_are_the_sdk_operation_errors() {
         Some(SONNET),
         vec!["modelStreamErrorException@2".parse().unwrap()],
     );
-    let err = c
-        .invoke_model()
-        .model_id(SONNET)
-        .body(Blob::new(serde_json::to_vec(&body("x")).unwrap()))
-        .send()
+    let err = common::bedrock::invoke(&c, SONNET, &body("x"))
         .await
         .expect_err("the pre-stream equivalent");
     assert!(err.as_service_error().unwrap().is_model_error_exception());
@@ -811,15 +776,7 @@ async fn quota_admission_applies_to_streams() {
 
 #[actix_web::test]
 async fn binary_flags_set_pacing_and_mid_stream_rates() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("BEDROCK_EMULATOR_") {
-            cmd.env_remove(name);
-        }
-    }
+    let mut cmd = emulator::binary();
     cmd.args([
         "--bind",
         "127.0.0.1:0",
@@ -829,36 +786,8 @@ async fn binary_flags_set_pacing_and_mid_stream_rates() {
         "ThrottlingException=0.1,modelStreamErrorException@4=0.2",
         "--error-rate",
         "stall@2:1.5=0.05",
-    ])
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("bedrock-emulator starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let endpoint = rx.recv_timeout(Duration::from_secs(20));
-    let cfg = match &endpoint {
-        Ok(endpoint) => awc::Client::default()
-            .get(format!("{endpoint}/_emulator/config"))
-            .send()
-            .await
-            .ok(),
-        Err(_) => None,
-    };
-    let cfg: Option<Value> = match cfg {
-        Some(mut res) => res.json().await.ok(),
-        None => None,
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    let cfg = cfg.unwrap_or_else(|| panic!("no config from {endpoint:?}"));
+    ]);
+    let cfg = emulator::binary_config(cmd).await;
     assert_eq!(cfg["stream_tokens_per_sec"], 25.0);
     assert_eq!(
         cfg["error_rates"],
@@ -871,11 +800,9 @@ async fn binary_flags_set_pacing_and_mid_stream_rates() {
         &["--stream-tokens-per-sec", "0"][..],
         &["--error-rate", "cut=0.1"][..],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"))
+        let out = emulator::binary()
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
-            .env_remove("BEDROCK_EMULATOR_STREAM_TOKENS_PER_SEC")
-            .env_remove("BEDROCK_EMULATOR_ERROR_RATE")
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?}");

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sse;
-use common::{start, TestServer, MODEL};
+use common::{start, MODEL};
 use serde_json::{json, Value};
 
 /// A Messages request answered whole.
@@ -17,29 +17,11 @@ fn whole(text: &str) -> Value {
            "messages": [{"role": "user", "content": text}]})
 }
 
-/// `POST /v1/messages` with `headers`; returns the status, the headers asked for and the JSON.
-async fn post(
-    server: &TestServer,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> (
-    u16,
-    sse::Streamed<
-        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
-            + Unpin,
-    >,
-    Value,
-) {
-    let mut response = sse::post(&server.url, path, headers, body).await;
-    let json = response.json().await;
-    (response.status, response, json)
-}
-
 #[actix_web::test]
 async fn a_whole_answer_is_the_anthropic_message_with_the_brokers_headers() {
     let server = start(&[]).await;
-    let (status, response, message) = post(&server, "/v1/messages", &[], &whole("Hello")).await;
+    let (status, response, message) =
+        sse::post_whole(&server.url, "/v1/messages", &[], &whole("Hello")).await;
     assert_eq!(status, 200, "{message}");
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(message["type"], "message");
@@ -63,8 +45,8 @@ async fn a_whole_answer_is_the_anthropic_message_with_the_brokers_headers() {
     assert!(sent.get("model").is_none() && sent.get("stream").is_none());
     assert!(sent.get("temperature").is_none(), "no default added");
     // The client's own request id is echoed.
-    let (_, response, _) = post(
-        &server,
+    let (_, response, _) = sse::post_whole(
+        &server.url,
         "/v1/messages",
         &[("x-request-id", "mine-42")],
         &whole("x"),
@@ -83,7 +65,7 @@ async fn a_tool_call_comes_back_as_a_tool_use_block() {
     let mut body = whole("What is the weather in Paris?");
     body["tools"] = tools.clone();
     body["tool_choice"] = json!({"type": "any"});
-    let (status, _, message) = post(&server, "/v1/messages", &[], &body).await;
+    let (status, _, message) = sse::post_whole(&server.url, "/v1/messages", &[], &body).await;
     assert_eq!(status, 200, "{message}");
     assert_eq!(message["stop_reason"], "tool_use");
     let call = message["content"]
@@ -102,7 +84,8 @@ async fn a_tool_call_comes_back_as_a_tool_use_block() {
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
                                       "content": "18 C and sunny"}]}
     ]});
-    let (status, _, message) = post(&server, "/v1/messages?beta=true", &[], &body).await;
+    let (status, _, message) =
+        sse::post_whole(&server.url, "/v1/messages?beta=true", &[], &body).await;
     assert_eq!(status, 200, "{message}");
     assert!(message["content"][0]["text"]
         .as_str()
@@ -113,8 +96,8 @@ async fn a_tool_call_comes_back_as_a_tool_use_block() {
 #[actix_web::test]
 async fn beta_flags_bedrock_refuses_are_dropped_and_the_call_made_again() {
     let server = start(&[]).await;
-    let (status, _, message) = post(
-        &server,
+    let (status, _, message) = sse::post_whole(
+        &server.url,
         "/v1/messages?beta=true",
         &[(
             "anthropic-beta",
@@ -134,8 +117,8 @@ async fn beta_flags_bedrock_refuses_are_dropped_and_the_call_made_again() {
     assert!(stats.last_body.unwrap().get("anthropic_beta").is_none());
     // Flags Bedrock accepts go through at once, in the body.
     server.emulator.reset();
-    let (status, _, _) = post(
-        &server,
+    let (status, _, _) = sse::post_whole(
+        &server.url,
         "/v1/messages",
         &[("anthropic-beta", "interleaved-thinking-2025-05-14")],
         &whole("ok betas"),
@@ -155,8 +138,8 @@ async fn the_retries_header_is_honoured() {
     let server = start(&[]).await;
     // x-modelserver-max-retries: 1 allows two calls.
     server.script(MODEL, &["ThrottlingException"; 2]);
-    let (status, response, error) = post(
-        &server,
+    let (status, response, error) = sse::post_whole(
+        &server.url,
         "/v1/messages",
         &[("x-modelserver-max-retries", "1")],
         &whole("hi"),
@@ -169,7 +152,7 @@ async fn the_retries_header_is_honoured() {
     // The default is three retries.
     server.emulator.reset();
     server.script(MODEL, &["InternalServerException"; 3]);
-    let (status, _, _) = post(&server, "/v1/messages", &[], &whole("hi")).await;
+    let (status, _, _) = sse::post_whole(&server.url, "/v1/messages", &[], &whole("hi")).await;
     assert_eq!(status, 200);
     assert_eq!(server.stats().calls, 4);
 }
@@ -187,7 +170,8 @@ async fn the_deadline_headers_are_honoured_and_bad_values_refused() {
     ] {
         server.script(MODEL, &["hang"]);
         let started = Instant::now();
-        let (status, _, error) = post(&server, "/v1/messages", &headers, &whole("hi")).await;
+        let (status, _, error) =
+            sse::post_whole(&server.url, "/v1/messages", &headers, &whole("hi")).await;
         assert_eq!(status, 504, "{headers:?}: {error}");
         assert_eq!(error["error"]["type"], "timeout_error");
         assert!(started.elapsed() < Duration::from_secs(2), "{headers:?}");
@@ -198,7 +182,8 @@ async fn the_deadline_headers_are_honoured_and_bad_values_refused() {
         ("x-modelserver-timeout", "0"),
         ("x-modelserver-max-retries", "99"),
     ] {
-        let (status, _, error) = post(&server, "/v1/messages", &[(name, value)], &whole("x")).await;
+        let (status, _, error) =
+            sse::post_whole(&server.url, "/v1/messages", &[(name, value)], &whole("x")).await;
         assert_eq!(status, 400, "{name}: {value}");
         assert_eq!(error["error"]["type"], "invalid_request_error");
         assert!(
@@ -223,7 +208,8 @@ async fn every_error_is_in_anthropics_shape_and_status() {
     // Refused before Bedrock, naming the field.
     let mut no_max_tokens = whole("x");
     no_max_tokens.as_object_mut().unwrap().remove("max_tokens");
-    let (status, _, error) = post(&server, "/v1/messages", &[], &no_max_tokens).await;
+    let (status, _, error) =
+        sse::post_whole(&server.url, "/v1/messages", &[], &no_max_tokens).await;
     check(status, &error, (400, "invalid_request_error"));
     assert!(error["error"]["message"]
         .as_str()
@@ -231,12 +217,12 @@ async fn every_error_is_in_anthropics_shape_and_status() {
         .contains("max_tokens"));
     let mut big = whole(&"x".repeat(10_000));
     big["stream"] = json!(true);
-    let (status, _, error) = post(&server, "/v1/messages", &[], &big).await;
+    let (status, _, error) = sse::post_whole(&server.url, "/v1/messages", &[], &big).await;
     check(status, &error, (413, "request_too_large"));
     assert_eq!(server.stats().calls, 0, "no bad input reaches Bedrock");
     // Bedrock's refusals.
     server.script(MODEL, &["ValidationException"]);
-    let (status, _, error) = post(&server, "/v1/messages", &[], &whole("x")).await;
+    let (status, _, error) = sse::post_whole(&server.url, "/v1/messages", &[], &whole("x")).await;
     check(status, &error, (400, "invalid_request_error"));
     assert_eq!(
         error["error"]["message"],
@@ -250,7 +236,8 @@ async fn every_error_is_in_anthropics_shape_and_status() {
         ("ModelErrorException", (500, "api_error")),
     ] {
         server.script(MODEL, &[fault]);
-        let (status, _, error) = post(&server, "/v1/messages", &[], &whole("x")).await;
+        let (status, _, error) =
+            sse::post_whole(&server.url, "/v1/messages", &[], &whole("x")).await;
         check(status, &error, expected);
     }
     // Unknown routes are JSON 404s.
@@ -268,13 +255,14 @@ async fn api_keys_are_required_on_every_route_but_health_and_a_signature_is_no_k
         vec![("authorization", sigv4)],
         vec![("x-api-key", "wrong")],
     ] {
-        let (status, _, error) = post(&server, "/v1/messages", &headers, &whole("x")).await;
+        let (status, _, error) =
+            sse::post_whole(&server.url, "/v1/messages", &headers, &whole("x")).await;
         assert_eq!(status, 401, "{headers:?}");
         assert_eq!(error["error"]["type"], "authentication_error");
         let path = format!("/model/{MODEL}/invoke");
         let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
                           "messages": [{"role": "user", "content": "x"}]});
-        let (status, response, error) = post(&server, &path, &headers, &body).await;
+        let (status, response, error) = sse::post_whole(&server.url, &path, &headers, &body).await;
         assert_eq!(status, 403, "{headers:?}");
         assert_eq!(
             response.header("x-amzn-errortype"),
@@ -289,7 +277,8 @@ async fn api_keys_are_required_on_every_route_but_health_and_a_signature_is_no_k
         vec![("x-api-key", "sk-test")],
         vec![("authorization", "Bearer sk-test")],
     ] {
-        let (status, _, message) = post(&server, "/v1/messages", &headers, &whole("x")).await;
+        let (status, _, message) =
+            sse::post_whole(&server.url, "/v1/messages", &headers, &whole("x")).await;
         assert_eq!(status, 200, "{headers:?}: {message}");
     }
 }
@@ -315,12 +304,12 @@ async fn the_models_list_names_the_configured_models_and_those_that_served() {
     assert_eq!(haiku["display_name"], "Claude 3 Haiku");
     assert_eq!(haiku["created_at"], "2024-03-07T00:00:00Z");
     // A model that answered joins the list; one Bedrock refused does not.
-    let (status, _, _) = post(&server, "/v1/messages", &[], &whole("hi")).await;
+    let (status, _, _) = sse::post_whole(&server.url, "/v1/messages", &[], &whole("hi")).await;
     assert_eq!(status, 200);
     server.script("anthropic.claude-nope", &["ResourceNotFoundException"]);
     let mut refused = whole("hi");
     refused["model"] = json!("anthropic.claude-nope");
-    let (status, _, _) = post(&server, "/v1/messages", &[], &refused).await;
+    let (status, _, _) = sse::post_whole(&server.url, "/v1/messages", &[], &refused).await;
     assert_eq!(status, 404);
     let list = server.get("/v1/models").await.json;
     assert_eq!(

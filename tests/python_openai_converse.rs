@@ -6,18 +6,7 @@
 
 mod common;
 
-use common::external::{python_script, run_python};
-
-/// Runs `script` with `args` off the test's runtime thread (the brokers run on it).
-async fn run(script: &'static str, args: Vec<String>) -> String {
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_python(&python_script(script), &args, &[])
-    })
-    .await
-    .expect("the script ran");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::external::run_python_beside;
 
 /// The official `openai` SDK against `/v1/chat/completions`: create (system + user, stop,
 /// max_tokens), a stream with `include_usage` (chunk by chunk and through the SDK's stream
@@ -29,7 +18,7 @@ async fn run(script: &'static str, args: Vec<String>) -> String {
 async fn the_openai_sdk_uses_chat_completions_unchanged() {
     let server = common::start(&["--api-key", "sk-openai", "--max-body-bytes", "200000"]).await;
     let overloaded = common::start(&["--queue-capacity", "0"]).await;
-    let stdout = run(
+    let stdout = run_python_beside(
         "test_openai_chat.py",
         vec![
             server.url.clone(),
@@ -53,7 +42,7 @@ async fn the_openai_sdk_uses_chat_completions_unchanged() {
 #[actix_web::test]
 async fn boto3_converse_uses_the_converse_routes_unchanged() {
     let server = common::start(&["--api-key", "sk-converse"]).await;
-    let stdout = run(
+    let stdout = run_python_beside(
         "test_boto3_converse.py",
         vec![
             server.url.clone(),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::external::{python_script, run_python};
+use common::external::{python_script, run_python, run_python_beside};
 use common::MODEL;
 use model_server::emulator::{Emulator, EmulatorConfig};
 
@@ -56,22 +56,17 @@ fn boto3_invoke_model_reads_the_reply_and_raises_a_scripted_throttling_exception
 async fn the_anthropic_sdk_uses_v1_messages_unchanged() {
     let server = common::start(&["--api-key", "sk-python", "--max-body-bytes", "200000"]).await;
     let overloaded = common::start(&["--queue-capacity", "0"]).await;
-    let args = [
-        server.url.clone(),
-        server.emulator.endpoint(),
-        "sk-python".to_string(),
-        overloaded.url.clone(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_python(&python_script("test_anthropic_messages.py"), &args, &[])
-    })
-    .await
-    .expect("the script ran");
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("anthropic SDK: create, stream"),
-        "{output:?}"
-    );
+    let stdout = run_python_beside(
+        "test_anthropic_messages.py",
+        vec![
+            server.url.clone(),
+            server.emulator.endpoint(),
+            "sk-python".to_string(),
+            overloaded.url.clone(),
+        ],
+    )
+    .await;
+    assert!(stdout.contains("anthropic SDK: create, stream"), "{stdout}");
     let stats = server.stats();
     assert!(stats.streams_completed >= 3, "{stats:?}");
     assert_eq!(overloaded.stats().calls, 0);
@@ -83,20 +78,18 @@ async fn the_anthropic_sdk_uses_v1_messages_unchanged() {
 #[actix_web::test]
 async fn bedrock_clients_use_the_bedrock_routes_unchanged() {
     let server = common::start(&["--api-key", "sk-bedrock"]).await;
-    let args = [
-        server.url.clone(),
-        server.emulator.endpoint(),
-        "sk-bedrock".to_string(),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_python(&python_script("test_bedrock_clients.py"), &args, &[])
-    })
-    .await
-    .expect("the script ran");
+    let stdout = run_python_beside(
+        "test_bedrock_clients.py",
+        vec![
+            server.url.clone(),
+            server.emulator.endpoint(),
+            "sk-bedrock".to_string(),
+        ],
+    )
+    .await;
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("AnthropicBedrock and boto3 checked"),
-        "{output:?}"
+        stdout.contains("AnthropicBedrock and boto3 checked"),
+        "{stdout}"
     );
     let stats = server.stats();
     assert!(stats.streams_completed >= 2, "{stats:?}");

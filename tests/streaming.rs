@@ -9,8 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sse::{self, chunk_event, SseEvent};
-use common::{eventually, start, TestServer, MODEL};
-use model_server::emulator::EmulatorConfig;
+use common::{eventually, model_path, start, TestServer, MODEL};
 use model_server::protocol::eventstream::Frame;
 use serde_json::{json, Value};
 
@@ -29,10 +28,7 @@ fn invoke_body(text: &str) -> Value {
 }
 
 fn invoke_stream_path() -> String {
-    format!(
-        "/model/{}/invoke-with-response-stream",
-        MODEL.replace(':', "%3A")
-    )
+    model_path("invoke-with-response-stream")
 }
 
 /// Opens `/v1/messages` with `stream: true` and reads every event.
@@ -463,10 +459,7 @@ async fn a_stream_job_dropped_before_its_call_is_requeued_and_served() {
 async fn a_client_that_leaves_cancels_the_bedrock_stream_and_frees_its_slot() {
     let server = start(&[]).await;
     // A slow stream: its first delta is due about 5 s after message_start.
-    server.emulator.set_config(EmulatorConfig {
-        stream_tokens_per_sec: Some(1.0),
-        ..EmulatorConfig::default()
-    });
+    server.pace_streams(1.0);
     let (socket, seen) = sse::raw_until(
         server.addr,
         "/v1/messages",
@@ -501,10 +494,7 @@ async fn a_client_that_leaves_cancels_the_bedrock_stream_and_frees_its_slot() {
 async fn pings_keep_a_silent_stream_alive() {
     let server = start(&["--stream-ping-secs", "0.05"]).await;
     // About 150 ms between deltas of three words.
-    server.emulator.set_config(EmulatorConfig {
-        stream_tokens_per_sec: Some(20.0),
-        ..EmulatorConfig::default()
-    });
+    server.pace_streams(20.0);
     let (status, events) = messages(&server, &[], "ping me").await;
     assert_eq!(status, 200);
     assert_well_formed(&events);

@@ -52,7 +52,7 @@ struct JobInner {
 }
 
 /// Where a job's answer goes.
-enum Reply {
+pub(crate) enum Reply {
     /// One result, on a oneshot (InvokeModel).
     Whole(oneshot::Sender<InferResult>),
     /// A stream of events (InvokeModelWithResponseStream).
@@ -70,7 +70,7 @@ impl Reply {
 
     /// Sends an error: the whole answer, a stream's refusal (before its commit) or its
     /// `Failed` item (after). Returns false if the caller had gone.
-    fn send_error(self, error: InferError) -> bool {
+    pub(crate) fn send_error(self, error: InferError) -> bool {
         match self {
             Reply::Whole(tx) => tx.send(Err(error)).is_ok(),
             Reply::Stream(mut tx) => tx.fail(error),
@@ -120,7 +120,8 @@ impl Job {
         Job::with_reply(id, request, deadline, Reply::Stream(reply), home)
     }
 
-    fn with_reply(
+    /// Wraps an admitted request answered on `reply`, whole or as a stream.
+    pub(crate) fn with_reply(
         id: u64,
         request: Arc<InferRequest>,
         deadline: Instant,

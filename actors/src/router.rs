@@ -10,7 +10,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::job::Job;
+use crate::job::{Job, Reply};
 use crate::request::{InferError, InferRequest, InferResult};
 use crate::stream::StreamSender;
 use crate::supervisor::{Enqueue, SupervisorActor};
@@ -84,24 +84,22 @@ impl Router {
         self.next_job_id += 1;
         id
     }
-}
 
-impl Handler<Infer> for Router {
-    type Result = ();
-
-    fn handle(&mut self, msg: Infer, _ctx: &mut Context<Self>) {
-        let pool = match self.pool(&msg.request.worker_type) {
+    /// Queues `request` on its worker type's pool as a job answered on `reply`, or answers
+    /// `reply` at once with the refusal of an unknown type.
+    fn route(&mut self, request: InferRequest, deadline: Instant, reply: Reply) {
+        let pool = match self.pool(&request.worker_type) {
             Ok(pool) => pool,
             Err(error) => {
-                let _ = msg.reply.send(Err(error));
+                reply.send_error(error);
                 return;
             }
         };
-        let job = Job::new(
+        let job = Job::with_reply(
             self.next_id(),
-            Arc::new(msg.request),
-            msg.deadline,
-            msg.reply,
+            Arc::new(request),
+            deadline,
+            reply,
             pool.clone().recipient(),
         );
         // A dead pool drops the message; the job then answers its caller itself.
@@ -109,24 +107,18 @@ impl Handler<Infer> for Router {
     }
 }
 
+impl Handler<Infer> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Infer, _ctx: &mut Context<Self>) {
+        self.route(msg.request, msg.deadline, Reply::Whole(msg.reply));
+    }
+}
+
 impl Handler<InferStream> for Router {
     type Result = ();
 
-    fn handle(&mut self, mut msg: InferStream, _ctx: &mut Context<Self>) {
-        let pool = match self.pool(&msg.request.worker_type) {
-            Ok(pool) => pool,
-            Err(error) => {
-                msg.reply.fail(error);
-                return;
-            }
-        };
-        let job = Job::new_stream(
-            self.next_id(),
-            Arc::new(msg.request),
-            msg.deadline,
-            msg.reply,
-            pool.clone().recipient(),
-        );
-        pool.do_send(Enqueue(job));
+    fn handle(&mut self, msg: InferStream, _ctx: &mut Context<Self>) {
+        self.route(msg.request, msg.deadline, Reply::Stream(msg.reply));
     }
 }

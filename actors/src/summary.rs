@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::activity::RecentActivity;
 use crate::metrics::{throttle_state, Metrics, OTHER};
 use crate::supervisor::PoolStatus;
-use crate::throttle::ModelThrottleStatus;
+use crate::throttle::{ModelThrottleStatus, PaceStatus};
 
 /// One model's row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -28,17 +28,10 @@ pub struct ModelSummary {
     pub calls_in_flight: i64,
     /// `unpaced`, `paced` or `braking` (`null` for `other`).
     pub state: Option<&'static str>,
-    /// The pacer's rate in calls per second (`null` while unpaced).
-    pub paced_calls_per_sec: Option<f64>,
-    /// The pacer's rate in tokens per second (`null` while unpaced).
-    pub paced_tokens_per_sec: Option<f64>,
-    /// The measured quota's bounds in calls per second: the highest pace proven sustainable
-    /// and the lowest pace Bedrock throttled (`null` until measured).
-    pub quota_floor_calls_per_sec: Option<f64>,
-    pub quota_ceiling_calls_per_sec: Option<f64>,
-    /// The same in tokens per second.
-    pub quota_floor_tokens_per_sec: Option<f64>,
-    pub quota_ceiling_tokens_per_sec: Option<f64>,
+    /// The pacer's rates and the measured quota's bounds (all `null` for `other`; inline in
+    /// the JSON).
+    #[serde(flatten)]
+    pub pace: PaceStatus,
     /// The brake's consecutive throttles.
     pub consecutive_throttles: u32,
     /// The brake's pre-emptive delay for a call now, in ms.
@@ -55,12 +48,7 @@ impl ModelSummary {
             jobs_in_flight: 0,
             calls_in_flight: 0,
             state: None,
-            paced_calls_per_sec: None,
-            paced_tokens_per_sec: None,
-            quota_floor_calls_per_sec: None,
-            quota_ceiling_calls_per_sec: None,
-            quota_floor_tokens_per_sec: None,
-            quota_ceiling_tokens_per_sec: None,
+            pace: PaceStatus::default(),
             consecutive_throttles: 0,
             brake_delay_ms: 0,
             recent: None,
@@ -98,12 +86,7 @@ pub fn summarize(
             .entry(label.clone())
             .or_insert_with(|| ModelSummary::empty(&label));
         row.state = Some(throttle_state(t));
-        row.paced_calls_per_sec = t.paced_calls_per_sec;
-        row.paced_tokens_per_sec = t.paced_tokens_per_sec;
-        row.quota_floor_calls_per_sec = t.quota_floor_calls_per_sec;
-        row.quota_ceiling_calls_per_sec = t.quota_ceiling_calls_per_sec;
-        row.quota_floor_tokens_per_sec = t.quota_floor_tokens_per_sec;
-        row.quota_ceiling_tokens_per_sec = t.quota_ceiling_tokens_per_sec;
+        row.pace = t.pace;
         row.consecutive_throttles = t.consecutive_throttles;
         row.brake_delay_ms = t.current_delay_ms;
     }

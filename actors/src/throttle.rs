@@ -243,20 +243,9 @@ pub struct ModelThrottleStatus {
     pub current_delay_ms: u64,
     /// Time since the last throttle, if there was one.
     pub since_last_throttle_ms: Option<u64>,
-    /// Adaptive: calls per second the pacer allows (`null` while unpaced).
-    pub paced_calls_per_sec: Option<f64>,
-    /// Adaptive: tokens per second the pacer allows (`null` while unpaced).
-    pub paced_tokens_per_sec: Option<f64>,
-    /// Adaptive: the measured quota's lower bound in calls per second, the highest pace
-    /// proven sustainable (`null` until one is).
-    pub quota_floor_calls_per_sec: Option<f64>,
-    /// Adaptive: the measured quota's upper bound in calls per second, the lowest pace Bedrock
-    /// throttled (`null` until one was).
-    pub quota_ceiling_calls_per_sec: Option<f64>,
-    /// Adaptive: the same lower bound in tokens per second.
-    pub quota_floor_tokens_per_sec: Option<f64>,
-    /// Adaptive: the same upper bound in tokens per second.
-    pub quota_ceiling_tokens_per_sec: Option<f64>,
+    /// Adaptive: the pacer's rates and the measured quota's bounds (inline in the JSON).
+    #[serde(flatten)]
+    pub pace: PaceStatus,
     /// Typical latency of a successful call, in ms.
     pub latency_ms: u64,
     /// Calls reported so far.
@@ -265,6 +254,27 @@ pub struct ModelThrottleStatus {
     pub throttled: u64,
     /// Calls that succeeded.
     pub succeeded: u64,
+}
+
+/// The adaptive policy's view of one model: the pace it keeps and the quota it measured, in
+/// calls and in tokens per second (each `null` while unpaced or until measured). `/status`
+/// shows it in the throttle's rows and in the per-model summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PaceStatus {
+    /// Calls per second the pacer allows (`null` while unpaced).
+    pub paced_calls_per_sec: Option<f64>,
+    /// Tokens per second the pacer allows (`null` while unpaced).
+    pub paced_tokens_per_sec: Option<f64>,
+    /// The measured quota's lower bound in calls per second, the highest pace proven
+    /// sustainable (`null` until one is).
+    pub quota_floor_calls_per_sec: Option<f64>,
+    /// The measured quota's upper bound in calls per second, the lowest pace Bedrock
+    /// throttled (`null` until one was).
+    pub quota_ceiling_calls_per_sec: Option<f64>,
+    /// The same lower bound in tokens per second.
+    pub quota_floor_tokens_per_sec: Option<f64>,
+    /// The same upper bound in tokens per second.
+    pub quota_ceiling_tokens_per_sec: Option<f64>,
 }
 
 /// The actor owning every model's throttle state.
@@ -459,12 +469,14 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                         .brake()
                         .last_throttle()
                         .map(|at| now.saturating_duration_since(at).as_millis() as u64),
-                    paced_calls_per_sec: state.paced_calls(),
-                    paced_tokens_per_sec: state.paced_tokens(),
-                    quota_floor_calls_per_sec: calls_floor,
-                    quota_ceiling_calls_per_sec: calls_ceiling,
-                    quota_floor_tokens_per_sec: tokens_floor,
-                    quota_ceiling_tokens_per_sec: tokens_ceiling,
+                    pace: PaceStatus {
+                        paced_calls_per_sec: state.paced_calls(),
+                        paced_tokens_per_sec: state.paced_tokens(),
+                        quota_floor_calls_per_sec: calls_floor,
+                        quota_ceiling_calls_per_sec: calls_ceiling,
+                        quota_floor_tokens_per_sec: tokens_floor,
+                        quota_ceiling_tokens_per_sec: tokens_ceiling,
+                    },
                     latency_ms: state.latency().as_millis() as u64,
                     calls,
                     throttled,

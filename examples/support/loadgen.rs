@@ -1,5 +1,6 @@
 //! The open-loop load generator's core, shared by the `loadgen`, `overhead` and `scale`
-//! examples (included with `#[path = "support/loadgen.rs"] mod loadgen;`).
+//! examples (included with `#[path = "support/loadgen.rs"] mod loadgen;`); the streamed
+//! generator `stream_load.rs` runs on its schedule ([`schedule`], [`serve_due`]) too.
 //!
 //! Design (see `examples/loadgen.rs` for the flags):
 //! - **Open loop, no coordinated omission.** Request `i` is due at `start + i / rate`. A
@@ -181,7 +182,7 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 
 /// The model id as one path segment, encoded like the AWS SDK does (`:` -> `%3A`, `/` ->
 /// `%2F`).
-fn model_segment() -> String {
+pub fn model_segment() -> String {
     MODEL
         .replace('%', "%25")
         .replace(':', "%3A")
@@ -320,11 +321,7 @@ impl LoadResult {
 
     /// Latency quantile of the successes in milliseconds (NaN without any).
     pub fn ms(&self, q: f64) -> f64 {
-        if self.latency.is_empty() {
-            f64::NAN
-        } else {
-            self.latency.value_at_quantile(q) as f64 / 1000.0
-        }
+        quantile_ms(&self.latency, q)
     }
 
     pub fn max_ms(&self) -> f64 {
@@ -342,27 +339,13 @@ impl LoadResult {
 
     /// Errors as `kind=count, ...` (or `-`).
     pub fn errors_text(&self) -> String {
-        if self.errors.is_empty() {
-            "-".into()
-        } else {
-            self.errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        errors_text(&self.errors)
     }
 
     /// One machine-readable line.
     pub fn to_json(&self) -> serde_json::Value {
         let q = |q: f64| self.ms(q);
-        let lag = |q: f64| {
-            if self.lag.is_empty() {
-                f64::NAN
-            } else {
-                self.lag.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
+        let lag = |q: f64| quantile_ms(&self.lag, q);
         serde_json::json!({
             "mode": self.mode.name(),
             "rate": self.rate,
@@ -392,11 +375,7 @@ impl LoadResult {
 
     /// A few human-readable lines.
     pub fn summary(&self) -> String {
-        let lag99 = if self.lag.is_empty() {
-            f64::NAN
-        } else {
-            self.lag.value_at_quantile(0.99) as f64 / 1000.0
-        };
+        let lag99 = quantile_ms(&self.lag, 0.99);
         format!(
             "{mode}: offered {rate:.0} req/s for {secs} s: sent {sent} ({sent_rate:.0}/s), ok {ok} ({ok_rate:.0}/s), errors {err} ({errpct:.3}%): {errors}\n\
              latency ms (from the intended send time): p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}\n\
@@ -425,12 +404,43 @@ impl LoadResult {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram: microseconds, 3 significant digits, up to an hour.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+/// `d` in whole microseconds, at least 1 (the histograms' lowest value).
+pub fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).max(1)
+}
+
+/// Quantile `q` of `h` in milliseconds (NaN when it is empty).
+pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        f64::NAN
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Error counts as `kind=count, ...` (or `-`).
+pub fn errors_text(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        "-".into()
+    } else {
+        errors
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Adds a worker's error counts to the run's.
+pub fn add_errors(into: &mut BTreeMap<String, u64>, from: BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
 }
 
 /// This process's CPU time (user + system) in seconds, from `/proc/self/stat`.
@@ -457,38 +467,12 @@ pub fn run(cfg: &LoadConfig) -> LoadResult {
     let threads = cfg.threads.max(1);
     let per_worker = cfg.connections.max(1).div_ceil(threads);
     let request: Arc<[u8]> = request_bytes(cfg).into();
-    let total = cfg.total();
     let cpu_before = own_cpu_secs();
-    // Leave the workers time to start before the first due time.
-    let start = Instant::now() + Duration::from_millis(20);
-    let mut senders = Vec::with_capacity(threads);
-    let mut handles = Vec::with_capacity(threads);
-    for n in 0..threads {
-        let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-        senders.push(tx);
-        let cfg = cfg.clone();
-        let request = request.clone();
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("loadgen-{n}"))
-                .spawn(move || worker(cfg, request, per_worker, rx))
-                .expect("worker thread starts"),
-        );
-    }
-    // The dispatcher: this thread.
-    let mut last_send = start;
-    for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 / cfg.rate);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        if senders[(i % threads as u64) as usize].send(due).is_err() {
-            break;
-        }
-        last_send = Instant::now();
-    }
-    drop(senders);
+    let worker_cfg = cfg.clone();
+    let ran = schedule(cfg.rate, cfg.total(), threads, "loadgen", move |rx, _| {
+        worker(worker_cfg.clone(), request.clone(), per_worker, rx)
+    });
+    let start = ran.start;
     let mut result = LoadResult {
         mode: cfg.mode,
         rate: cfg.rate,
@@ -498,20 +482,17 @@ pub fn run(cfg: &LoadConfig) -> LoadResult {
         errors: BTreeMap::new(),
         latency: histogram(),
         lag: histogram(),
-        send_secs: last_send.saturating_duration_since(start).as_secs_f64(),
+        send_secs: ran.last_send.saturating_duration_since(start).as_secs_f64(),
         total_secs: 0.0,
         cpu_secs: 0.0,
         connects: 0,
         stale_retries: 0,
     };
     let mut last_done = start;
-    for h in handles {
-        let w = h.join().expect("worker thread");
+    for w in ran.workers {
         result.sent += w.sent;
         result.ok += w.ok;
-        for (k, v) in w.errors {
-            *result.errors.entry(k).or_default() += v;
-        }
+        add_errors(&mut result.errors, w.errors);
         result.latency.add(&w.latency).expect("same bounds");
         result.lag.add(&w.lag).expect("same bounds");
         result.connects += w.connects;
@@ -527,6 +508,100 @@ pub fn run(cfg: &LoadConfig) -> LoadResult {
     result.total_secs = last_done.saturating_duration_since(start).as_secs_f64();
     result.cpu_secs = own_cpu_secs() - cpu_before;
     result
+}
+
+/// A schedule that ran (see [`schedule`]).
+pub struct Schedule<W> {
+    /// The first due time.
+    pub start: Instant,
+    /// When the last request was handed to a worker.
+    pub last_send: Instant,
+    /// What each worker returned, in the order they were started.
+    pub workers: Vec<W>,
+}
+
+/// Runs the open-loop schedule of `total` requests at `rate` per second over `threads`
+/// worker threads (named `{name}-{n}`), and waits for the workers to end. Each is started as
+/// `worker(due times, first due time)`; request `i` is due at `start + i / rate` and handed
+/// round-robin at that time by this thread (the dispatcher), which never waits for answers.
+/// The first due time is 20 ms away, to leave the workers time to start.
+pub fn schedule<W, F>(rate: f64, total: u64, threads: usize, name: &str, worker: F) -> Schedule<W>
+where
+    W: Send + 'static,
+    F: Fn(mpsc::UnboundedReceiver<Instant>, Instant) -> W + Clone + Send + 'static,
+{
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut senders = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for n in 0..threads {
+        let (tx, rx) = mpsc::unbounded_channel::<Instant>();
+        senders.push(tx);
+        let worker = worker.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || worker(rx, start))
+                .expect("worker thread starts"),
+        );
+    }
+    // The dispatcher: this thread.
+    let mut last_send = start;
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if senders[(i % threads as u64) as usize].send(due).is_err() {
+            break;
+        }
+        last_send = Instant::now();
+    }
+    drop(senders);
+    let workers = handles
+        .into_iter()
+        .map(|h| h.join().expect("worker thread"))
+        .collect();
+    Schedule {
+        start,
+        last_send,
+        workers,
+    }
+}
+
+/// A worker thread's loop: a single-threaded tokio runtime that, for each due time from
+/// `rx`, calls `each` at once and runs the future it returns as a task of its own; returns
+/// when `rx` is closed and every task has ended.
+pub fn serve_due<F, Fut>(mut rx: mpsc::UnboundedReceiver<Instant>, mut each: F)
+where
+    F: FnMut(Instant) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let outstanding = Rc::new(Cell::new(0usize));
+    let all_done = Rc::new(Notify::new());
+    local.block_on(&rt, async move {
+        while let Some(due) = rx.recv().await {
+            let task = each(due);
+            outstanding.set(outstanding.get() + 1);
+            let (outstanding, all_done) = (outstanding.clone(), all_done.clone());
+            tokio::task::spawn_local(async move {
+                task.await;
+                outstanding.set(outstanding.get() - 1);
+                if outstanding.get() == 0 {
+                    all_done.notify_one();
+                }
+            });
+        }
+        while outstanding.get() > 0 {
+            all_done.notified().await;
+        }
+    });
+    drop(local);
 }
 
 /// What one worker thread measured.
@@ -545,13 +620,8 @@ fn worker(
     cfg: LoadConfig,
     request: Arc<[u8]>,
     connections: usize,
-    mut rx: mpsc::UnboundedReceiver<Instant>,
+    rx: mpsc::UnboundedReceiver<Instant>,
 ) -> WorkerOut {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
     let out = Rc::new(RefCell::new(WorkerOut {
         sent: 0,
         ok: 0,
@@ -570,58 +640,36 @@ fn worker(
         connects: Cell::new(0),
         stale_retries: Cell::new(0),
     });
-    let outstanding = Rc::new(Cell::new(0usize));
-    let all_done = Rc::new(Notify::new());
     let timeout = cfg.client_timeout;
     let task_out = out.clone();
     let task_pool = pool.clone();
-    local.block_on(&rt, async move {
-        while let Some(due) = rx.recv().await {
-            let picked = Instant::now();
-            {
-                let mut o = task_out.borrow_mut();
-                o.sent += 1;
-                o.lag
-                    .saturating_record(micros(picked.saturating_duration_since(due)));
-            }
-            outstanding.set(outstanding.get() + 1);
-            let (out, pool, outstanding, all_done) = (
-                task_out.clone(),
-                task_pool.clone(),
-                outstanding.clone(),
-                all_done.clone(),
-            );
-            tokio::task::spawn_local(async move {
-                let deadline = tokio::time::Instant::from_std(due + timeout);
-                let outcome = tokio::time::timeout_at(deadline, pool.exchange()).await;
-                let done = Instant::now();
-                {
-                    let mut o = out.borrow_mut();
-                    match outcome {
-                        Ok(Ok(status)) if (200..300).contains(&status) => {
-                            o.ok += 1;
-                            o.latency
-                                .saturating_record(micros(done.saturating_duration_since(due)));
-                        }
-                        Ok(Ok(status)) => {
-                            *o.errors.entry(format!("status {status}")).or_default() += 1
-                        }
-                        Ok(Err(kind)) => *o.errors.entry(kind).or_default() += 1,
-                        Err(_) => *o.errors.entry("timeout".into()).or_default() += 1,
-                    }
-                    o.last_done = Some(o.last_done.map_or(done, |d| d.max(done)));
-                }
-                outstanding.set(outstanding.get() - 1);
-                if outstanding.get() == 0 {
-                    all_done.notify_one();
-                }
-            });
+    serve_due(rx, move |due| {
+        let picked = Instant::now();
+        {
+            let mut o = task_out.borrow_mut();
+            o.sent += 1;
+            o.lag
+                .saturating_record(micros(picked.saturating_duration_since(due)));
         }
-        while outstanding.get() > 0 {
-            all_done.notified().await;
+        let (out, pool) = (task_out.clone(), task_pool.clone());
+        async move {
+            let deadline = tokio::time::Instant::from_std(due + timeout);
+            let outcome = tokio::time::timeout_at(deadline, pool.exchange()).await;
+            let done = Instant::now();
+            let mut o = out.borrow_mut();
+            match outcome {
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    o.ok += 1;
+                    o.latency
+                        .saturating_record(micros(done.saturating_duration_since(due)));
+                }
+                Ok(Ok(status)) => *o.errors.entry(format!("status {status}")).or_default() += 1,
+                Ok(Err(kind)) => *o.errors.entry(kind).or_default() += 1,
+                Err(_) => *o.errors.entry("timeout".into()).or_default() += 1,
+            }
+            o.last_done = Some(o.last_done.map_or(done, |d| d.max(done)));
         }
     });
-    drop(local);
     let mut out = Rc::try_unwrap(out)
         .ok()
         .expect("no task holds the results")
@@ -776,7 +824,8 @@ impl Conn {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first stands in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -1,11 +1,12 @@
 //! An open-loop generator of streamed requests, for the `streaming` benchmark (included with
 //! `#[path = "support/stream_load.rs"] mod stream_load;` next to `support/loadgen.rs`).
 //!
-//! It works like `loadgen.rs` (a dispatcher thread hands each request to a worker at its due
-//! time, `start + i / rate`; workers are single-threaded tokio runtimes with their own
-//! keep-alive connections and a minimal HTTP/1.1 client; every time is measured from the
-//! request's due time, so no coordinated omission), but reads each answer as a stream, event
-//! by event, from one of two routes:
+//! It runs on `loadgen.rs`'s open-loop core ([`loadgen::schedule`]: a dispatcher thread hands
+//! each request to a worker at its due time, `start + i / rate`; [`loadgen::serve_due`]:
+//! workers are single-threaded tokio runtimes), with its own keep-alive connections and
+//! minimal HTTP/1.1 client; every time is measured from the request's due time, so no
+//! coordinated omission. It reads each answer as a stream, event by event, from one of two
+//! routes:
 //! - [`Target::Direct`]: the emulator's (Bedrock's) `POST /model/{id}/invoke-with-response-stream`,
 //!   event-stream frames whose `chunk`s carry the Anthropic events;
 //! - [`Target::Messages`]: the broker's `POST /v1/messages` with `stream: true`, server-sent
@@ -26,7 +27,7 @@
 //! - the most streams open at once.
 #![allow(dead_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -37,14 +38,12 @@ use hdrhistogram::Histogram;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
-use crate::loadgen;
+use crate::loadgen::{self, find, histogram, micros, quantile_ms};
 
 /// Idle keep-alive connections older than this are not reused.
 const MAX_IDLE: Duration = Duration::from_secs(2);
-/// Highest time the histograms hold, microseconds.
-const HIST_MAX_US: u64 = 3_600_000_000;
 
 /// Which route the streams read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +115,7 @@ impl StreamLoad {
     fn request_bytes(&self) -> Vec<u8> {
         let (path, body) = match self.target {
             Target::Direct => {
-                let id = loadgen::MODEL.replace(':', "%3A").replace('/', "%2F");
+                let id = loadgen::model_segment();
                 let body = serde_json::json!({"anthropic_version": "bedrock-2023-05-31",
                     "max_tokens": self.max_tokens, "messages": self.messages});
                 (format!("/model/{id}/invoke-with-response-stream"), body)
@@ -168,27 +167,19 @@ pub struct StreamResult {
 }
 
 impl StreamResult {
-    fn q(h: &Histogram<u64>, q: f64) -> f64 {
-        if h.is_empty() {
-            f64::NAN
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    }
-
     /// Time to first token at quantile `q`, ms.
     pub fn ttft_ms(&self, q: f64) -> f64 {
-        Self::q(&self.ttft, q)
+        quantile_ms(&self.ttft, q)
     }
 
     /// Event lateness at quantile `q`, ms.
     pub fn lateness_ms(&self, q: f64) -> f64 {
-        Self::q(&self.lateness, q)
+        quantile_ms(&self.lateness, q)
     }
 
     /// Stream duration at quantile `q`, ms.
     pub fn duration_ms(&self, q: f64) -> f64 {
-        Self::q(&self.duration, q)
+        quantile_ms(&self.duration, q)
     }
 
     pub fn error_count(&self) -> u64 {
@@ -196,15 +187,7 @@ impl StreamResult {
     }
 
     pub fn errors_text(&self) -> String {
-        if self.errors.is_empty() {
-            "-".into()
-        } else {
-            self.errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        loadgen::errors_text(&self.errors)
     }
 
     /// Ok streams that ended within `[from, to)` seconds of the first due time.
@@ -216,14 +199,6 @@ impl StreamResult {
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
-}
-
-fn micros(d: Duration) -> u64 {
-    (d.as_micros() as u64).max(1)
-}
-
 /// Runs the schedule and waits for every stream to end (or be given up). Blocking.
 pub fn run(cfg: &StreamLoad) -> StreamResult {
     let threads = cfg.threads.max(1);
@@ -231,32 +206,23 @@ pub fn run(cfg: &StreamLoad) -> StreamResult {
     let request: Arc<[u8]> = cfg.request_bytes().into();
     let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let max_open = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(20);
-    let mut senders = Vec::new();
-    let mut handles = Vec::new();
-    for n in 0..threads {
-        let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-        senders.push(tx);
-        let (cfg, request, open, max_open) =
-            (cfg.clone(), request.clone(), open.clone(), max_open.clone());
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("streamgen-{n}"))
-                .spawn(move || worker(cfg, request, per_worker, rx, start, open, max_open))
-                .expect("worker thread starts"),
-        );
-    }
-    for i in 0..cfg.total() {
-        let due = start + Duration::from_secs_f64(i as f64 / cfg.rate);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        if senders[(i % threads as u64) as usize].send(due).is_err() {
-            break;
-        }
-    }
-    drop(senders);
+    let (worker_cfg, worker_max_open) = (cfg.clone(), max_open.clone());
+    let ran = loadgen::schedule(
+        cfg.rate,
+        cfg.total(),
+        threads,
+        "streamgen",
+        move |rx, start| {
+            let (cfg, request, open, max_open) = (
+                worker_cfg.clone(),
+                request.clone(),
+                open.clone(),
+                worker_max_open.clone(),
+            );
+            worker(cfg, request, per_worker, rx, start, open, max_open)
+        },
+    );
+    let start = ran.start;
     let mut result = StreamResult {
         target: cfg.target,
         rate: cfg.rate,
@@ -272,13 +238,10 @@ pub fn run(cfg: &StreamLoad) -> StreamResult {
         total_secs: 0.0,
     };
     let mut last = start;
-    for handle in handles {
-        let w = handle.join().expect("worker thread");
+    for w in ran.workers {
         result.sent += w.sent;
         result.ok += w.ok;
-        for (k, v) in w.errors {
-            *result.errors.entry(k).or_default() += v;
-        }
+        loadgen::add_errors(&mut result.errors, w.errors);
         result.ttft.add(&w.ttft).expect("same bounds");
         result.lateness.add(&w.lateness).expect("same bounds");
         result.duration.add(&w.duration).expect("same bounds");
@@ -320,17 +283,12 @@ fn worker(
     cfg: StreamLoad,
     request: Arc<[u8]>,
     connections: usize,
-    mut rx: mpsc::UnboundedReceiver<Instant>,
+    rx: mpsc::UnboundedReceiver<Instant>,
     start: Instant,
     open: Arc<std::sync::atomic::AtomicU64>,
     max_open: Arc<std::sync::atomic::AtomicU64>,
 ) -> WorkerOut {
     use std::sync::atomic::Ordering;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
     let out = Rc::new(RefCell::new(WorkerOut {
         sent: 0,
         ok: 0,
@@ -346,72 +304,54 @@ fn worker(
         slots: Semaphore::new(connections),
         idle: RefCell::new(Vec::new()),
     });
-    let outstanding = Rc::new(Cell::new(0usize));
-    let all_done = Rc::new(Notify::new());
     let task_out = out.clone();
-    local.block_on(&rt, async move {
-        while let Some(due) = rx.recv().await {
-            task_out.borrow_mut().sent += 1;
-            outstanding.set(outstanding.get() + 1);
-            let (out, pool, outstanding, all_done, request, open, max_open) = (
-                task_out.clone(),
-                pool.clone(),
-                outstanding.clone(),
-                all_done.clone(),
-                request.clone(),
-                open.clone(),
-                max_open.clone(),
-            );
-            let (timeout, pace, target) = (cfg.client_timeout, cfg.tokens_per_sec, cfg.target);
-            tokio::task::spawn_local(async move {
-                let now_open = open.fetch_add(1, Ordering::Relaxed) + 1;
-                max_open.fetch_max(now_open, Ordering::Relaxed);
-                let deadline = tokio::time::Instant::from_std(due + timeout);
-                let outcome =
-                    tokio::time::timeout_at(deadline, pool.stream(&request, target, pace)).await;
-                open.fetch_sub(1, Ordering::Relaxed);
-                let done = Instant::now();
-                {
-                    let mut o = out.borrow_mut();
-                    match outcome {
-                        Ok(Outcome {
-                            error: None,
-                            first_delta,
-                            lateness,
-                            ..
-                        }) => {
-                            o.ok += 1;
-                            if let Some(first) = first_delta {
-                                o.ttft.saturating_record(micros(
-                                    first.saturating_duration_since(due),
-                                ));
-                            }
-                            for late in lateness {
-                                o.lateness.saturating_record(micros(late));
-                            }
-                            o.duration
-                                .saturating_record(micros(done.saturating_duration_since(due)));
-                            o.ok_ends
-                                .push(done.saturating_duration_since(start).as_secs_f64());
-                        }
-                        Ok(Outcome {
-                            error: Some(kind), ..
-                        }) => *o.errors.entry(kind).or_default() += 1,
-                        Err(_) => *o.errors.entry("timeout".into()).or_default() += 1,
+    loadgen::serve_due(rx, move |due| {
+        task_out.borrow_mut().sent += 1;
+        let (out, pool, request, open, max_open) = (
+            task_out.clone(),
+            pool.clone(),
+            request.clone(),
+            open.clone(),
+            max_open.clone(),
+        );
+        let (timeout, pace, target) = (cfg.client_timeout, cfg.tokens_per_sec, cfg.target);
+        async move {
+            let now_open = open.fetch_add(1, Ordering::Relaxed) + 1;
+            max_open.fetch_max(now_open, Ordering::Relaxed);
+            let deadline = tokio::time::Instant::from_std(due + timeout);
+            let outcome =
+                tokio::time::timeout_at(deadline, pool.stream(&request, target, pace)).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+            let done = Instant::now();
+            let mut o = out.borrow_mut();
+            match outcome {
+                Ok(Outcome {
+                    error: None,
+                    first_delta,
+                    lateness,
+                    ..
+                }) => {
+                    o.ok += 1;
+                    if let Some(first) = first_delta {
+                        o.ttft
+                            .saturating_record(micros(first.saturating_duration_since(due)));
                     }
-                    o.last_done = Some(o.last_done.map_or(done, |d| d.max(done)));
+                    for late in lateness {
+                        o.lateness.saturating_record(micros(late));
+                    }
+                    o.duration
+                        .saturating_record(micros(done.saturating_duration_since(due)));
+                    o.ok_ends
+                        .push(done.saturating_duration_since(start).as_secs_f64());
                 }
-                outstanding.set(outstanding.get() - 1);
-                if outstanding.get() == 0 {
-                    all_done.notify_one();
-                }
-            });
-        }
-        while outstanding.get() > 0 {
-            all_done.notified().await;
+                Ok(Outcome {
+                    error: Some(kind), ..
+                }) => *o.errors.entry(kind).or_default() += 1,
+                Err(_) => *o.errors.entry("timeout".into()).or_default() += 1,
+            }
+            o.last_done = Some(o.last_done.map_or(done, |d| d.max(done)));
         }
     });
-    drop(local);
     Rc::try_unwrap(out)
         .ok()
         .expect("no task holds the results")
@@ -559,10 +499,6 @@ async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u
         buf.reserve(16384);
     }
     conn.read_buf(buf).await
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Incremental `Transfer-Encoding: chunked` decoding (no trailers expected).

@@ -174,16 +174,18 @@ fn parse_non_negative(s: &str) -> Result<f64, String> {
 }
 
 fn parse_positive_secs(s: &str) -> Result<f64, String> {
-    match parse_non_negative(s)? {
-        x if x > 0.0 => Ok(x),
-        x => Err(format!("expected seconds > 0, got {x}")),
-    }
+    positive(s, "seconds")
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {
+    positive(s, "a number")
+}
+
+/// A number above 0; a refusal says `expected {what} > 0`.
+fn positive(s: &str, what: &str) -> Result<f64, String> {
     match parse_non_negative(s)? {
         x if x > 0.0 => Ok(x),
-        x => Err(format!("expected a number > 0, got {x}")),
+        x => Err(format!("expected {what} > 0, got {x}")),
     }
 }
 
@@ -212,6 +214,15 @@ async fn shutdown_signal() {
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    // Faults before the reply and inside a stream have separate rates.
+    let mut error_rates = Vec::new();
+    let mut stream_error_rates = Vec::new();
+    for &(fault, rate) in &args.error_rates {
+        match fault {
+            Fault::Before(kind) => error_rates.push((kind, rate)),
+            Fault::MidStream(mid) => stream_error_rates.push((mid, rate)),
+        }
+    }
     let config = EmulatorConfig {
         latency: Duration::from_millis(args.latency_ms),
         quota: args.quota_rps.map(|rps| Quota {
@@ -237,22 +248,8 @@ fn main() -> std::io::Result<()> {
             sliding: args.token_window_sliding,
         }),
         quota_schedule: args.quota_schedule,
-        error_rates: args
-            .error_rates
-            .iter()
-            .filter_map(|&(fault, rate)| match fault {
-                Fault::Before(kind) => Some((kind, rate)),
-                Fault::MidStream(_) => None,
-            })
-            .collect(),
-        stream_error_rates: args
-            .error_rates
-            .iter()
-            .filter_map(|&(fault, rate)| match fault {
-                Fault::MidStream(mid) => Some((mid, rate)),
-                Fault::Before(_) => None,
-            })
-            .collect(),
+        error_rates,
+        stream_error_rates,
         seed: args.seed,
         stream_tokens_per_sec: args.stream_tokens_per_sec,
     };

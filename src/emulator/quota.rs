@@ -655,6 +655,24 @@ mod tests {
         Limits::scaled(config, config.quota_factor_at(elapsed))
     }
 
+    /// A model's state on a clock started now: the start, and the state.
+    fn started() -> (Instant, ModelState) {
+        let t0 = Instant::now();
+        (t0, ModelState::new(t0, t0))
+    }
+
+    /// A window quota of 2 calls per second, fixed or sliding.
+    fn two_calls_a_second(sliding: bool) -> EmulatorConfig {
+        EmulatorConfig {
+            window_quota: Some(WindowQuota {
+                requests: 2,
+                window: ms(1000),
+                sliding,
+            }),
+            ..EmulatorConfig::default()
+        }
+    }
+
     /// Refreshes at `t0 + at` under the limits in force then, and tries to admit.
     fn admit_at(
         s: &mut ModelState,
@@ -677,8 +695,7 @@ mod tests {
             }),
             ..EmulatorConfig::default()
         };
-        let t0 = Instant::now();
-        let mut s = ModelState::new(t0, t0);
+        let (t0, mut s) = started();
         let z = Duration::ZERO;
         assert_eq!(admit_at(&mut s, &c, t0, z, 0.0), Ok(()));
         assert_eq!(admit_at(&mut s, &c, t0, z, 0.0), Ok(()));
@@ -707,8 +724,7 @@ mod tests {
             }),
             ..EmulatorConfig::default()
         };
-        let t0 = Instant::now();
-        let mut s = ModelState::new(t0, t0);
+        let (t0, mut s) = started();
         assert_eq!(admit_at(&mut s, &c, t0, Duration::ZERO, 0.0), Ok(()));
         assert_eq!(
             admit_at(&mut s, &c, t0, Duration::from_secs(100), 0.0),
@@ -724,16 +740,8 @@ mod tests {
         assert_eq!(window_offset(ms(2500), ms(1000)), ms(2000));
         assert_eq!(window_offset(ms(7), Duration::ZERO), ms(7));
 
-        let c = EmulatorConfig {
-            window_quota: Some(WindowQuota {
-                requests: 2,
-                window: ms(1000),
-                sliding: false,
-            }),
-            ..EmulatorConfig::default()
-        };
-        let t0 = Instant::now();
-        let mut s = ModelState::new(t0, t0);
+        let c = two_calls_a_second(false);
+        let (t0, mut s) = started();
         // First call late in window 0: the window still ends at t0 + 1 s, not 1 s later.
         assert_eq!(admit_at(&mut s, &c, t0, ms(900), 0.0), Ok(()));
         assert_eq!(admit_at(&mut s, &c, t0, ms(950), 0.0), Ok(()));
@@ -771,9 +779,8 @@ mod tests {
             }),
             ..EmulatorConfig::default()
         };
-        let t0 = Instant::now();
+        let (t0, mut s) = started();
         let z = Duration::ZERO;
-        let mut s = ModelState::new(t0, t0);
         let l = limits(&c, z);
         // Larger than the capacity: never passes, takes nothing.
         assert_eq!(admit_at(&mut s, &c, t0, z, 301.0), Err(Throttle::Tokens));
@@ -817,9 +824,8 @@ mod tests {
             }),
             ..EmulatorConfig::default()
         };
-        let t0 = Instant::now();
+        let (t0, mut s) = started();
         let z = Duration::ZERO;
-        let mut s = ModelState::new(t0, t0);
         assert_eq!(admit_at(&mut s, &c, t0, z, 200.0), Err(Throttle::Tokens));
         assert_eq!((s.requests.level, s.window.used), (5.0, 0.0));
         for _ in 0..3 {
@@ -936,8 +942,7 @@ mod tests {
         assert_eq!(off.window.map(|w| w.limit), Some(0.0));
 
         // Levels above a shrunken capacity are clamped.
-        let t0 = Instant::now();
-        let mut s = ModelState::new(t0, t0);
+        let (t0, mut s) = started();
         assert_eq!(admit_at(&mut s, &c, t0, Duration::ZERO, 10.0), Ok(()));
         assert_eq!((s.requests.level, s.tokens.level), (3.0, 90.0));
         let l = limits(&c, ms(300));
@@ -996,16 +1001,8 @@ mod tests {
 
     #[test]
     fn sliding_windows_count_the_last_window_whatever_its_alignment() {
-        let c = EmulatorConfig {
-            window_quota: Some(WindowQuota {
-                requests: 2,
-                window: ms(1000),
-                sliding: true,
-            }),
-            ..EmulatorConfig::default()
-        };
-        let t0 = Instant::now();
-        let mut s = ModelState::new(t0, t0);
+        let c = two_calls_a_second(true);
+        let (t0, mut s) = started();
         assert_eq!(admit_at(&mut s, &c, t0, ms(900), 0.0), Ok(()));
         assert_eq!(admit_at(&mut s, &c, t0, ms(950), 0.0), Ok(()));
         // A fixed window would reset at 1 s; a sliding one waits until 1.9 s.
@@ -1043,9 +1040,8 @@ mod tests {
                 }),
                 ..EmulatorConfig::default()
             };
-            let t0 = Instant::now();
+            let (t0, mut s) = started();
             let l = limits(&c, Duration::ZERO);
-            let mut s = ModelState::new(t0, t0);
             s.refresh(&l, t0, t0);
             // Larger than the window's tokens: never passes.
             assert_eq!(s.admit(&l, 1001.0, t0), Err(Throttle::Tokens));

@@ -22,18 +22,23 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use actors::InferRequest;
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use serde_json::Value;
 
-use super::call::{self, Incoming};
+use super::call;
+use super::route::{self, Incoming, Protocol};
 use super::stream_body::{self, Framer};
-use super::{check_content_type, read_body, AppState, WORKER_TYPE};
+use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::openai::{self, ChunkStream};
-use crate::protocol::{anthropic, headers, ErrorClass};
+use crate::protocol::ErrorClass;
+
+/// OpenAI's answers: the request id in `x-request-id` alone (the SDK reads it there), and
+/// OpenAI's error shape.
+const OPENAI: Protocol = Protocol {
+    id_header: None,
+    error_response,
+};
 
 /// `POST /v1/chat/completions`.
 pub(crate) async fn completions(
@@ -41,15 +46,10 @@ pub(crate) async fn completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let incoming = Incoming::read(&req, &state);
-    let mut model = None;
-    match serve(&state, &req, payload, &incoming, &mut model).await {
-        Ok(response) => response,
-        Err(error) => {
-            incoming.failed(&error);
-            error_response(&error, &incoming.request_id, model.as_deref())
-        }
-    }
+    route::respond(&req, &state, &OPENAI, async |incoming, model| {
+        serve(&state, &req, payload, incoming, model).await
+    })
+    .await
 }
 
 /// The request's answer; `model` is set as soon as it is known, for the error's headers.
@@ -61,36 +61,22 @@ async fn serve(
     model: &mut Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     // 1. Key, shutdown, headers, then the body (refusing oversize ones before reading).
-    state.keys.check(req)?;
-    call::refuse_while_draining(state)?;
-    check_content_type(req, false)?;
-    let budget = incoming.budget()?;
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    route::admit(state, req)?;
+    let (budget, body) = incoming.budget_and_body(state, req, payload, false).await?;
     // 2. OpenAI's request into Bedrock's body.
     let chat = openai::parse_chat_request(&body)?;
     drop(body);
     *model = Some(chat.model.clone());
-    let request = InferRequest {
-        worker_type: WORKER_TYPE.into(),
-        model: chat.model.as_str().into(),
-        body: chat.body_bytes(),
-        max_retries: budget.max_retries,
-        timeout: budget.timeout,
-        reserved_tokens: chat.reserved_tokens,
-        trace: incoming.trace.clone(),
-    };
-    incoming.trace.set_model(&request.model);
+    let request =
+        incoming.infer_request(&chat.model, chat.body_bytes(), budget, chat.reserved_tokens);
     // 3. Through the broker, whole or streamed; one id and creation time for the reply.
-    let request_id = incoming.request_id.as_str();
     let id = completion_id(fastrand::u128(..));
     let created = unix_now();
     if !chat.stream {
         let reply = call::whole(state, request).await?;
-        let reply: Value = serde_json::from_slice(&reply.body).map_err(|e| ApiError::Internal {
-            reason: format!("Bedrock's reply is not JSON ({e})"),
-        })?;
+        let reply = call::reply_json(&reply)?;
         let completion = openai::chat_completion(&reply, &chat, &id, created);
-        return Ok(ok_builder(request_id, &chat.model).json(completion));
+        return Ok(incoming.ok(&chat.model).json(completion));
     }
     let (message_start, items) = call::stream(state, request).await?;
     let mut framer = ChunkFramer {
@@ -99,16 +85,8 @@ async fn serve(
     let first = framer
         .event(&message_start)
         .map_err(|reason| ApiError::Internal { reason })?;
-    Ok(ok_builder(request_id, &chat.model)
-        .content_type("text/event-stream; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream_body::body(
-            first,
-            items,
-            framer,
-            Some(state.stream_ping),
-        )))
+    let body = stream_body::body(first, items, framer, Some(state.stream_ping));
+    Ok(route::server_sent_events(incoming.ok(&chat.model)).streaming(body))
 }
 
 /// Anthropic stream events as `chat.completion.chunk` lines.
@@ -119,8 +97,7 @@ struct ChunkFramer {
 
 impl Framer for ChunkFramer {
     fn event(&mut self, json: &[u8]) -> Result<Bytes, String> {
-        let event: Value = serde_json::from_slice(json)
-            .map_err(|e| format!("Bedrock sent a stream event that is not JSON ({e})"))?;
+        let event = stream_body::event_json(json)?;
         Ok(Bytes::from(self.chunks.on_event(&event).concat()))
     }
 
@@ -149,39 +126,17 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A 200 with the headers every answer carries.
-fn ok_builder(request_id: &str, model: &str) -> HttpResponseBuilder {
-    let mut response = HttpResponse::Ok();
-    ids(&mut response, request_id, Some(model));
-    response
-}
-
-/// The request id and the model.
-fn ids(response: &mut HttpResponseBuilder, request_id: &str, model: Option<&str>) {
-    response.insert_header((headers::REQUEST_ID, request_id));
-    if let Some(model) = model {
-        response.insert_header((headers::MODEL, model));
-    }
-}
-
 /// An error in OpenAI's shape, `param` naming the refused field or header.
-fn error_response(error: &ApiError, request_id: &str, model: Option<&str>) -> HttpResponse {
+fn error_response(error: &ApiError, incoming: &Incoming, model: Option<&str>) -> HttpResponse {
     let classified = error.classify();
     let param = match error {
         ApiError::Invalid { field, .. } => Some(field.as_str()),
         _ => None,
     };
     let (status, body) = openai::error_response(classified.class, &classified.message, param);
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = HttpResponse::build(status);
-    ids(&mut response, request_id, model);
-    if let Some(wait) = classified.retry_after {
-        response.insert_header((
-            header::RETRY_AFTER,
-            anthropic::retry_after_header(wait).to_string(),
-        ));
-    }
-    response.json(body)
+    incoming
+        .error(status, model, classified.retry_after)
+        .json(body)
 }
 
 #[cfg(test)]

@@ -26,14 +26,14 @@
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::{InferError, InferRequest};
+use actors::InferError;
 use bytes::Bytes;
-use serde_json::Value;
 
-use super::call::{self, Incoming};
-use super::invoke::{error_response, model_from_path, ok_builder};
+use super::call;
+use super::invoke::{read_request, BEDROCK};
+use super::route::{self, Incoming};
 use super::stream_body::{self, Framer};
-use super::{check_content_type, read_body, AppState, WORKER_TYPE};
+use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::converse::{self, ConverseStream};
 use crate::protocol::{eventstream, ErrorClass};
@@ -71,15 +71,10 @@ async fn handle(
     payload: web::Payload,
     operation: Operation,
 ) -> HttpResponse {
-    let incoming = Incoming::read(&req, &state);
-    let mut model = None;
-    match serve(&state, &req, payload, &incoming, operation, &mut model).await {
-        Ok(response) => response,
-        Err(error) => {
-            incoming.failed(&error);
-            error_response(&error, &incoming.request_id, model.as_deref())
-        }
-    }
+    route::respond(&req, &state, &BEDROCK, async |incoming, model| {
+        serve(&state, &req, payload, incoming, operation, model).await
+    })
+    .await
 }
 
 /// The request's answer; `model` is set as soon as it is known, for the error's headers.
@@ -93,37 +88,24 @@ async fn serve(
 ) -> Result<HttpResponse, ApiError> {
     // 1. Key, shutdown, the model from the raw path, headers, then the body.
     let started = Instant::now();
-    state.keys.check(req)?;
-    call::refuse_while_draining(state)?;
-    let model_id = model_from_path(req)?;
-    *model = Some(model_id.clone());
-    check_content_type(req, true)?;
-    let budget = incoming.budget()?;
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let (model_id, budget, body) = read_request(state, req, payload, incoming, model).await?;
     // 2. Converse's request into the Anthropic body.
     let parsed = converse::parse_converse_request(&body)?;
     drop(body);
-    let request = InferRequest {
-        worker_type: WORKER_TYPE.into(),
-        model: model_id.as_str().into(),
-        body: parsed.body_bytes(),
-        max_retries: budget.max_retries,
-        timeout: budget.timeout,
-        reserved_tokens: parsed.reserved_tokens,
-        trace: incoming.trace.clone(),
-    };
-    incoming.trace.set_model(&request.model);
+    let request = incoming.infer_request(
+        &model_id,
+        parsed.body_bytes(),
+        budget,
+        parsed.reserved_tokens,
+    );
     // 3. Through the broker, whole or streamed.
-    let request_id = incoming.request_id.as_str();
     match operation {
         Operation::Converse => {
             let reply = call::whole(state, request).await?;
-            let reply: Value =
-                serde_json::from_slice(&reply.body).map_err(|e| ApiError::Internal {
-                    reason: format!("Bedrock's reply is not JSON ({e})"),
-                })?;
+            let reply = call::reply_json(&reply)?;
             let latency_ms = started.elapsed().as_millis() as u64;
-            Ok(ok_builder(request_id, &model_id)
+            Ok(incoming
+                .ok(&model_id)
                 .json(converse::converse_response(&reply, latency_ms)))
         }
         Operation::ConverseStream => {
@@ -134,7 +116,8 @@ async fn serve(
             let first = framer
                 .event(&message_start)
                 .map_err(|reason| ApiError::Internal { reason })?;
-            Ok(ok_builder(request_id, &model_id)
+            Ok(incoming
+                .ok(&model_id)
                 .content_type("application/vnd.amazon.eventstream")
                 .streaming(stream_body::body(first, items, framer, None)))
         }
@@ -149,8 +132,7 @@ struct ConverseFramer {
 
 impl Framer for ConverseFramer {
     fn event(&mut self, json: &[u8]) -> Result<Bytes, String> {
-        let event: Value = serde_json::from_slice(json)
-            .map_err(|e| format!("Bedrock sent a stream event that is not JSON ({e})"))?;
+        let event = stream_body::event_json(json)?;
         let mut out = Vec::new();
         for (event_type, payload) in self.events.on_event(&event) {
             out.extend_from_slice(&eventstream::event_frame(
@@ -167,14 +149,6 @@ impl Framer for ConverseFramer {
 
     /// Bedrock's own exception when ConverseStream declares it, else the class's.
     fn error(&mut self, error: InferError) -> Bytes {
-        let code = match &error {
-            InferError::Failed { code, .. } => code.clone(),
-            _ => None,
-        };
-        let classified = ApiError::Infer(error).classify();
-        eventstream::exception_frame(
-            converse::stream_exception(code.as_deref(), classified.class),
-            &classified.message,
-        )
+        stream_body::exception_frame(error, converse::stream_exception)
     }
 }

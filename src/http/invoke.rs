@@ -14,19 +14,23 @@
 //! an exception frame. A client's SigV4 signature is not checked: with API keys on, the key
 //! comes as `Authorization: Bearer` or `x-api-key`.
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use actors::InferRequest;
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use super::call::{self, Incoming};
+use super::call;
+use super::route::{self, Incoming, Protocol};
 use super::stream_body::{self, Framing};
-use super::{check_content_type, read_body, AppState, WORKER_TYPE};
+use super::AppState;
 use crate::error::ApiError;
-use crate::protocol::{anthropic, bedrock, eventstream, headers};
+use crate::protocol::headers::Budget;
+use crate::protocol::{anthropic, bedrock, eventstream};
 
-/// Bedrock's request-id header (the AWS SDKs read it into their response metadata).
-const AMZN_REQUEST_ID: &str = "x-amzn-RequestId";
+/// Bedrock's answers: its own request-id header (the AWS SDKs read it into their response
+/// metadata) besides `x-request-id`, and its error shape.
+pub(super) const BEDROCK: Protocol = Protocol {
+    id_header: Some("x-amzn-RequestId"),
+    error_response,
+};
 
 /// Which operation a route is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +65,10 @@ async fn handle(
     payload: web::Payload,
     operation: Operation,
 ) -> HttpResponse {
-    let incoming = Incoming::read(&req, &state);
-    let mut model = None;
-    match serve(&state, &req, payload, &incoming, operation, &mut model).await {
-        Ok(response) => response,
-        Err(error) => {
-            incoming.failed(&error);
-            error_response(&error, &incoming.request_id, model.as_deref())
-        }
-    }
+    route::respond(&req, &state, &BEDROCK, async |incoming, model| {
+        serve(&state, &req, payload, incoming, operation, model).await
+    })
+    .await
 }
 
 /// The request's answer; `model` is set as soon as it is known, for the error's headers.
@@ -82,32 +81,16 @@ async fn serve(
     model: &mut Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     // 1. Key, shutdown, the model from the raw path, headers, then the body.
-    state.keys.check(req)?;
-    call::refuse_while_draining(state)?;
-    let model_id = model_from_path(req)?;
-    *model = Some(model_id.clone());
-    check_content_type(req, true)?;
-    let budget = incoming.budget()?;
-    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let (model_id, budget, body) = read_request(state, req, payload, incoming, model).await?;
     // 2. The Anthropic body Bedrock takes, checked.
     let parsed = anthropic::parse_invoke_body(&body)?;
     drop(body);
-    let request = InferRequest {
-        worker_type: WORKER_TYPE.into(),
-        model: model_id.as_str().into(),
-        body: parsed.body,
-        max_retries: budget.max_retries,
-        timeout: budget.timeout,
-        reserved_tokens: parsed.reserved_tokens,
-        trace: incoming.trace.clone(),
-    };
-    incoming.trace.set_model(&request.model);
+    let request = incoming.infer_request(&model_id, parsed.body, budget, parsed.reserved_tokens);
     // 3. Through the broker, whole or streamed.
-    let request_id = incoming.request_id.as_str();
     match operation {
         Operation::Invoke => {
             let reply = call::whole(state, request).await?;
-            let mut response = ok_builder(request_id, &model_id);
+            let mut response = incoming.ok(&model_id);
             if let Some(usage) = reply.usage {
                 response
                     .insert_header(("X-Amzn-Bedrock-Input-Token-Count", usage.input_tokens))
@@ -118,7 +101,8 @@ async fn serve(
         Operation::InvokeStream => {
             let (message_start, items) = call::stream(state, request).await?;
             let first: Bytes = eventstream::chunk_frame(&message_start);
-            Ok(ok_builder(request_id, &model_id)
+            Ok(incoming
+                .ok(&model_id)
                 .content_type("application/vnd.amazon.eventstream")
                 .insert_header(("X-Amzn-Bedrock-Content-Type", "application/json"))
                 .streaming(stream_body::body(
@@ -131,8 +115,25 @@ async fn serve(
     }
 }
 
+/// What a `/model/{modelId}/...` route reads before its body is parsed: after the key and
+/// shutdown, the model id from the raw path (set in `model` at once, for the error's headers),
+/// then the Content-Type (JSON or `application/octet-stream`), the budget and the body.
+pub(super) async fn read_request(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    incoming: &Incoming,
+    model: &mut Option<String>,
+) -> Result<(String, Budget, web::Bytes), ApiError> {
+    route::admit(state, req)?;
+    let model_id = model_from_path(req)?;
+    *model = Some(model_id.clone());
+    let (budget, body) = incoming.budget_and_body(state, req, payload, true).await?;
+    Ok((model_id, budget, body))
+}
+
 /// The model id of a `/model/{modelId}/...` route, decoded from the raw path.
-pub(super) fn model_from_path(req: &HttpRequest) -> Result<String, ApiError> {
+fn model_from_path(req: &HttpRequest) -> Result<String, ApiError> {
     let segment = req
         .uri()
         .path()
@@ -142,40 +143,12 @@ pub(super) fn model_from_path(req: &HttpRequest) -> Result<String, ApiError> {
     Ok(bedrock::model_id_from_segment(segment)?)
 }
 
-/// A 200 with the headers every answer carries.
-pub(super) fn ok_builder(request_id: &str, model: &str) -> HttpResponseBuilder {
-    let mut response = HttpResponse::Ok();
-    ids(&mut response, request_id, Some(model));
-    response
-}
-
-/// The request ids and the model.
-fn ids(response: &mut HttpResponseBuilder, request_id: &str, model: Option<&str>) {
-    response
-        .insert_header((AMZN_REQUEST_ID, request_id))
-        .insert_header((headers::REQUEST_ID, request_id));
-    if let Some(model) = model {
-        response.insert_header((headers::MODEL, model));
-    }
-}
-
-/// An error in Bedrock's shape.
-pub(super) fn error_response(
-    error: &ApiError,
-    request_id: &str,
-    model: Option<&str>,
-) -> HttpResponse {
+/// An error in Bedrock's shape, named in `x-amzn-ErrorType`.
+fn error_response(error: &ApiError, incoming: &Incoming, model: Option<&str>) -> HttpResponse {
     let classified = error.classify();
     let (status, name, body) = bedrock::error_response(classified.class, &classified.message);
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = HttpResponse::build(status);
-    ids(&mut response, request_id, model);
-    response.insert_header(("x-amzn-ErrorType", name));
-    if let Some(wait) = classified.retry_after {
-        response.insert_header((
-            header::RETRY_AFTER,
-            anthropic::retry_after_header(wait).to_string(),
-        ));
-    }
-    response.json(body)
+    incoming
+        .error(status, model, classified.retry_after)
+        .insert_header(("x-amzn-ErrorType", name))
+        .json(body)
 }

@@ -10,22 +10,19 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::call::Incoming;
-use super::messages::error_response;
-use super::AppState;
+use super::messages::ANTHROPIC;
+use super::route;
+use super::{actors_did_not_answer, AppState};
 use crate::error::ApiError;
 use crate::protocol::models::{model_info, models_list};
 
 /// `GET /v1/models`.
 pub(crate) async fn list(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let incoming = Incoming::read(&req, &state);
-    match serve(&state, &req).await {
-        Ok(response) => response,
-        Err(error) => {
-            incoming.failed(&error);
-            error_response(&error, &incoming.request_id, None)
-        }
-    }
+    // No model is named: the error carries none.
+    route::respond(&req, &state, &ANTHROPIC, async |_, _| {
+        serve(&state, &req).await
+    })
+    .await
 }
 
 async fn serve(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -35,9 +32,7 @@ async fn serve(state: &AppState, req: &HttpRequest) -> Result<HttpResponse, ApiE
         .broker
         .actor_state()
         .await
-        .map_err(|e| ApiError::Unavailable {
-            reason: format!("the actors did not answer ({e})"),
-        })?;
+        .map_err(actors_did_not_answer)?;
     let served = status
         .throttle
         .iter()

@@ -28,6 +28,7 @@ use std::time::Duration;
 use actors::{InferError, StreamItem, StreamReceiver};
 use bytes::Bytes;
 use futures_util::Stream;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::error::ApiError;
@@ -91,17 +92,12 @@ impl Framer for Framing {
     /// Anthropic's error event for its class; on Bedrock, the exception Bedrock sent when it
     /// sent one, else the one for its class.
     fn error(&mut self, error: InferError) -> Bytes {
-        let code = match &error {
-            InferError::Failed { code, .. } => code.clone(),
-            _ => None,
-        };
-        let classified = ApiError::Infer(error).classify();
         match self {
-            Framing::AnthropicSse => self.error_of_class(classified.class, &classified.message),
-            Framing::BedrockEventStream => eventstream::exception_frame(
-                bedrock::stream_exception(code.as_deref(), classified.class),
-                &classified.message,
-            ),
+            Framing::AnthropicSse => {
+                let classified = ApiError::Infer(error).classify();
+                self.error_of_class(classified.class, &classified.message)
+            }
+            Framing::BedrockEventStream => exception_frame(error, bedrock::stream_exception),
         }
     }
 
@@ -111,6 +107,31 @@ impl Framer for Framing {
             Framing::BedrockEventStream => None,
         }
     }
+}
+
+/// One Anthropic stream event as Bedrock sent it, as JSON, for a framer that translates it.
+pub(crate) fn event_json(json: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(json)
+        .map_err(|e| format!("Bedrock sent a stream event that is not JSON ({e})"))
+}
+
+/// The exception frame that ends an event stream that broke with `error`, named by
+/// `stream_exception` (the operation's: [`bedrock::stream_exception`] or
+/// [`crate::protocol::converse::stream_exception`]) from Bedrock's own error code, if the
+/// failure has one, and its class.
+pub(crate) fn exception_frame(
+    error: InferError,
+    stream_exception: fn(Option<&str>, ErrorClass) -> &'static str,
+) -> Bytes {
+    let code = match &error {
+        InferError::Failed { code, .. } => code.clone(),
+        _ => None,
+    };
+    let classified = ApiError::Infer(error).classify();
+    eventstream::exception_frame(
+        stream_exception(code.as_deref(), classified.class),
+        &classified.message,
+    )
 }
 
 /// A committed stream being relayed.

@@ -98,13 +98,32 @@ pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
         "modelTimeoutException",
         "validationException",
     ];
-    let same = |name: &str, code: &str| {
-        name.len() == code.len()
-            && name.as_bytes()[0].eq_ignore_ascii_case(&code.as_bytes()[0])
-            && name[1..] == code[1..]
-    };
-    code.and_then(|code| DECLARED.into_iter().find(|name| same(name, code)))
-        .unwrap_or_else(|| exception_for(class))
+    declared_exception(code, &DECLARED).unwrap_or_else(|| exception_for(class))
+}
+
+/// The one of `declared` (exception names in lower camel case) that Bedrock error `code`
+/// names, if any: an operation's stream exceptions, for a failure Bedrock reported with
+/// `code`.
+pub(crate) fn declared_exception(
+    code: Option<&str>,
+    declared: &[&'static str],
+) -> Option<&'static str> {
+    let code = code?;
+    declared
+        .iter()
+        .copied()
+        .find(|name| same_exception(name, code))
+}
+
+/// Whether `code` is the exception `name` (in lower camel case) with its first letter in
+/// either case: an `x-amzn-ErrorType` (`ThrottlingException`) or a stream's
+/// `:exception-type` (`throttlingException`). Compared as bytes: a code may be anything.
+fn same_exception(name: &str, code: &str) -> bool {
+    let (name, code) = (name.as_bytes(), code.as_bytes());
+    name.len() == code.len()
+        && !name.is_empty()
+        && name[0].eq_ignore_ascii_case(&code[0])
+        && name[1..] == code[1..]
 }
 
 /// The class of a Bedrock error, by its name: an `x-amzn-ErrorType` (`ThrottlingException`)
@@ -114,13 +133,6 @@ pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
 pub fn exception_class(name: &str) -> ErrorClass {
     // Text after a `:` is detail (`ThrottlingException:http://...`), as the SDKs read it.
     let name = name.split(':').next().unwrap_or_default();
-    // The same name with its first letter in either case (bytes: the name may be anything).
-    let same_name = |expected: &str| {
-        let (name, expected) = (name.as_bytes(), expected.as_bytes());
-        name.len() == expected.len()
-            && name[0].eq_ignore_ascii_case(&expected[0])
-            && name[1..] == expected[1..]
-    };
     const CLASSES: [(&str, ErrorClass); 11] = [
         ("throttlingException", ErrorClass::RateLimited),
         ("modelNotReadyException", ErrorClass::RateLimited),
@@ -136,26 +148,14 @@ pub fn exception_class(name: &str) -> ErrorClass {
     ];
     CLASSES
         .iter()
-        .find(|(expected, _)| same_name(expected))
+        .find(|(expected, _)| same_exception(expected, name))
         .map_or(ErrorClass::Upstream, |(_, class)| *class)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EVERY_CLASS: [ErrorClass; 10] = [
-        ErrorClass::InvalidRequest,
-        ErrorClass::Authentication,
-        ErrorClass::PermissionDenied,
-        ErrorClass::NotFound,
-        ErrorClass::RequestTooLarge,
-        ErrorClass::RateLimited,
-        ErrorClass::Overloaded,
-        ErrorClass::Upstream,
-        ErrorClass::Unavailable,
-        ErrorClass::Timeout,
-    ];
+    use crate::protocol::EVERY_CLASS;
 
     #[test]
     fn every_class_has_bedrocks_status_name_and_body() {
@@ -214,27 +214,44 @@ mod tests {
 
     #[test]
     fn a_stream_ends_with_bedrocks_own_exception_when_it_has_one() {
-        assert_eq!(
-            stream_exception(Some("ModelStreamErrorException"), ErrorClass::Upstream),
-            "modelStreamErrorException"
-        );
-        assert_eq!(
-            stream_exception(Some("throttlingException"), ErrorClass::RateLimited),
-            "throttlingException"
-        );
-        // Not a stream exception (a transport failure, the deadline): by class.
-        assert_eq!(
-            stream_exception(Some("ConnectionError"), ErrorClass::Upstream),
-            "internalServerException"
-        );
-        assert_eq!(
-            stream_exception(Some(""), ErrorClass::Timeout),
-            "modelTimeoutException"
-        );
-        assert_eq!(
-            stream_exception(None, ErrorClass::Unavailable),
-            "serviceUnavailableException"
-        );
+        let cases = [
+            (
+                Some("ModelStreamErrorException"),
+                ErrorClass::Upstream,
+                "modelStreamErrorException",
+            ),
+            (
+                Some("throttlingException"),
+                ErrorClass::RateLimited,
+                "throttlingException",
+            ),
+            // Not a stream exception (a transport failure, the deadline): by class.
+            (
+                Some("ConnectionError"),
+                ErrorClass::Upstream,
+                "internalServerException",
+            ),
+            (Some(""), ErrorClass::Timeout, "modelTimeoutException"),
+            // A code that is not ASCII, as long as a name: compared as bytes, by class.
+            (
+                Some("\u{e9}rottlingException"),
+                ErrorClass::RateLimited,
+                "throttlingException",
+            ),
+            (
+                Some("\u{e9}rottlingException"),
+                ErrorClass::Upstream,
+                "internalServerException",
+            ),
+            (None, ErrorClass::Unavailable, "serviceUnavailableException"),
+        ];
+        for (code, class, expected) in cases {
+            assert_eq!(
+                stream_exception(code, class),
+                expected,
+                "{code:?} {class:?}"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,28 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, FieldError> {
     }
 }
 
+/// Checks a request's top-level fields against what its protocol knows: a field of
+/// `refused` is refused with its reason unless it is null (null counts as absent); a
+/// field in none of the lists of `known` is refused as `unknown` says (named as JSON would
+/// write it).
+pub fn check_fields(
+    top: &Map<String, Value>,
+    refused: &[(&str, &str)],
+    known: &[&[&str]],
+    unknown: impl FnOnce() -> String,
+) -> Result<(), FieldError> {
+    for (key, value) in top {
+        if let Some((_, why)) = refused.iter().find(|(k, _)| k == key) {
+            if !value.is_null() {
+                return Err(FieldError::new(key.as_str(), *why));
+            }
+        } else if !known.iter().any(|list| list.contains(&key.as_str())) {
+            return Err(FieldError::new(strict_json::key_name(key), unknown()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a model id as Bedrock takes it in the URL: a model id, inference-profile id or
 /// ARN; refusals name `field`.
 pub fn check_model_id(field: &str, model: &str) -> Result<(), FieldError> {

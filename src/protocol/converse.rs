@@ -80,7 +80,8 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::anthropic_body::Turns;
-use super::body::{parse_object, reserved_tokens};
+use super::bedrock::declared_exception;
+use super::body::{check_fields, parse_object, reserved_tokens};
 use super::usage::TokenCounts;
 use super::{ErrorClass, FieldError};
 use crate::api::{ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT};
@@ -157,23 +158,18 @@ impl ConverseRequest {
 pub fn parse_converse_request(body: &[u8]) -> Result<ConverseRequest, FieldError> {
     // 1. One JSON object; every field known, refused ones named.
     let top = parse_object(body)?;
-    for (key, value) in &top {
-        if let Some((_, why)) = REFUSED_FIELDS.iter().find(|(k, _)| k == key) {
-            if !value.is_null() {
-                return Err(FieldError::new(key.as_str(), *why));
-            }
-        } else if !MAPPED_FIELDS.contains(&key.as_str()) && !IGNORED_FIELDS.contains(&key.as_str())
-        {
-            return Err(FieldError::new(
-                crate::strict_json::key_name(key),
-                format!(
-                    "unknown field; Converse fields this broker accepts: {}, {}",
-                    MAPPED_FIELDS.join(", "),
-                    IGNORED_FIELDS.join(", ")
-                ),
-            ));
-        }
-    }
+    check_fields(
+        &top,
+        REFUSED_FIELDS,
+        &[MAPPED_FIELDS, IGNORED_FIELDS],
+        || {
+            format!(
+                "unknown field; Converse fields this broker accepts: {}, {}",
+                MAPPED_FIELDS.join(", "),
+                IGNORED_FIELDS.join(", ")
+            )
+        },
+    )?;
     // 2. The conversation and the system prompt.
     let mut out = Map::new();
     if let Some(system) = system(top.get("system"))? {
@@ -1087,13 +1083,7 @@ const STREAM_EXCEPTIONS: [&str; 5] = [
 /// own when it is one of ConverseStream's members, so a client sees what Bedrock sent; else
 /// the one for the class ([`exception_for`]).
 pub fn stream_exception(code: Option<&str>, class: ErrorClass) -> &'static str {
-    let same = |name: &str, code: &str| {
-        name.len() == code.len()
-            && name.as_bytes()[0].eq_ignore_ascii_case(&code.as_bytes()[0])
-            && name[1..] == code[1..]
-    };
-    code.and_then(|code| STREAM_EXCEPTIONS.into_iter().find(|name| same(name, code)))
-        .unwrap_or_else(|| exception_for(class))
+    declared_exception(code, &STREAM_EXCEPTIONS).unwrap_or_else(|| exception_for(class))
 }
 
 #[cfg(test)]
@@ -1899,35 +1889,43 @@ mod tests {
 
     #[test]
     fn a_stream_ends_with_bedrocks_own_exception_when_converse_stream_declares_it() {
-        assert_eq!(
-            stream_exception(Some("ModelStreamErrorException"), ErrorClass::Upstream),
-            "modelStreamErrorException"
-        );
-        assert_eq!(
-            stream_exception(Some("throttlingException"), ErrorClass::RateLimited),
-            "throttlingException"
-        );
-        assert_eq!(
-            stream_exception(Some("serviceUnavailableException"), ErrorClass::Unavailable),
-            "serviceUnavailableException"
-        );
-        // Not a ConverseStream member (InvokeModelWithResponseStream's modelTimeoutException,
-        // a transport failure, nothing): by class.
-        assert_eq!(
-            stream_exception(Some("modelTimeoutException"), ErrorClass::Timeout),
-            "modelStreamErrorException"
-        );
-        assert_eq!(
-            stream_exception(Some("ConnectionError"), ErrorClass::Upstream),
-            "internalServerException"
-        );
-        assert_eq!(
-            stream_exception(Some(""), ErrorClass::Upstream),
-            "internalServerException"
-        );
-        assert_eq!(
-            stream_exception(None, ErrorClass::Overloaded),
-            "throttlingException"
-        );
+        let cases = [
+            (
+                Some("ModelStreamErrorException"),
+                ErrorClass::Upstream,
+                "modelStreamErrorException",
+            ),
+            (
+                Some("throttlingException"),
+                ErrorClass::RateLimited,
+                "throttlingException",
+            ),
+            (
+                Some("serviceUnavailableException"),
+                ErrorClass::Unavailable,
+                "serviceUnavailableException",
+            ),
+            // Not a ConverseStream member (InvokeModelWithResponseStream's
+            // modelTimeoutException, a transport failure, nothing): by class.
+            (
+                Some("modelTimeoutException"),
+                ErrorClass::Timeout,
+                "modelStreamErrorException",
+            ),
+            (
+                Some("ConnectionError"),
+                ErrorClass::Upstream,
+                "internalServerException",
+            ),
+            (Some(""), ErrorClass::Upstream, "internalServerException"),
+            (None, ErrorClass::Overloaded, "throttlingException"),
+        ];
+        for (code, class, expected) in cases {
+            assert_eq!(
+                stream_exception(code, class),
+                expected,
+                "{code:?} {class:?}"
+            );
+        }
     }
 }

@@ -20,20 +20,7 @@ use serde_json::json;
 
 /// One event frame named `event_type` carrying `payload` (JSON).
 pub fn event_frame(event_type: &str, payload: &[u8]) -> Bytes {
-    frame(
-        vec![
-            Header::new(":message-type", HeaderValue::String("event".into())),
-            Header::new(
-                ":event-type",
-                HeaderValue::String(event_type.to_string().into()),
-            ),
-            Header::new(
-                ":content-type",
-                HeaderValue::String("application/json".into()),
-            ),
-        ],
-        payload,
-    )
+    json_frame("event", event_type, payload)
 }
 
 /// One InvokeModelWithResponseStream `chunk` frame carrying one Anthropic stream event
@@ -52,19 +39,25 @@ pub fn exception_frame(exception_type: &str, message: &str) -> Bytes {
 /// One exception frame with a whole JSON payload, for exceptions that carry more than a
 /// message (`modelStreamErrorException` also has `originalStatusCode` and `originalMessage`).
 pub fn exception_frame_with(exception_type: &str, payload: &serde_json::Value) -> Bytes {
+    json_frame("exception", exception_type, payload.to_string().as_bytes())
+}
+
+/// One frame of `message_type` (`event`, `exception`) carrying JSON, named `name` in its
+/// `:event-type` or `:exception-type` header.
+fn json_frame(message_type: &'static str, name: &str, payload: &[u8]) -> Bytes {
     frame(
         vec![
-            Header::new(":message-type", HeaderValue::String("exception".into())),
+            Header::new(":message-type", HeaderValue::String(message_type.into())),
             Header::new(
-                ":exception-type",
-                HeaderValue::String(exception_type.to_string().into()),
+                format!(":{message_type}-type"),
+                HeaderValue::String(name.to_string().into()),
             ),
             Header::new(
                 ":content-type",
                 HeaderValue::String("application/json".into()),
             ),
         ],
-        payload.to_string().as_bytes(),
+        payload,
     )
 }
 

@@ -57,6 +57,21 @@ pub enum ErrorClass {
     Timeout,
 }
 
+/// Every class, for tests that go through all of them.
+#[cfg(test)]
+pub(crate) const EVERY_CLASS: [ErrorClass; 10] = [
+    ErrorClass::InvalidRequest,
+    ErrorClass::Authentication,
+    ErrorClass::PermissionDenied,
+    ErrorClass::NotFound,
+    ErrorClass::RequestTooLarge,
+    ErrorClass::RateLimited,
+    ErrorClass::Overloaded,
+    ErrorClass::Upstream,
+    ErrorClass::Unavailable,
+    ErrorClass::Timeout,
+];
+
 /// A request a protocol refuses before anything is sent: `field` names where (a JSON path
 /// such as `messages[2].content`, or a header name), `reason` says why. Each route reports
 /// it as a 400 in its own error shape.

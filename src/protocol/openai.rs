@@ -95,7 +95,7 @@
 use serde_json::{json, Map, Value};
 
 use super::anthropic_body::Turns;
-use super::body::{parse_object, reserved_tokens};
+use super::body::{check_fields, parse_object, reserved_tokens};
 use super::usage::TokenCounts;
 use super::{ErrorClass, FieldError};
 use crate::api::{ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, MAX_TOKENS_LIMIT};
@@ -206,19 +206,15 @@ impl ChatRequest {
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, FieldError> {
     // 1. One JSON object; every field known, refused ones named.
     let top = parse_object(body)?;
-    for (key, value) in &top {
-        if let Some((_, why)) = REFUSED_FIELDS.iter().find(|(k, _)| k == key) {
-            if !value.is_null() {
-                return Err(FieldError::new(key.as_str(), *why));
-            }
-        } else if !MAPPED_FIELDS.contains(&key.as_str()) && !IGNORED_FIELDS.contains(&key.as_str())
-        {
-            return Err(FieldError::new(
-                crate::strict_json::key_name(key),
-                "unknown field (Chat Completions fields this broker maps or ignores are listed in its README)",
-            ));
-        }
-    }
+    check_fields(
+        &top,
+        REFUSED_FIELDS,
+        &[MAPPED_FIELDS, IGNORED_FIELDS],
+        || {
+            "unknown field (Chat Completions fields this broker maps or ignores are listed in its README)"
+            .into()
+        },
+    )?;
     // 2. What the route and the reply mapping need.
     let model = model_name(&top)?;
     let stream = optional_bool(&top, "stream")?.unwrap_or(false);
@@ -686,16 +682,7 @@ fn tool_calls(calls: Option<&Value>, at: &str) -> Result<Vec<Value>, FieldError>
     for (j, call) in calls.iter().enumerate() {
         let call_at = format!("{at}.tool_calls[{j}]");
         let id = non_empty_str(call.get("id"), &format!("{call_at}.id"))?;
-        match call.get("type") {
-            None | Some(Value::Null) => {}
-            Some(t) if t == "function" => {}
-            Some(_) => {
-                return Err(FieldError::new(
-                    format!("{call_at}.type"),
-                    "only \"function\" tool calls are supported",
-                ))
-            }
-        }
+        only_function_type(call, &call_at, "tool calls")?;
         let function = call.get("function");
         let name = non_empty_str(
             function.and_then(|f| f.get("name")),
@@ -715,6 +702,19 @@ fn tool_calls(calls: Option<&Value>, at: &str) -> Result<Vec<Value>, FieldError>
         blocks.push(json!({ "type": "tool_use", "id": id, "name": name, "input": input }));
     }
     Ok(blocks)
+}
+
+/// Refuses an `item` (a tool, a tool call) whose `type` is not `"function"` (absent or null
+/// counts as one: OpenAI's only type here), naming `{at}.type`; `what` says what the items are.
+fn only_function_type(item: &Value, at: &str, what: &str) -> Result<(), FieldError> {
+    match item.get("type") {
+        None | Some(Value::Null) => Ok(()),
+        Some(t) if t == "function" => Ok(()),
+        Some(_) => Err(FieldError::new(
+            format!("{at}.type"),
+            format!("only \"function\" {what} are supported"),
+        )),
+    }
 }
 
 fn non_empty_str<'a>(v: Option<&'a Value>, at: &str) -> Result<&'a str, FieldError> {
@@ -826,16 +826,7 @@ fn client_tools(tools: Option<&Value>) -> Result<Vec<Value>, FieldError> {
     let mut out = Vec::with_capacity(list.len());
     for (i, tool) in list.iter().enumerate() {
         let at = format!("tools[{i}]");
-        match tool.get("type") {
-            None | Some(Value::Null) => {}
-            Some(t) if t == "function" => {}
-            Some(_) => {
-                return Err(FieldError::new(
-                    format!("{at}.type"),
-                    "only \"function\" tools are supported",
-                ))
-            }
-        }
+        only_function_type(tool, &at, "tools")?;
         let function = tool
             .get("function")
             .filter(|f| f.is_object())

@@ -133,6 +133,19 @@ pub fn run_python(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Output 
     output
 }
 
+/// Runs the Python test script `tests/python/NAME` with `args` (see [`run_python`]) off the
+/// test's runtime thread, so that the servers it talks to keep running on it; returns its
+/// stdout.
+pub async fn run_python_beside(name: &'static str, args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_python(&python_script(name), &args, &[])
+    })
+    .await
+    .expect("the script ran");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `NO_PROXY` with the loopback names added to what the environment has.
 fn no_proxy() -> String {
     let inherited = std::env::var("NO_PROXY")

@@ -1,8 +1,12 @@
 //! Shared helpers of the integration tests: a real server on port 0 with the in-process
 //! emulator behind it (the real AWS SDK over loopback HTTP), and a small JSON client; the
-//! outside programs some tests drive are found through [`external`].
+//! streamed answers are read with [`sse`], the AWS SDK's client is built by [`bedrock`], the
+//! emulator on its own is run by [`emulator`], and the outside programs some tests drive are
+//! found through [`external`].
 #![allow(dead_code)]
 
+pub mod bedrock;
+pub mod emulator;
 pub mod external;
 pub mod sse;
 
@@ -11,13 +15,19 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actors::Broker;
-use model_server::emulator::{Emulator, EmulatorStats, Scripted};
+use model_server::emulator::{Emulator, EmulatorConfig, EmulatorStats, Scripted};
 use model_server::server;
 use model_server::settings::Settings;
 use serde_json::{json, Value};
 
 /// The model the tests call unless they need several.
 pub const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+
+/// The path of the Bedrock-native route `operation` (`invoke-with-response-stream`,
+/// `converse`, ...) for [`MODEL`], its id percent-encoded as the SDKs send it.
+pub fn model_path(operation: &str) -> String {
+    format!("/model/{}/{operation}", MODEL.replace(':', "%3A"))
+}
 
 /// A running server with its emulator.
 pub struct TestServer {
@@ -80,6 +90,15 @@ impl TestServer {
             .map(|o| o.parse::<Scripted>().expect("known outcome"))
             .collect();
         self.emulator.script(Some(model), outcomes);
+    }
+
+    /// Paces the emulator's streams at `tokens_per_sec` (the rest of its configuration the
+    /// default).
+    pub fn pace_streams(&self, tokens_per_sec: f64) {
+        self.emulator.set_config(EmulatorConfig {
+            stream_tokens_per_sec: Some(tokens_per_sec),
+            ..EmulatorConfig::default()
+        });
     }
 
     /// `POST /infer` with a JSON body.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::error::PayloadError;
+use futures_util::stream::LocalBoxStream;
 use futures_util::{Stream, StreamExt};
 use model_server::protocol::eventstream::{decode_frame, Frame};
 use serde_json::Value;
@@ -22,23 +23,23 @@ pub struct SseEvent {
 }
 
 /// A streamed response being read.
-pub struct Streamed<S> {
+pub struct Streamed {
     /// Status code.
     pub status: u16,
     /// Response headers, names lower-cased.
     pub headers: Vec<(String, String)>,
     /// The body, read on demand.
-    body: awc::ClientResponse<S>,
+    body: LocalBoxStream<'static, Result<Bytes, PayloadError>>,
     /// Bytes read but not yet parsed into an event or frame.
     buffer: Vec<u8>,
 }
 
-impl<S> Streamed<S>
-where
-    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
-{
+impl Streamed {
     /// Wraps a response whose head arrived.
-    pub fn new(body: awc::ClientResponse<S>) -> Streamed<S> {
+    pub fn new<S>(body: awc::ClientResponse<S>) -> Streamed
+    where
+        S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+    {
         let headers = body
             .headers()
             .iter()
@@ -52,7 +53,7 @@ where
         Streamed {
             status: body.status().as_u16(),
             headers,
-            body,
+            body: body.boxed_local(),
             buffer: Vec::new(),
         }
     }
@@ -183,12 +184,7 @@ fn parse_event(block: &[u8]) -> SseEvent {
 }
 
 /// `POST url+path` with a JSON body and extra headers; returns once the response head arrived.
-pub async fn post(
-    url: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> Streamed<impl Stream<Item = Result<Bytes, PayloadError>> + Unpin> {
+pub async fn post(url: &str, path: &str, headers: &[(&str, &str)], body: &Value) -> Streamed {
     let mut request = super::client()
         .post(format!("{url}{path}"))
         .insert_header(("content-type", "application/json"));
@@ -200,6 +196,18 @@ pub async fn post(
         .await
         .expect("the request is answered");
     Streamed::new(response)
+}
+
+/// `POST url+path` answered whole: the status, the response (for its headers) and its JSON.
+pub async fn post_whole(
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Streamed, Value) {
+    let mut response = post(url, path, headers, body).await;
+    let json = response.json().await;
+    (response.status, response, json)
 }
 
 /// A request on a raw socket, so the test can close it whenever it likes: sends `POST path`

@@ -12,13 +12,10 @@ assertion error (with its traceback) otherwise. The SDK's own retries are off, s
 reaches the check as the broker answered it.
 """
 
-import json
-import sys
-import urllib.request
-
 import anthropic
 
-MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+from common import MODEL, ask, broken_text_stream_error, command_line, expect_status_error, script
+
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "The current weather of a city",
@@ -28,22 +25,6 @@ WEATHER_TOOL = {
         "required": ["city"],
     },
 }
-
-
-def script(emulator_url, outcomes):
-    """Queues forced outcomes for MODEL's next Bedrock calls."""
-    request = urllib.request.Request(
-        f"{emulator_url}/_emulator/script",
-        data=json.dumps({"model": MODEL, "outcomes": outcomes}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.load(response)["queued"] == len(outcomes)
-
-
-def ask(text):
-    return [{"role": "user", "content": text}]
 
 
 def check_create(client):
@@ -69,15 +50,19 @@ def check_stream(client):
     assert final.usage.output_tokens > 1, final.usage
 
 
+def final_message(client, streamed, **kwargs):
+    """The message `kwargs` asks for: streamed (`get_final_message`) or created whole."""
+    if streamed:
+        with client.messages.stream(**kwargs) as stream:
+            return stream.get_final_message()
+    return client.messages.create(**kwargs)
+
+
 def check_tool_round_trip(client, streamed):
     """The model calls get_weather; its result goes back; the reply quotes it."""
     question = "What is the weather in Paris? use the get_weather tool"
     kwargs = dict(model=MODEL, max_tokens=200, tools=[WEATHER_TOOL], messages=ask(question))
-    if streamed:
-        with client.messages.stream(**kwargs) as stream:
-            call_message = stream.get_final_message()
-    else:
-        call_message = client.messages.create(**kwargs)
+    call_message = final_message(client, streamed, **kwargs)
     assert call_message.stop_reason == "tool_use", call_message
     call = next(block for block in call_message.content if block.type == "tool_use")
     assert call.name == "get_weather", call
@@ -90,26 +75,18 @@ def check_tool_round_trip(client, streamed):
         },
     ]
     kwargs["messages"] = messages
-    if streamed:
-        with client.messages.stream(**kwargs) as stream:
-            answer = stream.get_final_message()
-    else:
-        answer = client.messages.create(**kwargs)
+    answer = final_message(client, streamed, **kwargs)
     assert answer.stop_reason == "end_turn", answer
     assert "18 C and sunny" in answer.content[0].text, answer
 
 
 def expect(error_class, status, call):
-    """`call` raises exactly `error_class` with `status`."""
-    try:
-        call()
-    except anthropic.APIStatusError as error:
-        assert type(error) is error_class, (type(error), error_class, error)
-        assert error.status_code == status, (error.status_code, error)
-        assert error.body["type"] == "error", error.body
-        assert error.request_id, error
-        return error
-    raise AssertionError(f"no {error_class.__name__} raised")
+    """`call` raises exactly `error_class` with `status`, in Anthropic's error shape."""
+
+    def check_body(body):
+        assert body["type"] == "error", body
+
+    return expect_status_error(anthropic.APIStatusError, error_class, status, call, check_body)
 
 
 def check_errors(url, emulator_url, key, overloaded_url):
@@ -183,16 +160,8 @@ def check_errors(url, emulator_url, key, overloaded_url):
 def check_mid_stream_failure(client, emulator_url):
     """A stream that breaks after its first text raises; it never ends as a short answer."""
     script(emulator_url, ["throttlingException@3"])
-    pieces = []
-    try:
-        with client.messages.stream(model=MODEL, max_tokens=100, messages=ask("Break me")) as stream:
-            for text in stream.text_stream:
-                pieces.append(text)
-    except anthropic.APIStatusError as error:
-        assert error.body["error"]["type"] == "rate_limit_error", error.body
-    else:
-        raise AssertionError(f"the broken stream returned {''.join(pieces)!r}")
-    assert pieces, "the text before the failure arrived"
+    error = broken_text_stream_error(client, "Break me")
+    assert error.body["error"]["type"] == "rate_limit_error", error.body
     # get_final_message raises too.
     script(emulator_url, ["modelStreamErrorException@4"])
     try:
@@ -205,7 +174,7 @@ def check_mid_stream_failure(client, emulator_url):
 
 
 def main():
-    url, emulator_url, key, overloaded_url = (arg.rstrip("/") for arg in sys.argv[1:5])
+    url, emulator_url, key, overloaded_url = command_line(4)
     client = anthropic.Anthropic(api_key=key, base_url=url, max_retries=0)
     check_create(client)
     check_stream(client)

@@ -12,37 +12,21 @@ key in `Authorization`. Exits 0 when every check holds; an assertion error other
 """
 
 import json
-import os
-import sys
-import urllib.request
 
-# Read no AWS files of the machine's user: every client setting is given below.
-os.environ["AWS_CONFIG_FILE"] = os.devnull
-os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
+# First: importing common keeps botocore off the machine's AWS files.
+from common import (
+    MODEL,
+    ask,
+    boto3_client,
+    broken_text_stream_error,
+    command_line,
+    invoke_body,
+    no_retries,
+    script,
+)
 
-import anthropic  # noqa: E402
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
-
-MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
-
-
-def script(emulator_url, outcomes):
-    """Queues forced outcomes for MODEL's next Bedrock calls."""
-    request = urllib.request.Request(
-        f"{emulator_url}/_emulator/script",
-        data=json.dumps({"model": MODEL, "outcomes": outcomes}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.load(response)["queued"] == len(outcomes)
-
-
-def ask(text):
-    return [{"role": "user", "content": text}]
+import anthropic
+from botocore.exceptions import ClientError, EventStreamError
 
 
 def check_anthropic_bedrock(url, emulator_url, key):
@@ -62,48 +46,14 @@ def check_anthropic_bedrock(url, emulator_url, key):
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 1, final
 
     script(emulator_url, ["throttlingException@3"])
-    pieces = []
-    try:
-        with client.messages.stream(model=MODEL, max_tokens=100, messages=ask("Break")) as stream:
-            for text in stream.text_stream:
-                pieces.append(text)
-    except anthropic.APIStatusError as error:
-        assert error.body["error"]["type"] == "throttlingException", error.body
-    else:
-        raise AssertionError(f"the broken stream returned {''.join(pieces)!r}")
-    assert pieces, "the text before the failure arrived"
-
-
-def boto3_client(url, key):
-    """A bedrock-runtime client aimed at the broker: one attempt per call; with `key`, the key
-    replaces the SigV4 signature in `Authorization` (after signing)."""
-    client = boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=url,
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
-    )
-    if key is not None:
-
-        def send_key(request, **_):
-            request.headers["Authorization"] = f"Bearer {key}"
-
-        client.meta.events.register("before-send.bedrock-runtime.*", send_key)
-    return client
-
-
-def body(text):
-    return json.dumps(
-        {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "messages": ask(text)}
-    )
+    error = broken_text_stream_error(client, "Break")
+    assert error.body["error"]["type"] == "throttlingException", error.body
 
 
 def check_boto3(url, emulator_url, key):
     """invoke_model and invoke_model_with_response_stream, their errors and exception frames."""
     client = boto3_client(url, key)
-    response = client.invoke_model(modelId=MODEL, contentType="application/json", body=body("Hi boto3"))
+    response = client.invoke_model(modelId=MODEL, contentType="application/json", body=invoke_body("Hi boto3"))
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200, response["ResponseMetadata"]
     reply = json.loads(response["body"].read())
     assert "Hi boto3" in reply["content"][0]["text"], reply
@@ -111,7 +61,7 @@ def check_boto3(url, emulator_url, key):
     assert headers["x-amzn-bedrock-output-token-count"] == str(reply["usage"]["output_tokens"]), headers
     assert response["ResponseMetadata"]["RequestId"].startswith("req_"), response["ResponseMetadata"]
 
-    response = client.invoke_model_with_response_stream(modelId=MODEL, body=body("Stream boto3"))
+    response = client.invoke_model_with_response_stream(modelId=MODEL, body=invoke_body("Stream boto3"))
     events = [json.loads(part["chunk"]["bytes"]) for part in response["body"]]
     assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop", events
     text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
@@ -130,7 +80,7 @@ def check_boto3(url, emulator_url, key):
 
     # An exception frame after content: EventStreamError with its code.
     script(emulator_url, ["modelStreamErrorException@3"])
-    response = client.invoke_model_with_response_stream(modelId=MODEL, body=body("Break boto3"))
+    response = client.invoke_model_with_response_stream(modelId=MODEL, body=invoke_body("Break boto3"))
     chunks = 0
     try:
         for _ in response["body"]:
@@ -144,7 +94,7 @@ def check_boto3(url, emulator_url, key):
     # Without the key, a SigV4 signature alone is refused.
     unsigned = boto3_client(url, None)
     try:
-        unsigned.invoke_model(modelId=MODEL, body=body("x"))
+        unsigned.invoke_model(modelId=MODEL, body=invoke_body("x"))
     except ClientError as error:
         assert isinstance(error, unsigned.exceptions.AccessDeniedException), type(error)
         assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 403, error.response
@@ -155,22 +105,18 @@ def check_boto3(url, emulator_url, key):
 def _throttled_stream(client):
     """Opens a stream whose calls are throttled, with no retry allowed by the broker."""
     client.meta.events.register_first(
-        "before-send.bedrock-runtime.InvokeModelWithResponseStream", _no_retries
+        "before-send.bedrock-runtime.InvokeModelWithResponseStream", no_retries
     )
     try:
-        return client.invoke_model_with_response_stream(modelId=MODEL, body=body("x"))
+        return client.invoke_model_with_response_stream(modelId=MODEL, body=invoke_body("x"))
     finally:
         client.meta.events.unregister(
-            "before-send.bedrock-runtime.InvokeModelWithResponseStream", _no_retries
+            "before-send.bedrock-runtime.InvokeModelWithResponseStream", no_retries
         )
 
 
-def _no_retries(request, **_):
-    request.headers["x-modelserver-max-retries"] = "0"
-
-
 def main():
-    url, emulator_url, key = (arg.rstrip("/") for arg in sys.argv[1:4])
+    url, emulator_url, key = command_line(3)
     check_anthropic_bedrock(url, emulator_url, key)
     check_boto3(url, emulator_url, key)
     print("Bedrock clients: AnthropicBedrock and boto3 checked")

@@ -13,20 +13,12 @@ assertion error otherwise.
 """
 
 import json
-import os
-import sys
-import urllib.request
 
-# Read no AWS files of the machine's user: every client setting is given below.
-os.environ["AWS_CONFIG_FILE"] = os.devnull
-os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
+# First: importing common keeps botocore off the machine's AWS files.
+from common import MODEL, boto3_client, command_line, no_retries, script
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError, EventStreamError  # noqa: E402
+from botocore.exceptions import ClientError, EventStreamError
 
-MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 WEATHER_TOOLS = {
     "tools": [
         {
@@ -47,40 +39,9 @@ WEATHER_TOOLS = {
 }
 
 
-def script(emulator_url, outcomes):
-    """Queues forced outcomes for MODEL's next Bedrock calls."""
-    request = urllib.request.Request(
-        f"{emulator_url}/_emulator/script",
-        data=json.dumps({"model": MODEL, "outcomes": outcomes}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.load(response)["queued"] == len(outcomes)
-
-
 def ask(text):
+    """One user message with `text`, as Converse takes it."""
     return [{"role": "user", "content": [{"text": text}]}]
-
-
-def boto3_client(url, key):
-    """A bedrock-runtime client aimed at the broker: one attempt per call; with `key`, the key
-    replaces the SigV4 signature in `Authorization` (after signing)."""
-    client = boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=url,
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
-    )
-    if key is not None:
-
-        def send_key(request, **_):
-            request.headers["Authorization"] = f"Bearer {key}"
-
-        client.meta.events.register("before-send.bedrock-runtime.*", send_key)
-    return client
 
 
 def text_of(message):
@@ -184,10 +145,6 @@ def check_tool_round_trip(client, streamed):
     assert stop == "end_turn" and "18 C and sunny" in text, (text, stop)
 
 
-def no_retries(request, **_):
-    request.headers["x-modelserver-max-retries"] = "0"
-
-
 def expect(client, error_name, status, call):
     """`call` raises botocore's modelled `error_name` with HTTP `status`."""
     try:
@@ -251,7 +208,7 @@ def check_mid_stream_exceptions(client, emulator_url):
 
 
 def main():
-    url, emulator_url, key = (arg.rstrip("/") for arg in sys.argv[1:4])
+    url, emulator_url, key = command_line(3)
     client = boto3_client(url, key)
     check_converse(client)
     check_converse_stream(client)

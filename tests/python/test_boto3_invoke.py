@@ -9,48 +9,13 @@ makes exactly one attempt per call, so a throttle reaches the caller instead of 
 
 import json
 import math
-import os
-import sys
-import urllib.request
 
-# Read no AWS files of the machine's user: this client's settings are all given below.
-os.environ["AWS_CONFIG_FILE"] = os.devnull
-os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+# First: importing common keeps botocore off the machine's AWS files.
+from common import MODEL, boto3_client, command_line, invoke_body, script
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
+from botocore.exceptions import ClientError
 
-MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 PROMPT = "Hello from boto3"
-
-
-def bedrock_client(url):
-    """A bedrock-runtime client aimed at the emulator, with dummy static credentials."""
-    return boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=url,
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        config=Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=30,
-        ),
-    )
-
-
-def post_json(url, body):
-    """POST a JSON body to the emulator's admin API and return its JSON answer."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
 
 
 def invoke(client):
@@ -59,13 +24,7 @@ def invoke(client):
         modelId=MODEL,
         contentType="application/json",
         accept="application/json",
-        body=json.dumps(
-            {
-                "anthropic_version": "bedrock-2023-05-31",
-                "max_tokens": 100,
-                "messages": [{"role": "user", "content": PROMPT}],
-            }
-        ),
+        body=invoke_body(PROMPT),
     )
 
 
@@ -91,8 +50,7 @@ def check_reply(client):
 
 def check_throttle(client, url):
     """A scripted ThrottlingException surfaces as botocore's ClientError, after one attempt."""
-    queued = post_json(f"{url}/_emulator/script", {"model": MODEL, "outcomes": ["ThrottlingException"]})
-    assert queued["queued"] == 1, queued
+    script(url, ["ThrottlingException"])
     try:
         invoke(client)
     except ClientError as error:
@@ -110,8 +68,8 @@ def check_throttle(client, url):
 
 
 def main():
-    url = sys.argv[1].rstrip("/")
-    client = bedrock_client(url)
+    (url,) = command_line(1)
+    client = boto3_client(url)
     check_reply(client)
     check_throttle(client, url)
     print("boto3 invoke_model: reply and ThrottlingException checked")

@@ -15,13 +15,12 @@ retries are off, so each error reaches the check as the broker answered it.
 """
 
 import json
-import sys
-import urllib.request
 
 import openai
 import pydantic
 
-MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+from common import MODEL, ask, command_line, expect_status_error, script
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -34,22 +33,6 @@ WEATHER_TOOL = {
         },
     },
 }
-
-
-def script(emulator_url, outcomes):
-    """Queues forced outcomes for MODEL's next Bedrock calls."""
-    request = urllib.request.Request(
-        f"{emulator_url}/_emulator/script",
-        data=json.dumps({"model": MODEL, "outcomes": outcomes}).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert json.load(response)["queued"] == len(outcomes)
-
-
-def ask(text):
-    return [{"role": "user", "content": text}]
 
 
 def check_create(client):
@@ -209,15 +192,11 @@ def check_structured_output(client):
 
 def expect(error_class, status, call):
     """`call` raises exactly `error_class` with `status` and OpenAI's error body."""
-    try:
-        call()
-    except openai.APIStatusError as error:
-        assert type(error) is error_class, (type(error), error_class, error)
-        assert error.status_code == status, (error.status_code, error)
-        assert set(error.body) >= {"message", "type", "param", "code"}, error.body
-        assert error.request_id, error
-        return error
-    raise AssertionError(f"no {error_class.__name__} raised")
+
+    def check_body(body):
+        assert set(body) >= {"message", "type", "param", "code"}, body
+
+    return expect_status_error(openai.APIStatusError, error_class, status, call, check_body)
 
 
 def check_errors(url, emulator_url, key, overloaded_url):
@@ -328,7 +307,7 @@ def check_models(client):
 
 
 def main():
-    url, emulator_url, key, overloaded_url = (arg.rstrip("/") for arg in sys.argv[1:5])
+    url, emulator_url, key, overloaded_url = command_line(4)
     client = openai.OpenAI(api_key=key, base_url=f"{url}/v1", max_retries=0)
     check_create(client)
     check_stream(client)

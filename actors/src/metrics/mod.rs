@@ -1188,7 +1188,7 @@ mod tests {
     fn the_snapshot_sums_unlabelled_models_into_other_and_paces_only_labelled_ones() {
         use crate::queue::ModelLoad;
         use crate::supervisor::{PoolCounters, PoolStatus};
-        use crate::throttle::{ModelThrottleStatus, ThrottlePolicy};
+        use crate::throttle::{ModelThrottleStatus, PaceStatus, ThrottlePolicy};
         let metrics = Metrics::new(MetricsConfig::new("us-east-1"));
         metrics.allow_model("m");
         let load = |model: &str, queued, pace, wait| ModelLoad {
@@ -1205,12 +1205,11 @@ mod tests {
             consecutive_throttles: 2,
             current_delay_ms: 0,
             since_last_throttle_ms: None,
-            paced_calls_per_sec: pace,
-            paced_tokens_per_sec: None,
-            quota_floor_calls_per_sec: pace,
-            quota_ceiling_calls_per_sec: None,
-            quota_floor_tokens_per_sec: None,
-            quota_ceiling_tokens_per_sec: None,
+            pace: PaceStatus {
+                paced_calls_per_sec: pace,
+                quota_floor_calls_per_sec: pace,
+                ..PaceStatus::default()
+            },
             latency_ms: 100,
             calls: 10,
             throttled: 2,

@@ -73,7 +73,9 @@ pub const THROTTLE_STATES: [&str; 3] = ["unpaced", "paced", "braking"];
 pub fn throttle_state(status: &ModelThrottleStatus) -> &'static str {
     if status.current_delay_ms > 0 {
         "braking"
-    } else if status.paced_calls_per_sec.is_some() || status.paced_tokens_per_sec.is_some() {
+    } else if status.pace.paced_calls_per_sec.is_some()
+        || status.pace.paced_tokens_per_sec.is_some()
+    {
         "paced"
     } else {
         "unpaced"
@@ -286,12 +288,12 @@ impl StatusCollector {
     fn encode_throttle(&self, e: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         type Read = fn(&ModelThrottleStatus) -> Option<f64>;
         let gauges: [(&str, &str, Option<Unit>, Read); 8] = [
-            (PACER_CALLS_PER_SECOND, "The pacer's rate in calls per second (absent while the model is unpaced).", None, |t| t.paced_calls_per_sec),
-            (PACER_TOKENS_PER_SECOND, "The pacer's rate in tokens per second (absent while the model is unpaced).", None, |t| t.paced_tokens_per_sec),
-            (QUOTA_FLOOR_CALLS, "The measured quota's lower bound in calls per second: the highest pace proven sustainable.", None, |t| t.quota_floor_calls_per_sec),
-            (QUOTA_CEILING_CALLS, "The measured quota's upper bound in calls per second: the lowest pace Bedrock throttled.", None, |t| t.quota_ceiling_calls_per_sec),
-            (QUOTA_FLOOR_TOKENS, "The measured quota's lower bound in tokens per second: the highest pace proven sustainable.", None, |t| t.quota_floor_tokens_per_sec),
-            (QUOTA_CEILING_TOKENS, "The measured quota's upper bound in tokens per second: the lowest pace Bedrock throttled.", None, |t| t.quota_ceiling_tokens_per_sec),
+            (PACER_CALLS_PER_SECOND, "The pacer's rate in calls per second (absent while the model is unpaced).", None, |t| t.pace.paced_calls_per_sec),
+            (PACER_TOKENS_PER_SECOND, "The pacer's rate in tokens per second (absent while the model is unpaced).", None, |t| t.pace.paced_tokens_per_sec),
+            (QUOTA_FLOOR_CALLS, "The measured quota's lower bound in calls per second: the highest pace proven sustainable.", None, |t| t.pace.quota_floor_calls_per_sec),
+            (QUOTA_CEILING_CALLS, "The measured quota's upper bound in calls per second: the lowest pace Bedrock throttled.", None, |t| t.pace.quota_ceiling_calls_per_sec),
+            (QUOTA_FLOOR_TOKENS, "The measured quota's lower bound in tokens per second: the highest pace proven sustainable.", None, |t| t.pace.quota_floor_tokens_per_sec),
+            (QUOTA_CEILING_TOKENS, "The measured quota's upper bound in tokens per second: the lowest pace Bedrock throttled.", None, |t| t.pace.quota_ceiling_tokens_per_sec),
             (BRAKE_CONSECUTIVE_THROTTLES, "The brake's consecutive throttles (reset by a success or a quiet minute).", None, |t| Some(t.consecutive_throttles as f64)),
             (BRAKE_DELAY, "The brake's pre-emptive delay for a call now (0 when it is not braking).", Some(Unit::Seconds), |t| Some(t.current_delay_ms as f64 / 1000.0)),
         ];

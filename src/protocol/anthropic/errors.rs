@@ -75,19 +75,7 @@ pub fn retry_after_header(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EVERY_CLASS: [ErrorClass; 10] = [
-        ErrorClass::InvalidRequest,
-        ErrorClass::Authentication,
-        ErrorClass::PermissionDenied,
-        ErrorClass::NotFound,
-        ErrorClass::RequestTooLarge,
-        ErrorClass::RateLimited,
-        ErrorClass::Overloaded,
-        ErrorClass::Upstream,
-        ErrorClass::Unavailable,
-        ErrorClass::Timeout,
-    ];
+    use crate::protocol::EVERY_CLASS;
 
     #[test]
     fn every_class_has_anthropics_status_and_type() {
