@@ -199,6 +199,7 @@ impl ModelThrottle {
                 }
                 Reservation::At(at) => send_at = at,
             }
+            self.tokens.admits(reserved_tokens as f64);
             match self.tokens.reserve(now, tokens as f64, pacing) {
                 Reservation::ComeBack(after) => {
                     self.calls.refund(now, 1.0);

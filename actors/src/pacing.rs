@@ -247,6 +247,10 @@ pub struct RateController {
     measured: (f64, u32),
     /// Typical call latency (the feedback delay), as last told.
     latency: Duration,
+    /// Units the quota must hold free to admit one call, as last told ([`Self::admits`]):
+    /// 1 for a call; for tokens, the call's whole reservation (input + `max_tokens`), which
+    /// a token bucket refills for that long after it ran dry before it admits anything.
+    admission: f64,
     /// The first outcome seen.
     first_outcome: Option<Instant>,
     /// The last success.
@@ -295,6 +299,7 @@ impl RateController {
             measure_from: None,
             measured: (0.0, 0),
             latency: Duration::from_millis(100),
+            admission: 1.0,
             first_outcome: None,
             last_success: None,
             consecutive: 0,
@@ -344,6 +349,11 @@ impl RateController {
         self.next_slot = slot + Duration::from_secs_f64(units / rate);
         self.stretch.sent += units;
         Reservation::At(slot)
+    }
+
+    /// Tells the units the quota must hold free to admit one call (see `admission`).
+    pub fn admits(&mut self, units: f64) {
+        self.admission = units.max(1.0);
     }
 
     /// Gives back `units` of a reservation that will not be used (or was over-estimated).
@@ -445,9 +455,9 @@ impl RateController {
         if sent_at < self.fresh_from {
             return None;
         }
-        self.stretch.dirty = true;
         // 3. A closed window that has not moved yet: probe again a little later.
         if let Some(closure) = &mut self.closure {
+            self.stretch.dirty = true;
             self.next_slot = self.next_slot.max(now + closure.pause);
             closure.pause = (closure.pause * 2).min(CLOSURE_PROBE_MAX);
             self.fresh_from = self.next_slot;
@@ -461,10 +471,17 @@ impl RateController {
         {
             return self.close(now, rate, cfg);
         }
-        // 5. Right after the pace went down, the quota may still be short: no verdict yet.
+        // 5. Right after the pace went down, the quota may still be short: no verdict yet,
+        // and the pace's proof starts over from here (what came before was on the quota's
+        // shortfall, not on this pace).
         if now < self.grace_until {
+            self.stretch.start = now;
+            self.stretch.ok = 0;
+            self.stretch.sent = 0.0;
+            self.fresh_from = self.fresh_from.max(now);
             return None;
         }
+        self.stretch.dirty = true;
         self.stretch.throttled += 1;
         if self.stretch.retest {
             self.retests_failed = (self.retests_failed + 1).min(RETEST_DOUBLINGS);
@@ -581,11 +598,13 @@ impl RateController {
             cfg.proof_min
         };
         if from.is_none_or(|f| to < f) {
-            // Down: the quota has nothing left now; the first call at this pace comes one of
-            // its intervals after the last one reserved at the old pace, and throttles give
-            // no verdict until the quota had time to recover: a window until it moves, a
-            // bucket for three call latencies (calls settle their reservations as they end).
-            let interval = Duration::from_secs_f64(1.0 / to);
+            // Down: the quota has nothing left now; the first call at this pace comes when
+            // it can hold one call's admission again (one interval for a call; a whole
+            // reservation of tokens) after the last one reserved at the old pace, and
+            // throttles give no verdict until the quota had time to recover: a window until
+            // it moves, a bucket for three call latencies (calls settle their reservations
+            // as they end) and at least until that first call.
+            let interval = Duration::from_secs_f64(self.admission / to);
             let last_reserved = match from {
                 Some(f) => self
                     .next_slot
@@ -964,6 +983,37 @@ mod tests {
             None
         );
         assert_eq!(c.rate(), Some(rate));
+        // ... nor does it spoil the new pace: calls after it prove the pace and it climbs.
+        let mut now = sent + THROTTLE;
+        for _ in 0..15 {
+            let at = slot(&mut c, now);
+            now = at + LATENCY;
+            c.on_admitted(now, 1.0, LATENCY, &cfg);
+            c.adjust(now, LATENCY, &cfg);
+        }
+        assert!(c.rate().unwrap() > rate, "stuck at {rate}");
+        assert_eq!(c.floor(), Some(rate));
+    }
+
+    #[test]
+    fn after_a_cut_tokens_wait_until_a_bucket_holds_a_whole_reservation() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        // A token pace of 100 tokens/s for calls that use 30 tokens but reserve 230.
+        let mut c = paced(t0, 100.0, Some(100.0), None);
+        c.admits(230.0);
+        let first = match c.reserve(t0, 30.0, &cfg) {
+            Reservation::At(at) => at,
+            other => panic!("{other:?}"),
+        };
+        c.on_throttle(first + THROTTLE, THROTTLE, LATENCY, &cfg);
+        let rate = c.rate().unwrap();
+        // A drained bucket admits the next call once it refilled 230 tokens at the new pace;
+        // throttles before then give no verdict.
+        let wait = Duration::from_secs_f64(230.0 / rate);
+        let next = c.next_slot;
+        assert!(next >= first + wait, "{:?} < {wait:?}", next - first);
+        assert!(c.grace_until >= next);
     }
 
     #[test]
