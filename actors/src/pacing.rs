@@ -20,12 +20,17 @@
 //! - Above the quota, a bucket with a burst of one wastes half the calls (every other call
 //!   comes a little early and is throttled, and the refill it missed is lost). So the pace
 //!   approaches the quota from below: it runs at the floor and probes a little above it.
-//! - While the quota is exhausted, the calls that still succeed arrive at the rate it refills
-//!   (any burst spent): the rate **measured** over a throttled stretch with enough successes
-//!   is the quota's rate, known to within about one success in that stretch.
+//! - While a bucket is exhausted (any burst spent) it admits calls at the rate it refills:
+//!   the share of a pace's calls that were admitted, times the pace, is the quota's rate
+//!   **measured**, to within about one call. A throttle answers in milliseconds, a success
+//!   only when its call ends (seconds for a long answer or a stream), so a call sent at the
+//!   pace and not throttled by now counts as admitted whether its answer is back or not.
+//!   (Counting only the successes already back read a pace of seconds-long calls as mostly
+//!   throttled, and stepped it down a few percent at a time.)
 //! - A window (sliding or fixed) admits its whole quota at once and then nothing until the
 //!   window moves: a **closure** (several throttles in a row and no success for several of
-//!   the recent gaps between successes). The successes of the last window are then its size,
+//!   the recent gaps between successes plus one call latency: a lull in sending shows as a
+//!   lull in successes one latency later). The successes of the last window are then its size,
 //!   and it moves one window after the oldest of them. A window answers a too-fast pace only
 //!   when it fills, so once a closure showed a window, a proof lasts the quota's own window.
 //!
@@ -37,13 +42,16 @@
 //! - **Unpaced until the quota shows**: with no evidence of a quota nothing is delayed. Once a
 //!   quarter of the recent outcomes are throttles (beyond the background, below), the pace
 //!   starts at half the rate calls were succeeding at; the rate they came back at is the
-//!   first ceiling.
+//!   first ceiling. It waits for three call latencies of outcomes, but at most 300 ms:
+//!   with calls of seconds, waiting for their successes let a storm of throttles run that
+//!   long (a sixth of a minute's calls at 3x a quota with 0.65 s streams).
 //! - **A throttle** of a call sent at the current pace: above the floor, the probe failed:
 //!   back to the floor (throttles at the floor in the next moments, while the quota recovers
 //!   from the probe, do not count against it). At the floor, the floor is refuted: the pace
-//!   goes to the rate measured while throttled when at least `confident` successes measured
-//!   it (and that measurement, plus its noise, becomes the ceiling); otherwise it steps down,
-//!   by twice `precision` and doubling with each further refutation. Each decision is judged
+//!   goes to the rate measured at it when at least `confident` of its calls were admitted
+//!   and three quarters of them (that measurement, plus its noise, becomes the ceiling), to
+//!   the admitted share of the pace with fewer, and otherwise it steps down, by twice
+//!   `precision` and doubling with each further refutation. Each decision is judged
 //!   only on calls sent at that pace, so a burst of throttles from calls already sent acts once.
 //! - **Proof and probe**: with a ceiling, the next pace is the geometric middle of floor and
 //!   ceiling (at most `max_step` up). Once they are within `precision` the search is over: the
@@ -62,8 +70,8 @@
 //!   seed brake (see `throttle.rs`) spaces calls until they succeed again.
 //!
 //! Constants (the defaults): proof 2 calls and 1 s (the window once a closure was seen),
-//! precision 2%, first step 2%, largest step 25%, margin 1%, re-test after 50 calls and at
-//! least 5 s, 10 successes to trust a measurement, closure after 3 throttles in a row and 3
+//! precision 1%, first step 2%, largest step 25%, margin 1%, re-test after 50 calls and at
+//! least 5 s, 3 admitted calls to trust a measurement, closure after 3 throttles in a row and 3
 //! gaps without a success, horizon 250 ms, window 60 s, minimum rate 0.05/s.
 
 use std::collections::VecDeque;
@@ -93,7 +101,7 @@ pub struct PacingConfig {
     pub retest_calls: u32,
     /// Shortest hold between re-tests.
     pub retest_min: Duration,
-    /// Successes at a refuted pace that make its success share bound the quota.
+    /// Admitted calls at a refuted pace that make its admitted share bound the quota.
     pub confident: u32,
     /// Outcomes a 3 s stretch needs to count towards the background.
     pub min_outcomes: u32,
@@ -162,6 +170,14 @@ const GAP_SUCCESSES: usize = 10;
 /// Length of the stretches the background throttle fraction is measured over.
 const BUCKET_SECS: u64 = 3;
 
+/// How long reserved slots are kept (longer than any call's feedback delay that matters).
+const SLOTS_KEPT: Duration = Duration::from_secs(30);
+
+/// Longest call latency the unpaced start waits three of before it paces: the first
+/// throttles come back long before the first successes, but with calls of seconds (long
+/// answers, streams) waiting for them lets a storm of throttles run that long.
+const START_LATENCY: Duration = Duration::from_millis(100);
+
 /// How far back the unpaced start looks for the rate calls came back at.
 const RECENT_SECS: u64 = 2;
 
@@ -196,6 +212,9 @@ struct Stretch {
     sent: f64,
     /// Throttled calls sent at this pace (outside a grace after a failed probe).
     throttled: u32,
+    /// [`RateController::sent_by`] when this pace's first call was due: calls sent at this
+    /// pace are those counted after it.
+    calls_from: u64,
     /// A call sent at this pace was throttled: it proves nothing.
     dirty: bool,
     /// Outcomes this stretch needs to be a proof, and how long it must last.
@@ -240,11 +259,14 @@ pub struct RateController {
     /// recovering from what was sent before (a window holds a failed probe's extra calls
     /// until they leave it; a bucket refills).
     grace_until: Instant,
-    /// When successes started counting towards the measured rate: one latency after the
-    /// first throttle of the current throttled episode (cleared by a proof).
-    measure_from: Option<Instant>,
-    /// Units and calls that succeeded since `measure_from`.
-    measured: (f64, u32),
+    /// Slot times of the calls reserved in the last [`SLOTS_KEPT`] (and those still ahead),
+    /// in order: how many calls were sent by a given time. A throttle answers at once, a
+    /// success only when its call ends (a stream can take seconds), so the calls of a pace
+    /// that were sent and not throttled tell what the quota admitted long before their
+    /// successes come back.
+    slots: VecDeque<Instant>,
+    /// Calls whose slots were dropped from `slots` (older than [`SLOTS_KEPT`]).
+    slots_before: u64,
     /// Typical call latency (the feedback delay), as last told.
     latency: Duration,
     /// Units the quota must hold free to admit one call, as last told ([`Self::admits`]):
@@ -290,14 +312,15 @@ impl RateController {
                 ok: 0,
                 sent: 0.0,
                 throttled: 0,
+                calls_from: 0,
                 dirty: false,
                 needs: (0, Duration::ZERO),
                 retest: false,
             },
             fresh_from: now,
             grace_until: now,
-            measure_from: None,
-            measured: (0.0, 0),
+            slots: VecDeque::new(),
+            slots_before: 0,
             latency: Duration::from_millis(100),
             admission: 1.0,
             first_outcome: None,
@@ -348,6 +371,15 @@ impl RateController {
         }
         self.next_slot = slot + Duration::from_secs_f64(units / rate);
         self.stretch.sent += units;
+        self.slots.push_back(slot);
+        while self
+            .slots
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) > SLOTS_KEPT)
+        {
+            self.slots.pop_front();
+            self.slots_before += 1;
+        }
         Reservation::At(slot)
     }
 
@@ -407,10 +439,6 @@ impl RateController {
             self.successes.pop_front();
         }
         let sent_at = now.checked_sub(latency).unwrap_or(now);
-        if self.measure_from.is_some_and(|from| sent_at >= from) {
-            self.measured.0 += units;
-            self.measured.1 += 1;
-        }
         if sent_at >= self.fresh_from {
             self.stretch.ok += 1;
         }
@@ -435,15 +463,11 @@ impl RateController {
         typical: Duration,
         cfg: &PacingConfig,
     ) -> Option<Adjustment> {
-        // 1. Count it; start measuring what the exhausted quota still admits.
+        // 1. Count it.
         self.latency = typical;
         self.count_outcome(now, true, cfg);
         self.count_recent(now, None);
         self.consecutive += 1;
-        if self.measure_from.is_none() {
-            self.measure_from = Some(now + typical);
-            self.measured = (0.0, 0);
-        }
         if self.within_background(now, cfg) {
             return None;
         }
@@ -463,11 +487,13 @@ impl RateController {
             self.fresh_from = self.next_slot;
             return None;
         }
-        // 4. A spent window: wait until it moves.
+        // 4. A spent window: wait until it moves. (Successes come back one call latency
+        // after their calls were sent, so a lull in sending shows as a lull in successes that
+        // long later: the quiet must outlast one latency too.)
         if self.consecutive >= CLOSURE_THROTTLES
             && self.successes.len() >= CLOSURE_SUCCESSES
             && now.saturating_duration_since(self.last_success.unwrap_or(self.epoch))
-                >= CLOSURE_QUIET.max(self.success_gap() * CLOSURE_GAPS)
+                >= CLOSURE_QUIET.max(self.success_gap() * CLOSURE_GAPS) + typical
         {
             return self.close(now, rate, cfg);
         }
@@ -478,7 +504,9 @@ impl RateController {
             self.stretch.start = now;
             self.stretch.ok = 0;
             self.stretch.sent = 0.0;
+            self.stretch.throttled = 0;
             self.fresh_from = self.fresh_from.max(now);
+            self.stretch.calls_from = self.stretch.calls_from.max(self.sent_by(now));
             return None;
         }
         self.stretch.dirty = true;
@@ -494,11 +522,18 @@ impl RateController {
         // this share of the pace is the quota, to within about one success. (Half of them
         // throttled says little: a bucket of burst one above its rate throttles every other
         // call, whatever the rate; and a window admits its whole size at once, then nothing.)
-        let ok = f64::from(self.stretch.ok);
-        let share = ok / (ok + f64::from(self.stretch.throttled));
-        let measured =
-            (!self.window_like && self.stretch.ok >= cfg.confident && share >= CARRY_OVER_SHARE)
-                .then(|| (rate * share, rate * share * (1.0 + 1.0 / ok)));
+        // Calls sent at this pace up to this one's sending and not throttled were admitted:
+        // their throttle would be back by now, whether their answer is or not.
+        let throttled = f64::from(self.stretch.throttled);
+        let sent = self
+            .sent_by(sent_at)
+            .saturating_sub(self.stretch.calls_from) as f64;
+        let admitted = (sent - throttled).max(f64::from(self.stretch.ok));
+        let share = admitted / (admitted + throttled);
+        let measured = (!self.window_like
+            && admitted >= f64::from(cfg.confident)
+            && share >= CARRY_OVER_SHARE)
+            .then(|| (rate * share, rate * share * (1.0 + 1.0 / admitted)));
         if let Some((_, bound)) = measured {
             self.ceiling = self.ceiling.map(|c| c.min(bound));
         }
@@ -516,7 +551,7 @@ impl RateController {
             // row).
             _ => {
                 self.floor = None;
-                if self.stretch.ok > 0 {
+                if admitted > 0.0 {
                     rate * share * (1.0 - cfg.margin)
                 } else {
                     let step = (2.0 * cfg.precision * 2f64.powi(self.drops as i32)).min(0.5);
@@ -566,10 +601,10 @@ impl RateController {
     /// The unpaced start: the quota showed. The rate calls came back at is too fast (the
     /// first ceiling); pace at half the rate they succeeded at. Both are measured over at
     /// least three call latencies of outcomes (the first throttles come back long before
-    /// the first successes).
+    /// the first successes), counting at most [`START_LATENCY`] for a latency.
     fn start(&mut self, now: Instant, latency: Duration, cfg: &PacingConfig) -> Option<Adjustment> {
         let first = *self.first_outcome.get_or_insert(now);
-        if now.saturating_duration_since(first) < latency * 3 {
+        if now.saturating_duration_since(first) < latency.min(START_LATENCY) * 3 {
             return None;
         }
         let (outcomes, throttles) = self.recent_outcomes(now);
@@ -636,6 +671,7 @@ impl RateController {
             ok: 0,
             sent: 0.0,
             throttled: 0,
+            calls_from: self.slots_before + self.slots.len() as u64,
             dirty: false,
             needs: (calls, span),
             retest: false,
@@ -700,7 +736,6 @@ impl RateController {
     fn probe(&mut self, now: Instant, rate: f64, cfg: &PacingConfig) -> Option<Adjustment> {
         self.floor = Some(rate);
         self.drops = 0;
-        self.measure_from = None;
         let step = match self.ceiling {
             Some(ceiling) if ceiling <= rate => {
                 // The quota grew past the old ceiling: climb again.
@@ -738,6 +773,11 @@ impl RateController {
             step
         });
         self.set(now, rate * (1.0 + step.min(cfg.max_step)), cfg)
+    }
+
+    /// Calls whose slot came by `at` (sent by then), counted since the controller started.
+    fn sent_by(&self, at: Instant) -> u64 {
+        self.slots_before + self.slots.partition_point(|slot| *slot <= at) as u64
     }
 
     /// The mean gap between the last [`GAP_SUCCESSES`] successes (zero with fewer than two).
@@ -965,6 +1005,24 @@ mod tests {
         d.on_throttle(after_slot.max(later) + THROTTLE, THROTTLE, LATENCY, &cfg);
         let expected = 10.0 * (1.0 - 2.0 * cfg.precision) * (1.0 - 4.0 * cfg.precision);
         assert!((d.rate().unwrap() - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn calls_still_out_count_as_admitted_when_a_floor_is_refuted() {
+        // Calls of 2 s at 10/s: 10 calls were sent over a second, none of their successes
+        // is back, and the tenth was throttled: nine were admitted, so the quota is about
+        // 9/s (counting only successes back, it would have looked like nothing got through).
+        let cfg = PacingConfig::default();
+        let long = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let mut c = paced(t0, 10.0, Some(10.0), Some(11.0));
+        let mut last = t0;
+        for i in 1..=10 {
+            last = slot(&mut c, t0 + ms(100 * i));
+        }
+        c.on_throttle(last + THROTTLE, THROTTLE, long, &cfg);
+        let to = c.rate().unwrap();
+        assert!((to - 10.0 * 0.9 * (1.0 - cfg.margin)).abs() < 1e-9, "{to}");
     }
 
     #[test]
