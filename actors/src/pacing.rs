@@ -504,7 +504,6 @@ impl RateController {
             self.stretch.start = now;
             self.stretch.ok = 0;
             self.stretch.sent = 0.0;
-            self.stretch.throttled = 0;
             self.fresh_from = self.fresh_from.max(now);
             self.stretch.calls_from = self.stretch.calls_from.max(self.sent_by(now));
             return None;
