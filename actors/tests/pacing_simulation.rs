@@ -190,6 +190,48 @@ fn long_calls_are_paced_as_well_as_short_ones() {
 }
 
 #[test]
+fn calls_of_three_seconds_stay_within_their_known_shortfall() {
+    // A known miss, reported in the README and bounded here so that it does not grow: with
+    // calls of 3 s the pace starts at half the success rate and each proof lasts three call
+    // latencies, so it climbs to the quota slowly (0.63 to 0.77 of a bucket of 20/s at 1.5x).
+    let per_second = |k: f64| Scenario {
+        timeout: 10.0,
+        max_retries: 3,
+        latency: 3.0,
+        ..Scenario::per_minute(1200.0, Shape::Bucket { burst: 20.0 }, k, 60.0)
+    };
+    for (k, bar) in [(1.5, 0.6), (3.0, 0.9)] {
+        let s = per_second(k);
+        for o in runs(&s, 3) {
+            let goodput = o.goodput(0, 60, o.quota_rate);
+            assert!(
+                goodput >= bar,
+                "3 s calls, {}: goodput/Q {goodput}",
+                s.name()
+            );
+        }
+    }
+    for rpm in [60.0, 200.0] {
+        for k in [1.5, 3.0] {
+            let s = Scenario {
+                timeout: 10.0,
+                max_retries: 3,
+                latency: 3.0,
+                ..Scenario::per_minute(rpm, Shape::Bucket { burst: 1.0 }, k, 300.0)
+            };
+            for o in runs(&s, 2) {
+                let goodput = o.goodput(0, 300, o.quota_rate);
+                assert!(
+                    goodput >= 0.85,
+                    "3 s calls, {}: goodput/Q {goodput}",
+                    s.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn below_the_quota_nothing_is_throttled_or_held_back() {
     let s = Scenario::per_minute(1200.0, Shape::Bucket { burst: 20.0 }, 0.5, 60.0);
     for o in runs(&s, 2) {
