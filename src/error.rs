@@ -44,6 +44,8 @@ pub fn infer_error_class(error: &InferError) -> ErrorClass {
     match error {
         InferError::UnknownType { .. } | InferError::Rejected { .. } => ErrorClass::InvalidRequest,
         InferError::Overloaded { .. } => ErrorClass::Overloaded,
+        InferError::QuotaExhausted { .. } => ErrorClass::RateLimited,
+        InferError::ExceedsQuota { .. } => ErrorClass::InvalidRequest,
         InferError::ShuttingDown => ErrorClass::Unavailable,
         InferError::DeadlineExceeded { .. } => ErrorClass::Timeout,
         InferError::Failed { code, .. } => code
@@ -146,7 +148,10 @@ impl ApiError {
             other => other.to_string(),
         };
         let retry_after = match (self, class) {
-            (ApiError::Infer(InferError::Overloaded { retry_after, .. }), _) => Some(*retry_after),
+            (ApiError::Infer(InferError::Overloaded { retry_after, .. }), _)
+            | (ApiError::Infer(InferError::QuotaExhausted { retry_after, .. }), _) => {
+                Some(*retry_after)
+            }
             (_, ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Unavailable) => {
                 Some(DEFAULT_RETRY_AFTER)
             }
@@ -162,7 +167,8 @@ impl ApiError {
     /// How long a client should wait before retrying, for 503s.
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Infer(InferError::Overloaded { retry_after, .. }) => Some(*retry_after),
+            ApiError::Infer(InferError::Overloaded { retry_after, .. })
+            | ApiError::Infer(InferError::QuotaExhausted { retry_after, .. }) => Some(*retry_after),
             ApiError::Infer(InferError::ShuttingDown) | ApiError::Unavailable { .. } => {
                 Some(Duration::from_secs(1))
             }
@@ -194,6 +200,13 @@ impl ApiError {
             ApiError::Infer(InferError::DeadlineExceeded { attempts, .. }) => {
                 extra.insert("attempts".into(), json!(attempts));
             }
+            ApiError::Infer(InferError::ExceedsQuota { field, reason }) => {
+                extra.insert("field".into(), json!(field));
+                extra.insert("reason".into(), json!(reason));
+            }
+            ApiError::Infer(InferError::QuotaExhausted { .. }) => {
+                extra.insert("code".into(), json!("ThrottlingException"));
+            }
             _ => {}
         }
         if let Some(after) = self.retry_after() {
@@ -217,9 +230,10 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Infer(e) => match e {
-                InferError::UnknownType { .. } | InferError::Rejected { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
+                InferError::UnknownType { .. }
+                | InferError::Rejected { .. }
+                | InferError::ExceedsQuota { .. } => StatusCode::BAD_REQUEST,
+                InferError::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InferError::Overloaded { .. } | InferError::ShuttingDown => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -241,8 +255,11 @@ impl ApiError {
     /// `actors::metrics::ERROR_TYPES`).
     pub fn error_type(&self) -> &'static str {
         match self {
-            ApiError::Invalid { .. } | ApiError::Infer(InferError::UnknownType { .. }) => {
-                "invalid_request"
+            ApiError::Invalid { .. }
+            | ApiError::Infer(InferError::UnknownType { .. })
+            | ApiError::Infer(InferError::ExceedsQuota { .. }) => "invalid_request",
+            ApiError::Infer(InferError::QuotaExhausted { .. }) => {
+                actors::metrics::error_type("ThrottlingException")
             }
             ApiError::Unauthorized => "unauthorized",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",

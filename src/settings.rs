@@ -77,6 +77,12 @@ pub struct Settings {
     #[arg(long, env = "MODEL_SERVER_BRAKE_AFTER", default_value_t = 5)]
     pub brake_after: u32,
 
+    /// Quota tokens one output token of a model costs (Bedrock's burndown rate), as
+    /// `MODEL=RATE` (repeatable; the environment variable takes a comma-separated list).
+    /// Default by model family: 5 for Claude 3.7 Sonnet and Claude 4 and later, 1 before.
+    #[arg(long = "burndown", env = "MODEL_SERVER_BURNDOWN", value_delimiter = ',', value_parser = parse_burndown)]
+    pub burndown: Vec<(String, f64)>,
+
     /// Longest estimated wait for a quota-bound model's turn that a request is admitted
     /// with, in ms; longer ones get 503 + Retry-After at once. Default: as long as the
     /// request's own `timeout` allows.
@@ -235,6 +241,7 @@ impl Settings {
                 policy: self.throttle_policy,
                 schedule,
                 brake_after: self.brake_after.max(1),
+                burndown: self.burndown.iter().cloned().collect(),
                 ..ThrottleConfig::new(region)
             },
             retry: RetryPolicy {
@@ -254,6 +261,23 @@ impl Settings {
             },
         }
     }
+}
+
+/// Parses `--burndown MODEL=RATE`: a model id and a positive rate.
+fn parse_burndown(value: &str) -> Result<(String, f64), String> {
+    let (model, rate) = value.rsplit_once('=').ok_or_else(|| {
+        format!("{value:?} is not MODEL=RATE (e.g. us.anthropic.claude-sonnet-4-20250514-v1:0=5)")
+    })?;
+    let rate: f64 = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("the rate in {value:?} is not a number"))?;
+    if model.trim().is_empty() || !rate.is_finite() || rate <= 0.0 {
+        return Err(format!(
+            "{value:?}: the model must be named and the rate be a positive number"
+        ));
+    }
+    Ok((model.trim().to_string(), rate))
 }
 
 #[cfg(test)]

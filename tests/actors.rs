@@ -15,8 +15,8 @@ use actors::request::{InferError, InferRequest, InferResult};
 use actors::retry::RetryPolicy;
 use actors::supervisor::{CrashWorker, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
 use actors::throttle::{
-    Acquire, CallOutcome, GetThrottleStatus, Grant, Report, ThrottleActor, ThrottleConfig,
-    ThrottlePolicy,
+    Acquire, CallOutcome, GetThrottleStatus, Grant, QuotaKind, Report, ThrottleActor,
+    ThrottleConfig, ThrottlePolicy,
 };
 use actors::{Broker, BrokerConfig, Infer};
 use common::{eventually, MODEL};
@@ -246,12 +246,13 @@ async fn acquire(throttle: &Addr<ThrottleActor>) -> Duration {
         .send(Acquire {
             model: Arc::from(MODEL),
             reserved_tokens: 1,
+            ticket: None,
         })
         .await
         .unwrap()
     {
         Grant::CallAfter { delay, .. } => delay,
-        Grant::AskAgainAfter(delay) => panic!("no slot: ask again after {delay:?}"),
+        other => panic!("no slot: {other:?}"),
     }
 }
 
@@ -267,10 +268,13 @@ async fn report(throttle: &Addr<ThrottleActor>, outcome: CallOutcome) {
         .unwrap();
 }
 
-const THROTTLED: CallOutcome = CallOutcome::Throttled { tokens: false };
+const THROTTLED: CallOutcome = CallOutcome::Throttled {
+    quota: QuotaKind::Requests,
+};
 const SUCCESS: CallOutcome = CallOutcome::Success {
     input_tokens: 1,
     output_tokens: 1,
+    cache_write_tokens: 0,
 };
 
 fn assert_near(delay: Duration, expected_ms: u64) {

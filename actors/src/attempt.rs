@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::bedrock::{BedrockError, ErrorKind};
 use crate::request::{InferError, InferRequest};
 use crate::retry::{self, RetryDecision};
-use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report};
+use crate::throttle::{Acquire, CallOutcome, Grant, QuotaKind, Refusal, Release, Report};
 use crate::worker::WorkerDeps;
 
 /// One request's attempts so far.
@@ -89,8 +89,10 @@ impl<'a> Attempts<'a> {
 
     /// Steps 1 and 2 of an attempt: a slot from the shared throttle, and its delay slept.
     /// Returns the tokens the grant holds (for the report), or the error the request ends
-    /// in when no call can start before its deadline.
+    /// in when no call can start before its deadline (as soon as that is known: a caller in
+    /// line whose turn would come too late is answered at once), or the quota refuses it.
     pub(crate) async fn slot(&mut self) -> Result<u64, InferError> {
+        let mut ticket = None;
         loop {
             // 1. Ask the shared throttle for a slot (it answers at once), unless the model
             // is neither paced nor braked: then the call may go now. After a throttle always
@@ -106,6 +108,7 @@ impl<'a> Attempts<'a> {
                     .send(Acquire {
                         model: self.request.model.clone(),
                         reserved_tokens: self.request.reserved_tokens,
+                        ticket,
                     })
                     .await
                     .map_err(|e| InferError::Failed {
@@ -123,23 +126,32 @@ impl<'a> Attempts<'a> {
             // 2. Wait for the slot (or to ask again), unless the deadline comes first: a
             // paced call that could not finish before it (it typically takes `latency`) is
             // not sent.
-            let (delay, slot, latency) = match grant {
+            let (delay, slot, latency, starts_in) = match grant {
                 Grant::CallAfter {
                     delay,
                     tokens,
                     latency,
-                } => (delay, Some(tokens), latency),
-                Grant::AskAgainAfter(delay) => (delay, None, Duration::ZERO),
+                } => (delay, Some(tokens), latency, delay),
+                Grant::AskAgainAfter {
+                    after,
+                    starts_in,
+                    latency,
+                    ticket: place,
+                } => {
+                    ticket = Some(place);
+                    (after, None, latency, starts_in)
+                }
+                Grant::Refused(refusal) => return Err(self.refused(refusal)),
             };
             let wake_at = Instant::now() + delay;
-            if wake_at + latency >= self.deadline {
+            if Instant::now() + starts_in.max(delay) + latency >= self.deadline {
                 if let Some(granted_tokens) = slot {
                     self.deps.throttle.do_send(Release {
                         model: self.request.model.clone(),
                         granted_tokens,
                     });
                 }
-                return Err(self.no_time_left(self.last_error.clone(), delay));
+                return Err(self.no_time_left(self.last_error.clone(), starts_in.max(delay)));
             }
             if !delay.is_zero() {
                 tokio::time::sleep_until(wake_at).await;
@@ -147,6 +159,32 @@ impl<'a> Attempts<'a> {
             if let Some(granted_tokens) = slot {
                 return Ok(granted_tokens);
             }
+        }
+    }
+
+    /// The error for a call the throttle refuses outright.
+    fn refused(&self, refusal: Refusal) -> InferError {
+        match refusal {
+            Refusal::DailyQuota { retry_after } => InferError::QuotaExhausted {
+                reason: format!(
+                    "{}'s daily token quota (tokens per day) is spent: Bedrock answered \
+                     \"Too many tokens per day\"; no call is made until a probe succeeds",
+                    self.request.model
+                ),
+                retry_after,
+            },
+            Refusal::TooLarge {
+                reserved,
+                quota_tokens,
+            } => InferError::ExceedsQuota {
+                field: "max_tokens".into(),
+                reason: format!(
+                    "this request reserves {reserved} tokens of {}'s quota when it starts \
+                     (its input plus max_tokens), more than its tokens-per-minute quota can \
+                     ever hold (about {quota_tokens} a minute, as measured); lower max_tokens",
+                    self.request.model
+                ),
+            },
         }
     }
 
@@ -222,7 +260,7 @@ impl<'a> Attempts<'a> {
 pub(crate) fn failure_outcome(error: &BedrockError) -> CallOutcome {
     if error.kind == ErrorKind::Throttling {
         CallOutcome::Throttled {
-            tokens: error.message.to_ascii_lowercase().contains("token"),
+            quota: QuotaKind::of_message(&error.message),
         }
     } else {
         CallOutcome::OtherFailure

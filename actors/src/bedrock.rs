@@ -527,7 +527,8 @@ mod tests {
             reply.usage,
             Some(Usage {
                 input_tokens: 3,
-                output_tokens: 2
+                output_tokens: 2,
+                cache_write_tokens: 0,
             })
         );
     }

@@ -40,11 +40,21 @@
 //!   caller beyond it comes back later, so a cut takes effect within `horizon`. After a cut
 //!   the next slot is one interval away: the quota has nothing left now.
 //! - **Unpaced until the quota shows**: with no evidence of a quota nothing is delayed. Once a
-//!   quarter of the recent outcomes are throttles (beyond the background, below), the pace
-//!   starts at half the rate calls were succeeding at; the rate they came back at is the
-//!   first ceiling. It waits for three call latencies of outcomes, but at most 300 ms:
-//!   with calls of seconds, waiting for their successes let a storm of throttles run that
-//!   long (a sixth of a minute's calls at 3x a quota with 0.65 s streams).
+//!   quarter of the recent outcomes are throttles, and more of them than Bedrock's stray
+//!   throttles explain (a background of at least 5% would throttle that many of them less
+//!   than once in a hundred: one throttle among a sparse caller's few calls never starts
+//!   pacing), the pace starts at half the rate calls were succeeding at (in tokens for the
+//!   token lane, even before a success: a throttled call counts at its own size); the rate
+//!   they came back at is the first ceiling. It waits for three call latencies of outcomes,
+//!   but at most 300 ms: with calls of seconds, waiting for their successes let a storm of
+//!   throttles run that long (a sixth of a minute's calls at 3x a quota with 0.65 s streams).
+//! - **Evidence only where demand uses the pace**: a throttle says a pace is too fast only if
+//!   callers were using it (reserving at least 80% of it lately). Under a pace they leave
+//!   unused, a throttle counts only beyond the background as above, and then what it
+//!   measures is demand's rate, not the pace's: a pace is never cut below what callers were
+//!   succeeding at because of throttles the background explains. A pace that demand leaves
+//!   mostly unused (under half of it) with no throttle for 30 s is **released**: callers
+//!   under their quota see no pacing delay; a quota that binds again shows again.
 //! - **A throttle** of a call sent at the current pace: above the floor, the probe failed:
 //!   back to the floor (throttles at the floor in the next moments, while the quota recovers
 //!   from the probe, do not count against it). At the floor, the floor is refuted: the pace
@@ -137,6 +147,24 @@ impl Default for PacingConfig {
 /// Throttled fraction of the recent outcomes that starts pacing an unpaced model.
 const START_FRACTION: f64 = 0.25;
 
+/// The throttle fraction Bedrock is assumed to send whatever the load (stray throttles), until
+/// the measured background says more: throttles count as evidence of a quota only when a
+/// background this large would explain them less than once in [`EVIDENCE_ODDS`].
+const PRIOR_BACKGROUND: f64 = 0.05;
+
+/// How unlikely under the background the recent throttles must be to count as evidence.
+const EVIDENCE_ODDS: f64 = 0.01;
+
+/// Share of the pace that demand must use for a throttle to say the pace is too fast.
+const USED_SHARE: f64 = 0.8;
+
+/// How long a pace that demand leaves mostly unused (below [`IDLE_SHARE`] of it) and that
+/// sees no throttle is kept before pacing stops: callers under their quota see no delay.
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// Share of the pace below which demand leaves it unused.
+const IDLE_SHARE: f64 = 0.5;
+
 /// Throttles in a row that, with no success for [`CLOSURE_GAPS`] recent gaps between
 /// successes (and at least [`CLOSURE_QUIET`]), make a closure: a bucket keeps admitting calls
 /// at its rate, a spent window admits none.
@@ -178,8 +206,19 @@ const SLOTS_KEPT: Duration = Duration::from_secs(30);
 /// answers, streams) waiting for them lets a storm of throttles run that long.
 const START_LATENCY: Duration = Duration::from_millis(100);
 
-/// How far back the unpaced start looks for the rate calls came back at.
+/// How far back the unpaced start looks for the rate calls came back at: at least this, and
+/// three call latencies (calls of seconds come back a few at a time), at most
+/// [`RECENT_KEPT`].
 const RECENT_SECS: u64 = 2;
+
+/// Seconds of outcomes kept for the unpaced start.
+const RECENT_KEPT: u64 = 30;
+
+/// Successes the unpaced start measures their rate over, when [`RECENT_KEPT`] holds them.
+const RECENT_SUCCESSES: u32 = 10;
+
+/// Share of the rate calls were succeeding at that the unpaced start paces at.
+const START_SHARE: f64 = 0.5;
 
 /// The answer to a reservation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,6 +238,9 @@ pub enum Adjustment {
     Probe { from: f64, to: f64 },
     /// Nothing succeeded for two windows: pacing stopped (the brake spaces calls).
     Unpaced { from: f64 },
+    /// Demand left the pace mostly unused, with no throttle, for [`IDLE_RELEASE`]: pacing
+    /// stopped (callers under their quota see no delay; the quota shows again if it binds).
+    Released { from: f64 },
 }
 
 /// The stretch of time the current pace has run: what proves or refutes it.
@@ -288,9 +330,21 @@ pub struct RateController {
     /// Outcomes and throttles per 3 s over the last `window`: the lowest throttle fraction
     /// among them is the background, throttles the pace does not cause.
     fractions: VecDeque<(u64, u32, u32)>,
-    /// Outcomes, successes and units succeeded per whole second over the last
-    /// [`RECENT_SECS`].
-    recent: VecDeque<(u64, u32, u32, f64)>,
+    /// Outcomes, successes, units succeeded and units throttled per whole second over the
+    /// last [`RECENT_SECS`].
+    recent: VecDeque<(u64, u32, u32, f64, f64)>,
+    /// Units reserved (calls sent, or tokens) and when, over the last [`IDLE_RELEASE`]:
+    /// whether demand uses the pace.
+    demand: VecDeque<(Instant, f64)>,
+    /// The last throttle this pace counted (not one the background explains).
+    last_throttle: Option<Instant>,
+    /// When pacing started (from unpaced).
+    paced_since: Instant,
+    /// The last caller told to come back (demand was beyond the pace then).
+    last_turned_away: Option<Instant>,
+    /// The quota's rate measured at a pace most of whose calls got through, plus its noise:
+    /// an upper bound of the quota (see [`Self::quota_bound`]).
+    measured_bound: Option<f64>,
     /// Where the seconds of `fractions` and `recent` are counted from.
     epoch: Instant,
 }
@@ -331,6 +385,11 @@ impl RateController {
             window_like: false,
             fractions: VecDeque::new(),
             recent: VecDeque::new(),
+            demand: VecDeque::new(),
+            last_throttle: None,
+            paced_since: now,
+            last_turned_away: None,
+            measured_bound: None,
             epoch: now,
         }
     }
@@ -355,6 +414,20 @@ impl RateController {
         self.closure.map(|_| self.next_slot)
     }
 
+    /// How long until the next slot is free (zero while unpaced).
+    pub fn next_free(&self, now: Instant) -> Duration {
+        match self.rate {
+            Some(_) => self.next_slot.saturating_duration_since(now),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The most the quota can admit per second, as measured at a pace most of whose calls
+    /// got through (the measurement plus its noise); `None` until measured.
+    pub fn quota_bound(&self) -> Option<f64> {
+        self.measured_bound
+    }
+
     /// Reserves a slot for `units` (1 for a call; reserved tokens for the token lane).
     pub fn reserve(&mut self, now: Instant, units: f64, cfg: &PacingConfig) -> Reservation {
         let Some(rate) = self.rate else {
@@ -363,6 +436,7 @@ impl RateController {
         let slot = self.next_slot.max(now);
         let wait = slot.saturating_duration_since(now);
         if wait > cfg.horizon {
+            self.last_turned_away = Some(now);
             return Reservation::ComeBack(
                 cfg.horizon
                     .min(wait - cfg.horizon)
@@ -372,6 +446,14 @@ impl RateController {
         self.next_slot = slot + Duration::from_secs_f64(units / rate);
         self.stretch.sent += units;
         self.slots.push_back(slot);
+        self.demand.push_back((now, units));
+        while self
+            .demand
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > IDLE_RELEASE)
+        {
+            self.demand.pop_front();
+        }
         while self
             .slots
             .front()
@@ -425,7 +507,7 @@ impl RateController {
         cfg: &PacingConfig,
     ) -> Option<Adjustment> {
         self.count_outcome(now, false, cfg);
-        self.count_recent(now, Some(units));
+        self.count_recent(now, true, units);
         self.first_outcome.get_or_insert(now);
         self.last_success = Some(now);
         self.consecutive = 0;
@@ -454,11 +536,12 @@ impl RateController {
         self.set(now, to, cfg)
     }
 
-    /// Records a throttle of a call that took `latency`; `typical` is the typical latency of
-    /// a successful call (the feedback delay).
+    /// Records a throttle of a call worth `units` that took `latency`; `typical` is the
+    /// typical latency of a successful call (the feedback delay).
     pub fn on_throttle(
         &mut self,
         now: Instant,
+        units: f64,
         latency: Duration,
         typical: Duration,
         cfg: &PacingConfig,
@@ -466,7 +549,7 @@ impl RateController {
         // 1. Count it.
         self.latency = typical;
         self.count_outcome(now, true, cfg);
-        self.count_recent(now, None);
+        self.count_recent(now, false, units);
         self.consecutive += 1;
         if self.within_background(now, cfg) {
             return None;
@@ -497,7 +580,20 @@ impl RateController {
         {
             return self.close(now, rate, cfg);
         }
-        // 5. Right after the pace went down, the quota may still be short: no verdict yet,
+        // 5. Demand that does not use the pace says nothing about it: a throttle then is
+        // evidence only beyond what the background explains (the quota is then below demand,
+        // and demand's rate, not the pace, is what the calls measure).
+        let demand = self.demand_rate(now);
+        let turned_away = self
+            .last_turned_away
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(2));
+        let used = turned_away || demand >= USED_SHARE * rate;
+        if !used && !self.beyond_background(now, cfg) {
+            return None;
+        }
+        self.last_throttle = Some(now);
+        let level = if used { rate } else { demand.max(cfg.min_rate) };
+        // 6. Right after the pace went down, the quota may still be short: no verdict yet,
         // and the pace's proof starts over from here (what came before was on the quota's
         // shortfall, not on this pace).
         if now < self.grace_until {
@@ -516,7 +612,7 @@ impl RateController {
         self.ceiling = Some(self.ceiling.map_or(rate, |c| c.min(rate)));
         self.hold_until = None;
         self.climbs = 0;
-        // 6. What the calls sent at this pace say: most of them got through means a quota that
+        // 7. What the calls sent at this pace say: most of them got through means a quota that
         // carries its refill over (a bucket with a burst), which admits exactly its rate, so
         // this share of the pace is the quota, to within about one success. (Half of them
         // throttled says little: a bucket of burst one above its rate throttles every other
@@ -532,30 +628,31 @@ impl RateController {
         let measured = (!self.window_like
             && admitted >= f64::from(cfg.confident)
             && share >= CARRY_OVER_SHARE)
-            .then(|| (rate * share, rate * share * (1.0 + 1.0 / admitted)));
+            .then(|| (level * share, level * share * (1.0 + 1.0 / admitted)));
         if let Some((_, bound)) = measured {
             self.ceiling = self.ceiling.map(|c| c.min(bound));
+            self.measured_bound = Some(bound);
         }
         let to = match (self.floor, measured) {
-            // 6a. A probe failed: back to what is proven, unless what it measured is below
+            // 7a. A probe failed: back to what is proven, unless what it measured is below
             // that (the floor was proven on a burst the quota had saved).
             (Some(floor), Some((quota, _))) if floor < rate && quota < floor => {
                 self.floor = None;
                 quota * (1.0 - cfg.margin)
             }
             (Some(floor), _) if floor < rate => floor,
-            // 6b. The floor itself is throttled: the quota shrank, or the floor was proven on
+            // 7b. The floor itself is throttled: the quota shrank, or the floor was proven on
             // a burst the quota had saved. Pace at the share of calls that got through;
             // without a success at this pace, step down (further with each refutation in a
             // row).
             _ => {
                 self.floor = None;
                 if admitted > 0.0 {
-                    rate * share * (1.0 - cfg.margin)
+                    level * share * (1.0 - cfg.margin)
                 } else {
                     let step = (2.0 * cfg.precision * 2f64.powi(self.drops as i32)).min(0.5);
                     self.drops += 1;
-                    rate * (1.0 - step)
+                    level * (1.0 - step)
                 }
             }
         };
@@ -577,7 +674,20 @@ impl RateController {
         if quiet >= cfg.window * 2 && self.consecutive > 0 {
             return self.unpace(now);
         }
-        // 2. The search is over: re-test a little above the ceiling when the hold ends.
+        // 2. Demand has left the pace mostly unused, with no throttle, for a while: callers
+        // under their quota see no pacing delay.
+        if self.closure.is_none()
+            && now.saturating_duration_since(self.paced_since) >= IDLE_RELEASE
+            && [self.last_throttle, self.last_turned_away]
+                .iter()
+                .flatten()
+                .all(|at| now.saturating_duration_since(*at) >= IDLE_RELEASE)
+            && self.units_reserved(now, IDLE_RELEASE)
+                < IDLE_SHARE * rate * IDLE_RELEASE.as_secs_f64()
+        {
+            return self.release(now);
+        }
+        // 3. The search is over: re-test a little above the ceiling when the hold ends.
         if let Some(until) = self.hold_until {
             if now < until {
                 return None;
@@ -590,7 +700,7 @@ impl RateController {
             self.stretch.retest = true;
             return adjustment;
         }
-        // 3. A proof of the current pace, then the next probe.
+        // 4. A proof of the current pace, then the next probe.
         if self.proven(now, latency) {
             return self.probe(now, rate, cfg);
         }
@@ -610,13 +720,23 @@ impl RateController {
         if outcomes == 0 || f64::from(throttles) < START_FRACTION * f64::from(outcomes) {
             return None;
         }
+        // A few throttles among few calls are what Bedrock's stray throttles look like.
+        if !self.beyond_background(now, cfg) {
+            return None;
+        }
         let (returned, succeeded) = self.recent_rates(now, first);
         if returned <= 0.0 {
             return None;
         }
         self.ceiling = Some(returned);
-        let base = if succeeded > 0.0 { succeeded } else { returned };
-        self.set(now, (base / 2.0).max(cfg.min_rate), cfg)
+        self.paced_since = now;
+        self.last_throttle = Some(now);
+        let to = if succeeded > 0.0 {
+            succeeded * START_SHARE
+        } else {
+            returned / 2.0
+        };
+        self.set(now, to.max(cfg.min_rate), cfg)
     }
 
     /// Sets the pace to `to` from now on: a new stretch, and after a cut the next slot one
@@ -701,6 +821,47 @@ impl RateController {
             from: Some(rate),
             to,
         })
+    }
+
+    /// Pacing stops: demand leaves the pace unused and nothing is throttled.
+    fn release(&mut self, now: Instant) -> Option<Adjustment> {
+        match self.unpace(now)? {
+            Adjustment::Unpaced { from } => Some(Adjustment::Released { from }),
+            other => Some(other),
+        }
+    }
+
+    /// Units reserved over the last `span` (at most [`IDLE_RELEASE`]).
+    fn units_reserved(&self, now: Instant, span: Duration) -> f64 {
+        self.demand
+            .iter()
+            .rev()
+            .take_while(|(at, _)| now.saturating_duration_since(*at) <= span)
+            .map(|(_, units)| units)
+            .sum()
+    }
+
+    /// The rate demand reserved units at recently (over five of its calls' intervals, 2 to
+    /// 30 s, and no longer than pacing has run); infinite while pacing is too new to tell.
+    fn demand_rate(&self, now: Instant) -> f64 {
+        let Some(rate) = self.rate else {
+            return f64::INFINITY;
+        };
+        let span = Duration::from_secs_f64((5.0 * self.admission / rate).clamp(2.0, 30.0))
+            .min(now.saturating_duration_since(self.paced_since));
+        if span < Duration::from_millis(500) {
+            return f64::INFINITY;
+        }
+        self.units_reserved(now, span) / span.as_secs_f64()
+    }
+
+    /// Whether the recent throttles are more than the background (at least
+    /// [`PRIOR_BACKGROUND`]) explains: at most one chance in [`EVIDENCE_ODDS`] that it would
+    /// throttle that many of the recent outcomes.
+    fn beyond_background(&self, now: Instant, cfg: &PacingConfig) -> bool {
+        let background = self.background(now, cfg).max(PRIOR_BACKGROUND);
+        let (outcomes, throttles) = self.recent_outcomes(now);
+        binomial_tail(outcomes, throttles, background) < EVIDENCE_ODDS
     }
 
     /// Pacing stops: nothing has succeeded for two windows.
@@ -810,23 +971,29 @@ impl RateController {
         }
     }
 
-    /// Adds an outcome to the current second: a success worth `units`, or a throttle.
-    fn count_recent(&mut self, now: Instant, success: Option<f64>) {
+    /// Adds an outcome worth `units` to the current second: a success, or a throttle.
+    fn count_recent(&mut self, now: Instant, success: bool, units: f64) {
         let second = now.saturating_duration_since(self.epoch).as_secs();
-        let ok = u32::from(success.is_some());
-        let units = success.unwrap_or(0.0);
+        let (ok, ok_units, throttled_units) = if success {
+            (1, units, 0.0)
+        } else {
+            (0, 0.0, units)
+        };
         match self.recent.back_mut() {
-            Some((s, o, k, u)) if *s == second => {
+            Some((s, o, k, u, t)) if *s == second => {
                 *o += 1;
                 *k += ok;
-                *u += units;
+                *u += ok_units;
+                *t += throttled_units;
             }
-            _ => self.recent.push_back((second, 1, ok, units)),
+            _ => self
+                .recent
+                .push_back((second, 1, ok, ok_units, throttled_units)),
         }
         while self
             .recent
             .front()
-            .is_some_and(|(s, _, _, _)| second.saturating_sub(*s) > RECENT_SECS)
+            .is_some_and(|(s, ..)| second.saturating_sub(*s) > RECENT_KEPT)
         {
             self.recent.pop_front();
         }
@@ -841,22 +1008,30 @@ impl RateController {
             .fold((0, 0), |(o, t), (_, bo, bt)| (o + bo, t + bt))
     }
 
-    /// Units per second that came back (successes, and throttles counted at the successes'
-    /// mean size) and that succeeded, over the last [`RECENT_SECS`] (or since the first
-    /// outcome, at least a quarter of a second).
+    /// Units per second that came back (successes and throttles, each at its own size) and
+    /// that succeeded, over the last [`RECENT_SECS`] or three call latencies, whichever is
+    /// longer, and longer still (up to [`RECENT_KEPT`]) until it holds [`RECENT_SUCCESSES`]
+    /// successes: at a few calls a second, two seconds hold too few to measure a rate (or
+    /// since the first outcome, at least a quarter of a second).
     fn recent_rates(&self, now: Instant, first: Instant) -> (f64, f64) {
         let second = now.saturating_duration_since(self.epoch).as_secs();
         let elapsed = now.saturating_duration_since(first).as_secs_f64();
-        let (outcomes, ok, units) = self
-            .recent
-            .iter()
-            .filter(|(s, _, _, _)| s + RECENT_SECS > second)
-            .fold((0u32, 0u32, 0.0), |(o, k, u), (_, so, sk, su)| {
-                (o + so, k + sk, u + su)
-            });
-        let span = elapsed.min(RECENT_SECS as f64).max(0.25);
-        let per_call = if ok > 0 { units / f64::from(ok) } else { 1.0 };
-        (f64::from(outcomes) * per_call / span, units / span)
+        let shortest = (self.latency.as_secs_f64() * 3.0)
+            .ceil()
+            .clamp(RECENT_SECS as f64, RECENT_KEPT as f64) as u64;
+        let (mut ok, mut ok_units, mut throttled_units, mut look) = (0, 0.0, 0.0, shortest);
+        for (s, _, k, su, st) in self.recent.iter().rev() {
+            let age = second.saturating_sub(*s) + 1;
+            if age > shortest && ok >= RECENT_SUCCESSES {
+                break;
+            }
+            look = look.max(age);
+            ok += k;
+            ok_units += su;
+            throttled_units += st;
+        }
+        let span = elapsed.min(look as f64).max(0.25);
+        ((ok_units + throttled_units) / span, ok_units / span)
     }
 
     /// The background throttle fraction: the lower quartile of the last minute's complete
@@ -889,6 +1064,28 @@ impl RateController {
         let expected = f64::from(outcomes) * background;
         f64::from(throttles) <= expected + 2.0 * expected.sqrt()
     }
+}
+
+/// The chance that at least `k` of `n` outcomes are throttled when each is with chance `p`.
+fn binomial_tail(n: u32, k: u32, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    let (n_f, p) = (f64::from(n), p.clamp(1e-9, 1.0 - 1e-9));
+    // Sum the probabilities below `k` in log space (exact for the few hundred outcomes a
+    // few seconds hold).
+    let log_q = (1.0 - p).ln();
+    let ratio = (p / (1.0 - p)).ln();
+    let mut log_pmf = n_f * log_q;
+    let mut below = 0.0;
+    for i in 0..k {
+        below += log_pmf.exp();
+        log_pmf += ((n_f - f64::from(i)) / f64::from(i + 1)).ln() + ratio;
+    }
+    (1.0 - below).max(0.0)
 }
 
 #[cfg(test)]
@@ -932,14 +1129,17 @@ mod tests {
         for i in 0..10 {
             c.on_admitted(t0 + ms(100 + i * 100), 1.0, LATENCY, &cfg);
         }
-        assert_eq!(c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg), None);
+        assert_eq!(
+            c.on_throttle(t0 + ms(1000), 1.0, THROTTLE, LATENCY, &cfg),
+            None
+        );
         assert_eq!(
             c.rate(),
             None,
             "one throttle in eleven outcomes is not a quota"
         );
         for _ in 0..3 {
-            c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg);
+            c.on_throttle(t0 + ms(1000), 1.0, THROTTLE, LATENCY, &cfg);
         }
         // 10 successes and 4 throttles in 1.0 s (since the first outcome at 0.1 s: 0.9 s).
         let rate = c.rate().expect("paced");
@@ -949,7 +1149,7 @@ mod tests {
         // latencies of outcomes before judging.
         let mut early = RateController::new(t0);
         for _ in 0..5 {
-            early.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+            early.on_throttle(t0 + ms(10), 1.0, THROTTLE, LATENCY, &cfg);
         }
         assert_eq!(early.rate(), None);
     }
@@ -964,7 +1164,7 @@ mod tests {
         assert_eq!(second - first, ms(100));
         // A throttle of the call sent at `second` (a probe above the floor): back to the
         // floor, one floor interval (200 ms) after that last slot (or after now, if later).
-        let adj = c.on_throttle(second + THROTTLE, THROTTLE, LATENCY, &cfg);
+        let adj = c.on_throttle(second + THROTTLE, 1.0, THROTTLE, LATENCY, &cfg);
         assert_eq!(
             adj,
             Some(Adjustment::Cut {
@@ -975,7 +1175,10 @@ mod tests {
         assert_eq!(slot(&mut c, second + THROTTLE), second + THROTTLE + ms(200));
         assert_eq!(c.ceiling(), Some(10.0));
         // Throttles of calls sent before the cut say nothing about the new pace.
-        assert_eq!(c.on_throttle(second + ms(6), ms(6), LATENCY, &cfg), None);
+        assert_eq!(
+            c.on_throttle(second + ms(6), 1.0, ms(6), LATENCY, &cfg),
+            None
+        );
         assert_eq!(c.rate(), Some(5.0));
     }
 
@@ -985,10 +1188,14 @@ mod tests {
         let t0 = Instant::now();
         // Carry-over: 9 of 10 calls at 11/s got through: the quota is about 9.9/s.
         let mut c = paced(t0, 11.0, Some(11.0), Some(12.0));
-        for i in 1..=9 {
-            c.on_admitted(t0 + ms(i * 90 + 100), 1.0, LATENCY, &cfg);
+        let mut last = t0;
+        for i in 1..=10 {
+            last = slot(&mut c, t0 + ms(i * 91));
+            if i < 10 {
+                c.on_admitted(last + LATENCY, 1.0, LATENCY, &cfg);
+            }
         }
-        c.on_throttle(t0 + ms(1000), THROTTLE, LATENCY, &cfg);
+        c.on_throttle(last + THROTTLE, 1.0, THROTTLE, LATENCY, &cfg);
         let to = c.rate().unwrap();
         assert!((to - 11.0 * 0.9 * (1.0 - cfg.margin)).abs() < 1e-9, "{to}");
         assert_eq!(c.floor(), None);
@@ -997,11 +1204,17 @@ mod tests {
         assert!((c.ceiling().unwrap() - bound).abs() < 1e-9);
         // Nothing got through at the refuted pace: step down, further each time.
         let mut d = paced(t0, 10.0, Some(10.0), None);
-        d.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+        d.on_throttle(t0 + ms(10), 1.0, THROTTLE, LATENCY, &cfg);
         assert!((d.rate().unwrap() - 10.0 * (1.0 - 2.0 * cfg.precision)).abs() < 1e-9);
         let later = d.grace_until + ms(1);
         let after_slot = slot(&mut d, later);
-        d.on_throttle(after_slot.max(later) + THROTTLE, THROTTLE, LATENCY, &cfg);
+        d.on_throttle(
+            after_slot.max(later) + THROTTLE,
+            1.0,
+            THROTTLE,
+            LATENCY,
+            &cfg,
+        );
         let expected = 10.0 * (1.0 - 2.0 * cfg.precision) * (1.0 - 4.0 * cfg.precision);
         assert!((d.rate().unwrap() - expected).abs() < 1e-9);
     }
@@ -1019,7 +1232,7 @@ mod tests {
         for i in 1..=10 {
             last = slot(&mut c, t0 + ms(100 * i));
         }
-        c.on_throttle(last + THROTTLE, THROTTLE, long, &cfg);
+        c.on_throttle(last + THROTTLE, 1.0, THROTTLE, long, &cfg);
         let to = c.rate().unwrap();
         assert!((to - 10.0 * 0.9 * (1.0 - cfg.margin)).abs() < 1e-9, "{to}");
     }
@@ -1029,14 +1242,14 @@ mod tests {
         let cfg = PacingConfig::default();
         let t0 = Instant::now();
         let mut c = paced(t0, 10.0, Some(10.0), None);
-        c.on_throttle(t0 + ms(10), THROTTLE, LATENCY, &cfg);
+        c.on_throttle(t0 + ms(10), 1.0, THROTTLE, LATENCY, &cfg);
         let rate = c.rate().unwrap();
         // A call sent at the new pace but within three latencies of the cut: the quota may
         // still be short from the calls before it.
         let sent = slot(&mut c, t0 + ms(20));
         assert!(sent < c.grace_until);
         assert_eq!(
-            c.on_throttle(sent + THROTTLE, THROTTLE, LATENCY, &cfg),
+            c.on_throttle(sent + THROTTLE, 1.0, THROTTLE, LATENCY, &cfg),
             None
         );
         assert_eq!(c.rate(), Some(rate));
@@ -1063,7 +1276,7 @@ mod tests {
             Reservation::At(at) => at,
             other => panic!("{other:?}"),
         };
-        c.on_throttle(first + THROTTLE, THROTTLE, LATENCY, &cfg);
+        c.on_throttle(first + THROTTLE, 1.0, THROTTLE, LATENCY, &cfg);
         let rate = c.rate().unwrap();
         // A drained bucket admits the next call once it refilled 230 tokens at the new pace;
         // throttles before then give no verdict.
@@ -1129,7 +1342,7 @@ mod tests {
         let mut now = last;
         for _ in 0..8 {
             now += ms(400);
-            c.on_throttle(now, THROTTLE, LATENCY, &cfg);
+            c.on_throttle(now, 1.0, THROTTLE, LATENCY, &cfg);
             if c.resume_at().is_some() {
                 break;
             }
@@ -1165,7 +1378,7 @@ mod tests {
                 c.on_admitted(base + ms(i * 10), 1.0, LATENCY, &cfg);
             }
             for i in 0..5 {
-                let adj = c.on_throttle(base + ms(950 + i), THROTTLE, LATENCY, &cfg);
+                let adj = c.on_throttle(base + ms(950 + i), 1.0, THROTTLE, LATENCY, &cfg);
                 if second >= 30 && matches!(adj, Some(Adjustment::Cut { .. })) {
                     cuts_after_learning += 1;
                 }
@@ -1210,5 +1423,99 @@ mod tests {
         assert_eq!(c.reserve(t0, 10.0, &cfg), Reservation::At(first + ms(40)));
         c.settle(t0, 10.0, 60.0);
         assert_eq!(c.reserve(t0, 1.0, &cfg), Reservation::At(first + ms(100)));
+    }
+    #[test]
+    fn the_binomial_tail_is_the_chance_of_at_least_k_throttles() {
+        assert_eq!(binomial_tail(10, 0, 0.05), 1.0);
+        assert_eq!(binomial_tail(3, 4, 0.05), 0.0);
+        // One of four: 1 - 0.95^4.
+        assert!((binomial_tail(4, 1, 0.05) - (1.0 - 0.95f64.powi(4))).abs() < 1e-12);
+        // All of three: 0.05^3.
+        assert!((binomial_tail(3, 3, 0.05) - 0.05f64.powi(3)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stray_throttles_among_few_calls_do_not_start_pacing() {
+        // A caller sending one call every 2 s; Bedrock throttles one of them at random.
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = RateController::new(t0);
+        for i in 0..3 {
+            c.on_admitted(t0 + ms(2000 * i), 1.0, ms(1500), &cfg);
+        }
+        let at = t0 + ms(5000);
+        assert_eq!(c.on_throttle(at, 1.0, THROTTLE, ms(1500), &cfg), None);
+        assert_eq!(
+            c.rate(),
+            None,
+            "one throttle in four calls is what strays look like"
+        );
+        // Its retry is throttled too, and another: three in a row are not strays.
+        c.on_throttle(at + ms(300), 1.0, THROTTLE, ms(1500), &cfg);
+        c.on_throttle(at + ms(600), 1.0, THROTTLE, ms(1500), &cfg);
+        assert!(
+            c.rate().is_some(),
+            "three throttles of six outcomes are a quota"
+        );
+    }
+
+    #[test]
+    fn the_token_lane_starts_in_tokens_even_before_a_success() {
+        // Calls reserving 8,000 tokens, all throttled before any success came back: the
+        // pace is in tokens, about half what came back, not a rate of calls.
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = RateController::new(t0);
+        for i in 0..8 {
+            c.on_throttle(t0 + ms(100 * i), 8000.0, THROTTLE, ms(5000), &cfg);
+        }
+        let rate = c.rate().expect("paced");
+        assert!(rate > 1000.0, "{rate} tokens/s");
+    }
+
+    #[test]
+    fn a_throttle_while_demand_leaves_the_pace_unused_says_nothing() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        // Paced at 10/s while callers send one call a second.
+        let mut c = paced(t0, 10.0, Some(10.0), None);
+        c.paced_since = t0;
+        let mut now = t0;
+        for _ in 0..10 {
+            now += ms(1000);
+            let at = slot(&mut c, now);
+            c.on_admitted(at + LATENCY, 1.0, LATENCY, &cfg);
+        }
+        now += ms(1000);
+        let at = slot(&mut c, now);
+        assert_eq!(
+            c.on_throttle(at + THROTTLE, 1.0, THROTTLE, LATENCY, &cfg),
+            None
+        );
+        assert_eq!(c.rate(), Some(10.0));
+    }
+
+    #[test]
+    fn a_pace_demand_leaves_unused_is_released() {
+        let cfg = PacingConfig::default();
+        let t0 = Instant::now();
+        let mut c = paced(t0, 10.0, Some(10.0), None);
+        c.paced_since = t0;
+        let mut now = t0;
+        let mut released = None;
+        // One call a second for 40 s, none throttled.
+        for _ in 0..40 {
+            now += ms(1000);
+            let at = slot(&mut c, now);
+            c.on_admitted(at + LATENCY, 1.0, LATENCY, &cfg);
+            if let Some(adj) = c.adjust(at + LATENCY, LATENCY, &cfg) {
+                released = Some((now - t0, adj));
+                break;
+            }
+        }
+        let (after, adj) = released.expect("released");
+        assert_eq!(adj, Adjustment::Released { from: 10.0 });
+        assert!(after >= IDLE_RELEASE, "{after:?}");
+        assert_eq!(c.rate(), None);
     }
 }

@@ -34,6 +34,18 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Completion tokens Bedrock generated.
     pub output_tokens: u64,
+    /// Prompt tokens written to the prompt cache (charged like input by the quota); absent
+    /// from the JSON when zero.
+    #[serde(
+        default,
+        rename = "cache_creation_input_tokens",
+        skip_serializing_if = "is_zero"
+    )]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A successful answer.
@@ -70,6 +82,15 @@ pub enum InferError {
     },
     /// The broker is shutting down and admits no new work.
     ShuttingDown,
+    /// The model's daily token quota is spent: no call is made until a probe succeeds; the
+    /// client may retry after `retry_after` (429, as Bedrock's own throttle).
+    QuotaExhausted {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// The request can never fit the model's quota (its reservation is larger than the
+    /// tokens-per-minute quota holds); `field` is what to change (`max_tokens`).
+    ExceedsQuota { field: String, reason: String },
     /// The request's deadline passed before it could be answered.
     DeadlineExceeded {
         timeout: Duration,
@@ -107,6 +128,15 @@ impl fmt::Display for InferError {
                 retry_after.as_secs_f64().ceil()
             ),
             InferError::ShuttingDown => write!(f, "the server is shutting down"),
+            InferError::QuotaExhausted {
+                reason,
+                retry_after,
+            } => write!(
+                f,
+                "{reason}; retry after {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
+            InferError::ExceedsQuota { field, reason } => write!(f, "{field}: {reason}"),
             InferError::DeadlineExceeded {
                 timeout,
                 attempts,

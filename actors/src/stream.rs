@@ -253,6 +253,7 @@ mod tests {
             usage: Usage {
                 input_tokens: 3,
                 output_tokens: 5,
+                cache_write_tokens: 0,
             },
             attempts: 1,
         }

@@ -441,6 +441,7 @@ fn success(usage: Usage) -> CallOutcome {
     CallOutcome::Success {
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
+        cache_write_tokens: usage.cache_write_tokens,
     }
 }
 
@@ -497,6 +498,8 @@ struct UsageCounts {
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 impl<'a> EventHead<'a> {
@@ -519,6 +522,9 @@ impl<'a> EventHead<'a> {
             }
             if let Some(n) = counts.output_tokens {
                 usage.output_tokens = n;
+            }
+            if let Some(n) = counts.cache_creation_input_tokens {
+                usage.cache_write_tokens = n;
             }
         }
     }
@@ -544,7 +550,8 @@ mod tests {
             usage,
             Usage {
                 input_tokens: 12,
-                output_tokens: 9
+                output_tokens: 9,
+                cache_write_tokens: 0,
             }
         );
     }

@@ -85,6 +85,9 @@ pub struct ThrottleConfig {
     pub brake_after: u32,
     /// Adaptive: the pacer's constants.
     pub pacing: PacingConfig,
+    /// Burndown rates set by the operator per model id (quota tokens per output token),
+    /// over the model family's default ([`crate::burndown`]).
+    pub burndown: HashMap<String, f64>,
 }
 
 impl ThrottleConfig {
@@ -96,11 +99,20 @@ impl ThrottleConfig {
             schedule: BackoffSchedule::default(),
             brake_after: 5,
             pacing: PacingConfig::default(),
+            burndown: HashMap::new(),
         }
     }
 }
 
 impl ThrottleConfig {
+    /// The burndown rate of `model`: the operator's, else its family's.
+    pub fn burndown_of(&self, model: &str) -> f64 {
+        self.burndown
+            .get(model)
+            .copied()
+            .unwrap_or_else(|| crate::burndown::default_burndown(model))
+    }
+
     /// Consecutive throttles the brake lets pass before it delays calls.
     pub fn free_throttles(&self) -> u32 {
         match self.policy {
@@ -147,6 +159,9 @@ pub struct Acquire {
     pub model: Arc<str>,
     /// Tokens Bedrock will reserve for the call (input estimate + max_tokens).
     pub reserved_tokens: u64,
+    /// The caller's place in line, from an earlier [`Grant::AskAgainAfter`] (`None` on the
+    /// first ask).
+    pub ticket: Option<u64>,
 }
 
 /// The answer to an [`Acquire`].
@@ -161,21 +176,78 @@ pub enum Grant {
         /// before its request's deadline is not worth starting.
         latency: Duration,
     },
-    /// No slot yet (the pace is full for now): ask again after this delay.
-    AskAgainAfter(Duration),
+    /// No slot yet (the pace is full for now): ask again after `after`, with `ticket`. At the
+    /// current pace the call would start in about `starts_in` (the callers ahead in line
+    /// first), and calls take about `latency`: a request that cannot finish by its deadline
+    /// is answered now rather than when the deadline comes.
+    AskAgainAfter {
+        after: Duration,
+        starts_in: Duration,
+        latency: Duration,
+        ticket: u64,
+    },
+    /// The call must not be made: the quota cannot take it (see [`Refusal`]).
+    Refused(Refusal),
+}
+
+/// Why the throttle refuses a call outright.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// The model's daily token quota ("Too many tokens per day") is spent: no call is made
+    /// until a probe after `retry_after` succeeds.
+    DailyQuota { retry_after: Duration },
+    /// The call's reservation (input + `max_tokens`) is more than the model's tokens-per-minute
+    /// quota can ever hold (`quota_tokens` a minute at most): Bedrock would throttle it forever.
+    TooLarge { reserved: u64, quota_tokens: u64 },
+}
+
+/// Which of Bedrock's quotas refused a call: its ThrottlingException's message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaKind {
+    /// Requests per minute (`Too many requests, ...`, and any other message).
+    Requests,
+    /// Tokens per minute (`Too many tokens, ...`).
+    Tokens,
+    /// Tokens per day (`Too many tokens per day, ...`).
+    TokensPerDay,
+}
+
+impl QuotaKind {
+    /// The quota a throttle's message names.
+    pub fn of_message(message: &str) -> QuotaKind {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("tokens per day") || lower.contains("token per day") {
+            QuotaKind::TokensPerDay
+        } else if lower.contains("token") {
+            QuotaKind::Tokens
+        } else {
+            QuotaKind::Requests
+        }
+    }
+
+    /// The name used in metrics and `/status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuotaKind::Requests => "requests",
+            QuotaKind::Tokens => "tokens",
+            QuotaKind::TokensPerDay => "tokens_per_day",
+        }
+    }
 }
 
 /// How a call went, as far as the throttle cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
-    /// Bedrock answered.
+    /// Bedrock answered, with the usage it reported.
     Success {
         input_tokens: u64,
         output_tokens: u64,
+        /// Prompt-cache writes (`cache_creation_input_tokens`): charged like input.
+        cache_write_tokens: u64,
     },
-    /// ThrottlingException, the quota signal; `tokens` when it named tokens ("Too many
-    /// tokens") rather than requests.
-    Throttled { tokens: bool },
+    /// ThrottlingException, the quota signal, naming the quota that refused.
+    Throttled { quota: QuotaKind },
     /// Any other failure; not a quota signal (ModelNotReady and 503 included).
     OtherFailure,
 }
@@ -254,6 +326,27 @@ pub struct ModelThrottleStatus {
     pub throttled: u64,
     /// Calls that succeeded.
     pub succeeded: u64,
+    /// Throttled calls by the quota that refused them (`requests`, `tokens`,
+    /// `tokens_per_day`), as Bedrock's messages name it.
+    pub throttled_by: ThrottledBy,
+    /// The daily token quota is spent: the model's requests are refused (429) until a probe
+    /// succeeds.
+    pub daily_quota_spent: bool,
+    /// When the next probe of a spent daily quota goes, in ms (`null` unless spent).
+    pub daily_quota_probe_in_ms: Option<u64>,
+    /// Quota tokens one output token costs.
+    pub burndown: f64,
+}
+
+/// Throttled calls of one model by the quota that refused them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ThrottledBy {
+    /// `Too many requests`.
+    pub requests: u64,
+    /// `Too many tokens`.
+    pub tokens: u64,
+    /// `Too many tokens per day`.
+    pub tokens_per_day: u64,
 }
 
 /// The adaptive policy's view of one model: the pace it keeps and the quota it measured, in
@@ -349,9 +442,10 @@ impl ThrottleActor {
     /// The model's state, created on first sight.
     fn state(&mut self, model: &Arc<str>, now: Instant) -> &mut ModelThrottle {
         self.published.entry(model.clone()).or_insert((None, None));
+        let burndown = self.config.burndown_of(model);
         self.models
             .entry(model.clone())
-            .or_insert_with(|| ModelThrottle::new(now))
+            .or_insert_with(|| ModelThrottle::with_burndown(now, burndown))
     }
 }
 
@@ -371,7 +465,13 @@ impl Handler<Acquire> for ThrottleActor {
         let now = Instant::now();
         let config = self.config.clone();
         let state = self.state(&msg.model, now);
-        let (grant, brake) = state.grant(now, msg.reserved_tokens, &config, fastrand::f64());
+        let (grant, brake) = state.grant(
+            now,
+            msg.reserved_tokens,
+            msg.ticket,
+            &config,
+            fastrand::f64(),
+        );
         if !brake.is_zero() {
             log::info!(
                 "Pre-emptive backoff due to shared throttling... waiting {:.2}s before calling {} ({} consecutive throttles)",
@@ -399,6 +499,11 @@ impl Handler<Report> for ThrottleActor {
             msg.granted_tokens,
             &config,
         );
+        if notes.daily_spent {
+            log::warn!(
+                "{model}: Bedrock's daily token quota is spent (\"Too many tokens per day\"); refusing its requests with 429 until a probe succeeds"
+            );
+        }
         if let Some(was) = notes.brake_reset {
             log::info!(
                 "Request succeeded, resetting shared throttle counter... ({model}, was {was} consecutive throttles)"
@@ -418,6 +523,9 @@ impl Handler<Report> for ThrottleActor {
                 }
                 Adjustment::Unpaced { from } => log::info!(
                     "Stopped pacing {model} (was {from:.2} {unit}/s): nothing succeeded for a minute; the shared backoff spaces calls"
+                ),
+                Adjustment::Released { from } => log::info!(
+                    "Stopped pacing {model} (was {from:.2} {unit}/s): demand has stayed under the pace with no throttle"
                 ),
             }
         }
@@ -459,6 +567,8 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                 let (calls, throttled, succeeded) = state.counts();
                 let (calls_floor, calls_ceiling) = state.quota_bounds(Lane::Calls);
                 let (tokens_floor, tokens_ceiling) = state.quota_bounds(Lane::Tokens);
+                let [requests, tokens, tokens_per_day] = state.throttled_by();
+                let daily = state.daily();
                 ModelThrottleStatus {
                     region: config.region.clone(),
                     model: model.to_string(),
@@ -481,6 +591,15 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                     calls,
                     throttled,
                     succeeded,
+                    throttled_by: ThrottledBy {
+                        requests,
+                        tokens,
+                        tokens_per_day,
+                    },
+                    daily_quota_spent: daily.is_some(),
+                    daily_quota_probe_in_ms: daily
+                        .map(|d| d.probe_at.saturating_duration_since(now).as_millis() as u64),
+                    burndown: state.burndown(),
                 }
             })
             .collect();

@@ -175,6 +175,7 @@ mod tests {
             Some(Usage {
                 input_tokens: 3,
                 output_tokens: 4,
+                cache_write_tokens: 0,
             }),
         );
         let first = trace.first_token();

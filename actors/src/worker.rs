@@ -254,6 +254,7 @@ async fn attempt_loop(
                 CallOutcome::Success {
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
+                    cache_write_tokens: usage.cache_write_tokens,
                 }
             }
             Err(e) => failure_outcome(e),

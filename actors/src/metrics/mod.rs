@@ -131,6 +131,8 @@ pub const THROTTLE_STATE: &str = "modelserver_throttle_state";
 pub const BRAKE_CONSECUTIVE_THROTTLES: &str = "modelserver_brake_consecutive_throttles";
 /// The brake's pre-emptive delay for a call now (gauge, s).
 pub const BRAKE_DELAY: &str = "modelserver_brake_delay";
+/// 1 while the model's daily token quota is spent and its requests are refused (gauge).
+pub const DAILY_QUOTA_SPENT: &str = "modelserver_daily_quota_spent";
 
 // ---------------------------------------------------------------------------------------
 // Label values.
@@ -1214,6 +1216,10 @@ mod tests {
             calls: 10,
             throttled: 2,
             succeeded: 8,
+            throttled_by: Default::default(),
+            daily_quota_spent: false,
+            daily_quota_probe_in_ms: None,
+            burndown: 5.0,
         };
         let status = BrokerStatus {
             pools: vec![PoolStatus {

@@ -287,7 +287,7 @@ impl StatusCollector {
     /// Per labelled model: the pacer's rates, the measured quota, the state, the brake.
     fn encode_throttle(&self, e: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
         type Read = fn(&ModelThrottleStatus) -> Option<f64>;
-        let gauges: [(&str, &str, Option<Unit>, Read); 8] = [
+        let gauges: [(&str, &str, Option<Unit>, Read); 9] = [
             (PACER_CALLS_PER_SECOND, "The pacer's rate in calls per second (absent while the model is unpaced).", None, |t| t.pace.paced_calls_per_sec),
             (PACER_TOKENS_PER_SECOND, "The pacer's rate in tokens per second (absent while the model is unpaced).", None, |t| t.pace.paced_tokens_per_sec),
             (QUOTA_FLOOR_CALLS, "The measured quota's lower bound in calls per second: the highest pace proven sustainable.", None, |t| t.pace.quota_floor_calls_per_sec),
@@ -296,6 +296,7 @@ impl StatusCollector {
             (QUOTA_CEILING_TOKENS, "The measured quota's upper bound in tokens per second: the lowest pace Bedrock throttled.", None, |t| t.pace.quota_ceiling_tokens_per_sec),
             (BRAKE_CONSECUTIVE_THROTTLES, "The brake's consecutive throttles (reset by a success or a quiet minute).", None, |t| Some(t.consecutive_throttles as f64)),
             (BRAKE_DELAY, "The brake's pre-emptive delay for a call now (0 when it is not braking).", Some(Unit::Seconds), |t| Some(t.current_delay_ms as f64 / 1000.0)),
+            (DAILY_QUOTA_SPENT, "1 while the model's daily token quota is spent (Bedrock's \"Too many tokens per day\") and its requests are refused until a probe succeeds.", None, |t| Some(if t.daily_quota_spent { 1.0 } else { 0.0 })),
         ];
         // Labelled models only: a pace or a brake summed over models means nothing.
         let labelled: Vec<(Arc<str>, &ModelThrottleStatus)> = self

@@ -23,7 +23,7 @@ use actors::bedrock::ErrorKind;
 use actors::model_throttle::ModelThrottle;
 use actors::queue::{dispatch_cap, wait_for, ADMISSION_HEADROOM};
 use actors::retry::{RetryDecision, RetryPolicy, ThrottlePause};
-use actors::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
+use actors::throttle::{CallOutcome, Grant, QuotaKind, ThrottleConfig, ThrottlePolicy};
 use tokio::time::Instant;
 
 /// How the quota is enforced.
@@ -40,6 +40,11 @@ pub enum Shape {
     /// Tokens per minute in a bucket holding `burst_secs` of the rate; calls reserve input +
     /// max_tokens and settle to what they used (`Scenario::q` is then in calls at that use).
     TokenBucket { burst_secs: f64 },
+    /// Bedrock's tokens per minute with the calls of [`Scenario::claude`]: a bucket of
+    /// `burst_secs` of `tpm / 60` that a call needs `input + max_tokens` in to start, and that
+    /// is charged `input + output x burndown` when the call ends (the reservation's rest is
+    /// given back then). `Scenario::q` is in calls at the mean charge.
+    BedrockTokens { tpm: f64, burst_secs: f64 },
 }
 
 impl Shape {
@@ -50,6 +55,7 @@ impl Shape {
             Shape::Sliding => "sliding60s".into(),
             Shape::Fixed => "fixed60s".into(),
             Shape::TokenBucket { burst_secs } => format!("tpm-bucket{burst_secs}s"),
+            Shape::BedrockTokens { tpm, burst_secs } => format!("{tpm}tpm-bucket{burst_secs}s"),
         }
     }
 }
@@ -76,6 +82,47 @@ pub struct Scenario {
     pub latency: f64,
     /// Most a call's arrival at Bedrock lags its send (uniform from 0.5 ms), seconds.
     pub jitter: f64,
+    /// Arrivals are a Poisson process (else evenly spaced).
+    pub poisson: bool,
+    /// Spread of the call latency: the standard deviation of its logarithm (lognormal around
+    /// `latency` as the median); 0 keeps the 5% jitter.
+    pub latency_spread: f64,
+    /// Claude-sized calls (prompt, `max_tokens`, output rate, burndown); `None`: the seed's
+    /// small calls.
+    pub claude: Option<ClaudeCalls>,
+    /// `(from_second, k)`: the offered load is `k x q` from then on (before the first step,
+    /// `Scenario::k`).
+    pub demand: Vec<(f64, f64)>,
+}
+
+/// Claude-sized calls: what a call reserves and what it is charged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClaudeCalls {
+    /// Input tokens of each prompt.
+    pub input: u64,
+    /// `max_tokens` of each request.
+    pub max_tokens: u64,
+    /// Output tokens written per second of the call (its latency).
+    pub out_per_sec: f64,
+    /// Quota tokens charged per output token.
+    pub burndown: f64,
+}
+
+impl ClaudeCalls {
+    /// What a call reserves when it starts.
+    pub fn reserved(&self) -> u64 {
+        self.input + self.max_tokens
+    }
+
+    /// Output tokens of a call that took `latency` seconds.
+    pub fn output(&self, latency: f64) -> u64 {
+        ((latency * self.out_per_sec).round() as u64).clamp(1, self.max_tokens)
+    }
+
+    /// What a call that took `latency` seconds is charged.
+    pub fn charge(&self, latency: f64) -> f64 {
+        self.input as f64 + self.output(latency) as f64 * self.burndown
+    }
 }
 
 impl Scenario {
@@ -95,7 +142,31 @@ impl Scenario {
             seed: 1,
             latency: 0.1,
             jitter: 0.0015,
+            poisson: false,
+            latency_spread: 0.0,
+            claude: None,
+            demand: Vec::new(),
         }
+    }
+
+    /// Claude-shaped traffic: Poisson arrivals at `k` x the quota `q` (calls/s), calls of
+    /// `latency` s median (lognormal, spread 0.5), timeout 120 s and 10 retries.
+    pub fn claude(q: f64, shape: Shape, k: f64, seconds: f64, latency: f64) -> Scenario {
+        Scenario {
+            poisson: true,
+            latency_spread: 0.5,
+            latency,
+            timeout: 120.0,
+            ..Scenario::per_minute(q * 60.0, shape, k, seconds)
+        }
+    }
+
+    /// The offered load (multiple of `q`) at `t`.
+    fn k_at(&self, t: f64) -> f64 {
+        self.demand
+            .iter()
+            .rfind(|(from, _)| t >= *from)
+            .map_or(self.k, |(_, k)| *k)
     }
 
     pub fn name(&self) -> String {
@@ -140,6 +211,13 @@ pub struct Outcome {
     pub exhausted: u64,
     /// The quota's admitted calls per second over the run, for the goodput ratio.
     pub quota_rate: f64,
+    /// Seconds from arrival to answer of every success.
+    pub latencies: Vec<f64>,
+    /// Quota tokens charged by the successes answered in each second ([`ClaudeCalls`]).
+    pub charged_per_second: Vec<f64>,
+    /// Refused at once by the broker because the model's daily quota is spent, or a call
+    /// could never fit the quota.
+    pub refused_quota: u64,
 }
 
 impl Outcome {
@@ -151,6 +229,23 @@ impl Outcome {
 
     pub fn throttled_fraction(&self) -> f64 {
         self.throttled as f64 / self.calls.max(1) as f64
+    }
+
+    /// Quota tokens charged by the successes answered inside `[from, to)` seconds, over
+    /// what `tpm` allows in that span.
+    pub fn token_goodput(&self, from: usize, to: usize, tpm: f64) -> f64 {
+        let charged: f64 = self.charged_per_second[from..to].iter().sum();
+        charged / (tpm / 60.0 * (to - from) as f64)
+    }
+
+    /// The `q` quantile of the successes' latencies (arrival to answer), seconds.
+    pub fn latency_quantile(&self, q: f64) -> f64 {
+        let mut xs = self.latencies.clone();
+        if xs.is_empty() {
+            return f64::NAN;
+        }
+        xs.sort_by(f64::total_cmp);
+        xs[((xs.len() - 1) as f64 * q).round() as usize]
     }
 }
 
@@ -184,11 +279,18 @@ enum Event {
 }
 
 struct Job {
+    arrived: f64,
     deadline: f64,
     calls: u32,
     throttled_last: bool,
     granted_tokens: u64,
     sent_at: f64,
+    /// The call's latency if it passes, drawn when it is sent.
+    call_latency: f64,
+    /// Its last call was throttled at random, not by the quota.
+    stray: bool,
+    /// Its place in the throttle's line, once told to come back.
+    ticket: Option<u64>,
     done: bool,
 }
 
@@ -212,6 +314,7 @@ impl Quota {
             Shape::Bucket { burst } => burst.max(1.0),
             Shape::MinuteBucket => 60.0 * q,
             Shape::TokenBucket { burst_secs } => burst_secs * q * USED_TOKENS as f64,
+            Shape::BedrockTokens { tpm, burst_secs } => tpm / 60.0 * burst_secs,
             _ => 0.0,
         };
         Quota {
@@ -223,10 +326,19 @@ impl Quota {
         }
     }
 
-    /// Whether a call arriving at `t` passes (taking its share), at `factor` x the quota.
-    fn admit(&mut self, t: f64, factor: f64) -> bool {
+    /// Whether a call arriving at `t` passes (taking its share), at `factor` x the quota; a
+    /// call of the Bedrock token shape reserves `reserved` tokens.
+    fn admit(&mut self, t: f64, factor: f64, reserved: f64) -> bool {
         let rate = self.q * factor;
         match self.shape {
+            Shape::BedrockTokens { tpm, burst_secs } => {
+                self.refill(t, tpm / 60.0 * factor, burst_secs);
+                if self.level >= reserved {
+                    self.level -= reserved;
+                    return true;
+                }
+                false
+            }
             Shape::Bucket { .. } | Shape::MinuteBucket => {
                 let capacity = match self.shape {
                     Shape::Bucket { burst } => (burst * factor).max(1.0),
@@ -268,6 +380,30 @@ impl Quota {
             }
         }
     }
+
+    /// Refills the Bedrock token bucket up to `t`.
+    fn refill(&mut self, t: f64, per_sec: f64, burst_secs: f64) {
+        self.level = (self.level + (t - self.at) * per_sec).min(burst_secs * per_sec);
+        self.at = t;
+    }
+
+    /// A Bedrock token call ended at `t`: `back` tokens of its reservation return (negative:
+    /// it is charged more than it reserved).
+    fn settle(&mut self, t: f64, factor: f64, back: f64) {
+        if let Shape::BedrockTokens { tpm, burst_secs } = self.shape {
+            self.refill(t, tpm / 60.0 * factor, burst_secs);
+            self.level = (self.level + back).min(burst_secs * tpm / 60.0 * factor);
+        }
+    }
+}
+
+/// A lognormal draw with median `median` and log-spread `sigma`.
+fn lognormal(rng: &mut fastrand::Rng, median: f64, sigma: f64) -> f64 {
+    // Box-Muller.
+    let u1 = rng.f64().max(1e-12);
+    let u2 = rng.f64();
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    median * (sigma * z).exp()
 }
 
 /// Runs one scenario.
@@ -292,7 +428,7 @@ pub fn run(s: &Scenario) -> Outcome {
     };
     let t0 = Instant::now();
     let at = |t: f64| t0 + Duration::from_secs_f64(t);
-    let mut model = ModelThrottle::new(t0);
+    let mut model = ModelThrottle::with_burndown(t0, s.claude.map_or(1.0, |c| c.burndown));
     let mut quota = Quota::new(s.shape, s.q);
     let horizon = s.seconds + s.timeout + 5.0;
     let slots = horizon as usize + 2;
@@ -300,8 +436,10 @@ pub fn run(s: &Scenario) -> Outcome {
         ok_per_second: vec![0; slots],
         throttled_per_second: vec![0; slots],
         pace_per_second: vec![f64::NAN; slots],
+        charged_per_second: vec![0.0; slots],
         ..Outcome::default()
     };
+    let reserved_tokens = s.claude.map_or(RESERVED_TOKENS, |c| c.reserved());
     let mut events: BinaryHeap<Reverse<(Time, u64, Event)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push = |events: &mut BinaryHeap<Reverse<(Time, u64, Event)>>, t: f64, e: Event| {
@@ -309,7 +447,11 @@ pub fn run(s: &Scenario) -> Outcome {
         events.push(Reverse((Time(t), seq, e)));
     };
     let interval = 1.0 / (s.k * s.q);
-    let phase = rng.f64() * interval;
+    let phase = if s.poisson {
+        -rng.f64().max(1e-12).ln() * interval
+    } else {
+        rng.f64() * interval
+    };
     push(&mut events, phase, Event::Arrival);
     push(&mut events, 0.1, Event::Maintain);
     let mut next_arrival = phase;
@@ -342,11 +484,15 @@ pub fn run(s: &Scenario) -> Outcome {
                 });
                 if admit {
                     jobs.push(Job {
+                        arrived: t,
                         deadline,
                         calls: 0,
                         throttled_last: false,
                         granted_tokens: 0,
                         sent_at: 0.0,
+                        call_latency: 0.0,
+                        stray: false,
+                        ticket: None,
                         done: false,
                     });
                     queue.push_back(jobs.len() - 1);
@@ -356,7 +502,12 @@ pub fn run(s: &Scenario) -> Outcome {
                 } else {
                     out.refused += 1;
                 }
-                next_arrival += interval;
+                let interval = 1.0 / (s.k_at(t) * s.q);
+                next_arrival += if s.poisson {
+                    -rng.f64().max(1e-12).ln() * interval
+                } else {
+                    interval
+                };
                 if next_arrival < s.seconds {
                     push(&mut events, next_arrival, Event::Arrival);
                 }
@@ -390,7 +541,9 @@ pub fn run(s: &Scenario) -> Outcome {
                 let job = &mut jobs[i];
                 let ask = job.throttled_last || model.must_ask(now, &config);
                 let grant = if ask {
-                    model.grant(now, RESERVED_TOKENS, &config, rng.f64()).0
+                    model
+                        .grant(now, reserved_tokens, job.ticket, &config, rng.f64())
+                        .0
                 } else {
                     Grant::CallAfter {
                         delay: Duration::ZERO,
@@ -423,9 +576,20 @@ pub fn run(s: &Scenario) -> Outcome {
                             push(&mut events, send, Event::Send(i));
                         }
                     }
-                    Grant::AskAgainAfter(delay) => {
-                        let again = t + delay.as_secs_f64();
-                        if again >= job.deadline {
+                    Grant::Refused(_) => {
+                        finish(job, &mut holding);
+                        out.refused_quota += 1;
+                    }
+                    Grant::AskAgainAfter {
+                        after,
+                        starts_in,
+                        latency,
+                        ticket,
+                    } => {
+                        job.ticket = Some(ticket);
+                        let again = t + after.as_secs_f64();
+                        let start = t + starts_in.max(after).as_secs_f64();
+                        if start + latency.as_secs_f64() >= job.deadline {
                             finish(job, &mut holding);
                             if job.calls == 0 {
                                 out.shed += 1;
@@ -448,9 +612,20 @@ pub fn run(s: &Scenario) -> Outcome {
                 out.calls += 1;
                 // The call reaches Bedrock a little later.
                 let arrival = t + 0.0005 + rng.f64() * (s.jitter - 0.0005).max(0.0);
-                let passed = rng.f64() >= s.noise && quota.admit(arrival, s.factor_at(arrival));
+                // (The draws come in the order they always did, so the older scenarios see
+                // the same random streams: the stray throttle's, then the latency's.)
+                job.stray = rng.f64() < s.noise;
+                let passed = !job.stray
+                    && quota.admit(arrival, s.factor_at(arrival), reserved_tokens as f64);
                 if passed {
-                    let answer = t + s.latency * (1.0 + 0.05 * rng.f64());
+                    job.call_latency = if s.latency_spread > 0.0 {
+                        lognormal(&mut rng, s.latency, s.latency_spread)
+                    } else {
+                        s.latency * (1.0 + 0.05 * rng.f64())
+                    };
+                }
+                if passed {
+                    let answer = t + job.call_latency;
                     push(&mut events, answer, Event::Answer(i, true));
                 } else {
                     if std::env::var("SIM_TRACE").is_ok_and(|v| v == "3") {
@@ -468,7 +643,15 @@ pub fn run(s: &Scenario) -> Outcome {
             Event::Answer(i, ok) => {
                 let job = &mut jobs[i];
                 let call_latency = Duration::from_secs_f64(t - job.sent_at);
-                let outcome = if ok {
+                let outcome = if let (true, Some(c)) = (ok, s.claude) {
+                    let latency = job.call_latency;
+                    quota.settle(t, s.factor_at(t), c.reserved() as f64 - c.charge(latency));
+                    CallOutcome::Success {
+                        input_tokens: c.input,
+                        output_tokens: c.output(latency),
+                        cache_write_tokens: 0,
+                    }
+                } else if ok {
                     let used = match s.shape {
                         Shape::TokenBucket { .. } => USED_TOKENS,
                         _ => 30,
@@ -476,10 +659,20 @@ pub fn run(s: &Scenario) -> Outcome {
                     CallOutcome::Success {
                         input_tokens: 5,
                         output_tokens: used - 5,
+                        cache_write_tokens: 0,
                     }
                 } else {
+                    let tokens = !job.stray
+                        && matches!(
+                            s.shape,
+                            Shape::TokenBucket { .. } | Shape::BedrockTokens { .. }
+                        );
                     CallOutcome::Throttled {
-                        tokens: matches!(s.shape, Shape::TokenBucket { .. }),
+                        quota: if tokens {
+                            QuotaKind::Tokens
+                        } else {
+                            QuotaKind::Requests
+                        },
                     }
                 };
                 let notes = model.report(now, outcome, call_latency, job.granted_tokens, &config);
@@ -496,6 +689,10 @@ pub fn run(s: &Scenario) -> Outcome {
                     finish(job, &mut holding);
                     out.ok += 1;
                     out.ok_per_second[t as usize] += 1;
+                    out.latencies.push(t - job.arrived);
+                    if let Some(c) = s.claude {
+                        out.charged_per_second[t as usize] += c.charge(job.call_latency);
+                    }
                 } else {
                     job.throttled_last = true;
                     match retry.decide(ErrorKind::Throttling, job.calls, s.max_retries, rng.f64()) {
@@ -569,6 +766,32 @@ pub fn summary(s: &Scenario, o: &Outcome) -> String {
         o.shed,
         o.late_504,
         o.exhausted
+    )
+}
+
+/// One line for Claude-shaped runs: what answered, how fast, what the quota gave.
+pub fn claude_summary(s: &Scenario, o: &Outcome) -> String {
+    let secs = s.seconds as usize;
+    let used = match s.shape {
+        Shape::BedrockTokens { tpm, .. } => o.token_goodput(0, secs, tpm),
+        _ => o.goodput(0, secs, o.quota_rate),
+    };
+    format!(
+        "{:<9} {:<40} used {:.3} throttled {:5.1}% of {:5} calls | sent {} ok {} p50 {:.2}s p99 {:.2}s | refused {} shed {} 504 {} exhausted {} quota {}",
+        format!("{:?}", s.policy),
+        s.name(),
+        used,
+        100.0 * o.throttled_fraction(),
+        o.calls,
+        o.sent,
+        o.ok,
+        o.latency_quantile(0.5),
+        o.latency_quantile(0.99),
+        o.refused,
+        o.shed,
+        o.late_504,
+        o.exhausted,
+        o.refused_quota
     )
 }
 
