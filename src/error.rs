@@ -238,7 +238,7 @@ impl ResponseError for ApiError {
 
 impl ApiError {
     /// The `error_type` this error is counted under in the metrics (see
-    /// `actors::metrics::ERROR_TYPES`).
+    /// `actors::observe::metrics::ERROR_TYPES`).
     pub fn error_type(&self) -> &'static str {
         match self {
             ApiError::Invalid { .. } | ApiError::Infer(InferError::UnknownType { .. }) => {
@@ -249,10 +249,12 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Infer(InferError::Rejected { code, .. }) => actors::metrics::error_type(code),
+            ApiError::Infer(InferError::Rejected { code, .. }) => {
+                actors::observe::metrics::error_type(code)
+            }
             ApiError::Infer(InferError::Failed {
                 code: Some(code), ..
-            }) => actors::metrics::error_type(code),
+            }) => actors::observe::metrics::error_type(code),
             ApiError::Infer(InferError::Failed { code: None, .. }) => "internal",
             ApiError::Infer(InferError::Overloaded { .. }) | ApiError::Unavailable { .. } => {
                 "overloaded"

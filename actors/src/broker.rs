@@ -5,16 +5,18 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::bedrock::BedrockBackend;
-use crate::metrics::{Metrics, MetricsConfig};
-use crate::retry::RetryPolicy;
-use crate::router::Router;
-use crate::summary::{summarize, ModelSummary};
-use crate::supervisor::{Abort, Drain, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
-use crate::throttle::{
+use crate::actor::router::Router;
+use crate::actor::supervisor::{
+    Abort, Drain, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor,
+};
+use crate::actor::throttle::{
     GetThrottleStatus, ModelThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig,
 };
-use crate::worker::WorkerDeps;
+use crate::actor::worker::WorkerDeps;
+use crate::backend::bedrock::BedrockBackend;
+use crate::observe::metrics::{Metrics, MetricsConfig};
+use crate::observe::summary::{summarize, ModelSummary};
+use crate::policy::retry::RetryPolicy;
 
 /// Everything the actor system is configured with.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! [`BedrockStream`] events and [`BedrockError`].
 //!
 //! The SDK's own retries are disabled: one `invoke` or `open_stream` is exactly one HTTP
-//! call, and the worker's attempt loop (with [`crate::retry`]) decides about retries. Each
+//! call, and the worker's attempt loop (with [`crate::policy::retry`]) decides about retries. Each
 //! call is bounded by what is left of its request's deadline; a stream's events are read one
 //! at a time by the worker, which bounds each wait. Errors inside a stream (Bedrock's
 //! exception frames: `throttlingException`, `modelStreamErrorException`, ...) get the same
@@ -28,7 +28,7 @@ use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use serde::Deserialize;
 
-use crate::request::Usage;
+use crate::flow::request::Usage;
 
 /// Region used when neither the config nor the AWS chain names one.
 pub const FALLBACK_REGION: &str = "us-east-1";
@@ -89,7 +89,7 @@ impl fmt::Debug for BedrockStream {
     }
 }
 
-/// What kind of failure a call ended in; [`crate::retry`] decides what each kind means.
+/// What kind of failure a call ended in; [`crate::policy::retry`] decides what each kind means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Throttling,

@@ -29,7 +29,7 @@
 //!   measuring what metrics cost.
 //!
 //! Per-model rates and recent latencies for `/status` and the status page are kept beside the
-//! metrics by [`crate::activity`], fed by the same recording calls.
+//! metrics by [`crate::observe::activity`], fed by the same recording calls.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -44,9 +44,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::activity::{Activity, CallResult, RecentActivity};
-use crate::bedrock::{BedrockError, BedrockReply, ErrorKind};
+use crate::backend::bedrock::{BedrockError, BedrockReply, ErrorKind};
 use crate::broker::BrokerStatus;
+use crate::observe::activity::{Activity, CallResult, RecentActivity};
 
 mod snapshot;
 
@@ -1186,9 +1186,9 @@ mod tests {
 
     #[test]
     fn the_snapshot_sums_unlabelled_models_into_other_and_paces_only_labelled_ones() {
-        use crate::queue::ModelLoad;
-        use crate::supervisor::{PoolCounters, PoolStatus};
-        use crate::throttle::{ModelThrottleStatus, PaceStatus, ThrottlePolicy};
+        use crate::actor::supervisor::queue::ModelLoad;
+        use crate::actor::supervisor::{PoolCounters, PoolStatus};
+        use crate::actor::throttle::{ModelThrottleStatus, PaceStatus, ThrottlePolicy};
         let metrics = Metrics::new(MetricsConfig::new("us-east-1"));
         metrics.allow_model("m");
         let load = |model: &str, queued, pace, wait| ModelLoad {

@@ -6,7 +6,7 @@
 //! is keyed by model id.
 //!
 //! Three policies ([`ThrottlePolicy`]):
-//! - **adaptive** (default): a pacer per model ([`crate::pacing`]) spaces calls at the rate
+//! - **adaptive** (default): a pacer per model ([`crate::policy::pacing`]) spaces calls at the rate
 //!   the quota admits, in calls and, for tokens-per-minute quotas, in tokens (each slot
 //!   holds the tokens a call of the model typically uses, at most its input estimate +
 //!   `max_tokens`, and is settled with the `usage` Bedrock returns). The seed's brake stays
@@ -18,8 +18,10 @@
 //!   ([`RateUpdate`]) so the supervisor can refuse requests that cannot start in time.
 //! - **seed**: the seed's [`SharedBrake`] alone: while calls to a model are throttled, every
 //!   call first waits 1 s, 2 s, 4 s, ... 32 s; a success or 60 s without a throttle resets it.
-//! - **none**: no shared state; each request backs off on its own (see [`crate::retry`]).
+//! - **none**: no shared state; each request backs off on its own (see [`crate::policy::retry`]).
 //!   For comparison in benchmarks.
+
+pub mod model;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,9 +32,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::backoff::BackoffSchedule;
-use crate::model_throttle::{Lane, ModelThrottle};
-use crate::pacing::{Adjustment, PacingConfig};
+use crate::actor::throttle::model::{Lane, ModelThrottle};
+use crate::policy::backoff::BackoffSchedule;
+use crate::policy::pacing::{Adjustment, PacingConfig};
 
 /// Which throttle policy the broker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

@@ -30,14 +30,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::attempt::{failure_outcome, Attempts};
-use crate::bedrock::{BedrockError, BedrockStream, ErrorKind};
-use crate::job::{CallMarker, Job};
-use crate::request::{InferError, InferRequest, Usage};
-use crate::stream::{StreamSender, StreamSummary};
-use crate::supervisor::JobEnd;
-use crate::throttle::CallOutcome;
-use crate::worker::{test_hook, InFlightGuard, WorkerDeps};
+use crate::actor::supervisor::JobEnd;
+use crate::actor::throttle::CallOutcome;
+use crate::actor::worker::attempt::{failure_outcome, Attempts};
+use crate::actor::worker::{test_hook, InFlightGuard, WorkerDeps};
+use crate::backend::bedrock::{BedrockError, BedrockStream, ErrorKind};
+use crate::flow::job::{CallMarker, Job};
+use crate::flow::request::{InferError, InferRequest, Usage};
+use crate::flow::stream::{StreamSender, StreamSummary};
 
 /// Most events held back before the first content delta; past it they are passed on (the
 /// stream then counts as having sent content). Bedrock sends one or two.
@@ -218,7 +218,7 @@ async fn attempt_loop(
             );
             request
                 .trace
-                .failed(crate::metrics::error_type(&error.code));
+                .failed(crate::observe::metrics::error_type(&error.code));
             return StreamEnd::Error(broken_stream(error, attempts.calls, usage));
         }
         if let Err(final_error) = attempts.after_failure(error).await {
@@ -344,10 +344,10 @@ async fn read_events(
 }
 
 /// Sends one event, unless the caller left meanwhile.
-async fn send(reply: &StreamSender, event: Vec<u8>) -> Result<(), crate::stream::CallerGone> {
+async fn send(reply: &StreamSender, event: Vec<u8>) -> Result<(), crate::flow::stream::CallerGone> {
     tokio::select! {
         biased;
-        _ = reply.closed() => Err(crate::stream::CallerGone),
+        _ = reply.closed() => Err(crate::flow::stream::CallerGone),
         sent = reply.send_event(event) => sent,
     }
 }
@@ -395,7 +395,7 @@ impl Opened<'_> {
 /// Records one stream call's end in the metrics (and, for a refusal or a success, on the
 /// request's trace: an opened stream's attempt is noted by [`Opened::observe`]).
 fn observe_call(deps: &WorkerDeps, request: &InferRequest, end: &StreamCall<'_>, sent_at: Instant) {
-    use crate::metrics::AttemptOutcome;
+    use crate::observe::metrics::AttemptOutcome;
     let metrics = &deps.metrics;
     let model: &str = &request.model;
     let took = sent_at.elapsed();

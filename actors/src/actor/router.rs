@@ -10,10 +10,10 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::job::{Job, Reply};
-use crate::request::{InferError, InferRequest, InferResult};
-use crate::stream::StreamSender;
-use crate::supervisor::{Enqueue, SupervisorActor};
+use crate::actor::supervisor::{Enqueue, SupervisorActor};
+use crate::flow::job::{Job, Reply};
+use crate::flow::request::{InferError, InferRequest, InferResult};
+use crate::flow::stream::StreamSender;
 
 /// Submits a request; its answer arrives on `reply`, exactly once.
 #[derive(Message)]
@@ -28,7 +28,7 @@ pub struct Infer {
 }
 
 /// Submits a request answered as a stream (InvokeModelWithResponseStream); its head, events
-/// and terminal item arrive on `reply` (see [`crate::stream`]).
+/// and terminal item arrive on `reply` (see [`crate::flow::stream`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InferStream {

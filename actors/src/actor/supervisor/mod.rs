@@ -1,9 +1,9 @@
 //! SupervisorActor: owns one worker type's queue and its pool of workers.
 //!
-//! It admits jobs into a bounded queue (one FIFO per model, see [`crate::queue`]), refusing
+//! It admits jobs into a bounded queue (one FIFO per model, see [`crate::actor::supervisor::queue`]), refusing
 //! at once those that cannot start before their deadline at their model's pace, hands each
 //! to the live worker with the most free call slots (up to `worker_concurrency` each), grows
-//! and shrinks the pool by the pure rules in [`crate::scaling`], and replaces workers that
+//! and shrinks the pool by the pure rules in [`crate::policy::scaling`], and replaces workers that
 //! die. It is the one place that knows the queue depth and the in-flight counts (actix has
 //! no mailbox-length API).
 //!
@@ -14,6 +14,8 @@
 //! died) or whose job task panicked is retired and a new one started; its jobs are not lost,
 //! because a dropped [`Job`] re-queues itself here or answers its caller (see `job.rs`).
 
+pub mod queue;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +23,12 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::job::Job;
-use crate::queue::{ModelLoad, ModelQueues, Removal};
-use crate::request::InferError;
-use crate::scaling::{self, ScalingPolicy, WorkerLoad};
-use crate::throttle::RateUpdate;
-use crate::worker::{ClaudeWorker, Retire, RunJob, WorkerDeps};
+use crate::actor::supervisor::queue::{ModelLoad, ModelQueues, Removal};
+use crate::actor::throttle::RateUpdate;
+use crate::actor::worker::{ClaudeWorker, Retire, RunJob, WorkerDeps};
+use crate::flow::job::Job;
+use crate::flow::request::InferError;
+use crate::policy::scaling::{self, ScalingPolicy, WorkerLoad};
 
 /// Settings of one worker pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -653,7 +655,7 @@ impl Handler<CrashWorker> for SupervisorActor {
     fn handle(&mut self, _msg: CrashWorker, _ctx: &mut Context<Self>) -> bool {
         match self.workers.iter().find(|w| !w.retiring) {
             Some(slot) => {
-                slot.addr.do_send(crate::worker::Crash);
+                slot.addr.do_send(crate::actor::worker::Crash);
                 true
             }
             None => false,

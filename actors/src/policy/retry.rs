@@ -10,7 +10,7 @@
 //!   not be built: the same call would fail the same way.
 //! - One exception, where the call can be changed: a ValidationException refusing beta flags
 //!   (`anthropic_beta`, which Claude Code fills with flags Bedrock may not accept) is retried
-//!   once, at once, without the flags the rule of [`crate::betas`] picks
+//!   once, at once, without the flags the rule of [`crate::policy::betas`] picks
 //!   ([`retry_without_refused_betas`]). That retry corrects the request rather than repeating
 //!   it, so it does not count against `max_retries`.
 //! - Streams: the same decisions apply to a stream's failures until its first content has
@@ -27,8 +27,8 @@
 
 use std::time::Duration;
 
-use crate::bedrock::{BedrockError, ErrorKind};
-use crate::betas::{self, BetaRetry};
+use crate::backend::bedrock::{BedrockError, ErrorKind};
+use crate::policy::betas::{self, BetaRetry};
 
 /// Settings of the pause between retries.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -19,8 +19,8 @@ use prometheus_client::metrics::MetricType::{self, Counter as C, Gauge as G};
 use prometheus_client::registry::Unit;
 
 use super::*;
-use crate::supervisor::PoolStatus;
-use crate::throttle::ModelThrottleStatus;
+use crate::actor::supervisor::PoolStatus;
+use crate::actor::throttle::ModelThrottleStatus;
 
 /// One scrape's snapshot of the pools and the throttle.
 #[derive(Debug)]

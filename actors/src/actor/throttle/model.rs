@@ -1,6 +1,6 @@
 //! The throttle state of one (region, model), as a pure state machine: the adaptive pacer's
-//! two lanes (calls and tokens, [`crate::pacing`]) with the seed's brake behind them
-//! ([`crate::backoff`]). [`crate::throttle::ThrottleActor`] keeps one per model and only
+//! two lanes (calls and tokens, [`crate::policy::pacing`]) with the seed's brake behind them
+//! ([`crate::policy::backoff`]). [`crate::actor::throttle::ThrottleActor`] keeps one per model and only
 //! applies it; the virtual-time simulation (`actors/tests/pacing_simulation.rs`) drives the
 //! very same code. Nothing here sleeps or reads the clock: every call passes `now`.
 //!
@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backoff::SharedBrake;
-use crate::pacing::{Adjustment, RateController, Reservation};
-use crate::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
+use crate::actor::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
+use crate::policy::backoff::SharedBrake;
+use crate::policy::pacing::{Adjustment, RateController, Reservation};
 
 /// Which pace an adjustment was made to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Beta flags Bedrock refuses: which to drop from a request body after Bedrock refused it,
-//! so the one retry policy ([`crate::retry`]) can send it again without them.
+//! so the one retry policy ([`crate::policy::retry`]) can send it again without them.
 //!
 //! Bedrock takes Anthropic's beta flags in the body, as the list `anthropic_beta`. It
 //! validates them per model and refuses a request carrying one it does not accept with a 400

@@ -1,6 +1,6 @@
 //! What the two attempt loops of a worker share (the whole answer's in `worker.rs`, the
 //! stream's in `streaming.rs`): getting a slot from the shared throttle, reporting each
-//! call's outcome to it, and deciding after a failure, with [`crate::retry`], whether to go
+//! call's outcome to it, and deciding after a failure, with [`crate::policy::retry`], whether to go
 //! again. Keeping these in one place is what makes a streamed request go through exactly the
 //! same throttle, retries and deadline as a whole one.
 
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::bedrock::{BedrockError, ErrorKind};
-use crate::request::{InferError, InferRequest};
-use crate::retry::{self, RetryDecision};
-use crate::throttle::{Acquire, CallOutcome, Grant, Release, Report};
-use crate::worker::WorkerDeps;
+use crate::actor::throttle::{Acquire, CallOutcome, Grant, Release, Report};
+use crate::actor::worker::WorkerDeps;
+use crate::backend::bedrock::{BedrockError, ErrorKind};
+use crate::flow::request::{InferError, InferRequest};
+use crate::policy::retry::{self, RetryDecision};
 
 /// One request's attempts so far.
 pub(crate) struct Attempts<'a> {

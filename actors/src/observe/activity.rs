@@ -6,7 +6,7 @@
 //! "now": rates over the last [`RATE_WINDOW_SECS`] seconds, p50/p99 over the last
 //! [`LATENCY_WINDOW_SECS`] seconds, and a per-second chart of the last [`HISTORY_SECS`]. Each
 //! model (by its metrics label, so the set is bounded) keeps a ring of one-second buckets and
-//! a ring of recent latencies; [`crate::metrics::Metrics`] feeds both from its recording
+//! a ring of recent latencies; [`crate::observe::metrics::Metrics`] feeds both from its recording
 //! calls. Everything is computed when `/status` asks, never on the request path.
 
 use std::collections::{HashMap, VecDeque};

@@ -4,16 +4,16 @@
 //!
 //! `/status` also lists the pools' per-model queues and the throttle's per-model state, keyed
 //! by model id, for every model ever asked for. This view is keyed like the metrics (see
-//! [`crate::metrics`]): models with a label of their own by id, every other model summed into
+//! [`crate::observe::metrics`]): models with a label of their own by id, every other model summed into
 //! one `other` row, so it stays small whatever clients send.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::activity::RecentActivity;
-use crate::metrics::{throttle_state, Metrics, OTHER};
-use crate::supervisor::PoolStatus;
-use crate::throttle::{ModelThrottleStatus, PaceStatus};
+use crate::actor::supervisor::PoolStatus;
+use crate::actor::throttle::{ModelThrottleStatus, PaceStatus};
+use crate::observe::activity::RecentActivity;
+use crate::observe::metrics::{throttle_state, Metrics, OTHER};
 
 /// One model's row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

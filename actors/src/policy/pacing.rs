@@ -1,5 +1,5 @@
 //! Adaptive pacing: a learned send rate per model, as a pure state machine the
-//! [`crate::ThrottleActor`] applies (through [`crate::model_throttle`]). Nothing here sleeps
+//! [`crate::ThrottleActor`] applies (through [`crate::actor::throttle::model`]). Nothing here sleeps
 //! or reads the clock.
 //!
 //! # Why

@@ -3,7 +3,7 @@
 //! For each job the worker runs the attempt loop: ask the [`ThrottleActor`] for a grant, sleep
 //! the granted delay (never past the deadline; a grant without a slot means "ask again
 //! later", which costs no attempt), call InvokeModel with what is left of the deadline,
-//! report the outcome, and on failure ask [`crate::retry`] whether to go again. No call is
+//! report the outcome, and on failure ask [`crate::policy::retry`] whether to go again. No call is
 //! sent without a slot the throttle granted. A streamed job runs the same steps with
 //! InvokeModelWithResponseStream and reads its events (`streaming.rs`); the steps both loops
 //! share are in `attempt.rs`.
@@ -17,20 +17,23 @@
 //! one job the failure domain: a panic inside it drops only that job, whose `Drop` re-queues
 //! or answers it, while a guard tells the supervisor, which replaces the worker.
 
+mod attempt;
+mod streaming;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use crate::attempt::{failure_outcome, Attempts};
-use crate::bedrock::{BedrockBackend, BedrockError, BedrockReply};
-use crate::job::{CallMarker, Job};
-use crate::metrics::Metrics;
-use crate::request::{InferError, InferReply, InferRequest, InferResult};
-use crate::retry::RetryPolicy;
-use crate::supervisor::{JobDone, JobEnd, SupervisorActor};
-use crate::throttle::{CallOutcome, ThrottleActor, ThrottleGates};
+use crate::actor::supervisor::{JobDone, JobEnd, SupervisorActor};
+use crate::actor::throttle::{CallOutcome, ThrottleActor, ThrottleGates};
+use crate::actor::worker::attempt::{failure_outcome, Attempts};
+use crate::backend::bedrock::{BedrockBackend, BedrockError, BedrockReply};
+use crate::flow::job::{CallMarker, Job};
+use crate::flow::request::{InferError, InferReply, InferRequest, InferResult};
+use crate::observe::metrics::Metrics;
+use crate::policy::retry::RetryPolicy;
 
 /// What a worker needs to run jobs; cloned into every worker of a pool.
 #[derive(Clone)]
@@ -187,7 +190,7 @@ impl Drop for InFlightGuard {
 /// Runs `job` to its answer, or stops when its caller leaves.
 async fn serve(job: Job, deps: WorkerDeps, guard: InFlightGuard) {
     if job.is_stream() {
-        return crate::streaming::serve_stream(job, deps, guard).await;
+        return crate::actor::worker::streaming::serve_stream(job, deps, guard).await;
     }
     serve_whole(job, deps, guard).await
 }

@@ -4,7 +4,7 @@
 //! - **Per-model FIFOs**: a model held back by its quota does not block the others; models
 //!   with waiting jobs take turns for free worker slots.
 //! - **Dispatch cap**: while a model is paced (its rate is known from the ThrottleActor's
-//!   [`crate::throttle::RateUpdate`]s), at most `pace * (latency + 0.5 s)` + 4 of its jobs
+//!   [`crate::actor::throttle::RateUpdate`]s), at most `pace * (latency + 0.5 s)` + 4 of its jobs
 //!   hold worker slots; the rest wait here, in FIFO order (the pacer's "ask again" loop is
 //!   not), where a caller that leaves costs nothing and where the wait can be estimated.
 //!   Unpaced models are limited by the worker slots only.
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::job::Job;
+use crate::flow::job::Job;
 
 /// Slots a paced model may hold beyond what one second of its pace and its calls in flight need.
 const DISPATCH_SLACK: usize = 4;
@@ -348,8 +348,8 @@ mod tests {
         assert_eq!(dispatch_cap(0.5, Duration::from_secs(5)), 3 + 4);
     }
 
-    use crate::request::{InferRequest, InferResult};
-    use crate::supervisor::Requeue;
+    use crate::actor::supervisor::Requeue;
+    use crate::flow::request::{InferRequest, InferResult};
     use actix::prelude::*;
     use tokio::sync::oneshot;
 

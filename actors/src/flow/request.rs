@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::trace::RequestTrace;
+use crate::flow::trace::RequestTrace;
 
 /// A request that passed validation, ready to be sent to Bedrock unchanged on every attempt.
 #[derive(Debug, Clone)]

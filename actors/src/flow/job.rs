@@ -1,6 +1,6 @@
 //! A [`Job`] is one admitted request on its way through the broker, together with the only
 //! sender of its answer: a whole answer (one [`InferResult`] on a oneshot), or a streamed one
-//! (a [`StreamSender`]: a head, events, then one terminal item; see [`crate::stream`]).
+//! (a [`StreamSender`]: a head, events, then one terminal item; see [`crate::flow::stream`]).
 //!
 //! Exactly-once answering is enforced here, by ownership: [`Job::answer`] and
 //! [`Job::finish_stream`] consume the job, and dropping a job that was never answered is
@@ -18,9 +18,9 @@ use actix::Recipient;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::request::{InferError, InferRequest, InferResult};
-use crate::stream::{StreamSender, StreamSummary};
-use crate::supervisor::Requeue;
+use crate::actor::supervisor::Requeue;
+use crate::flow::request::{InferError, InferRequest, InferResult};
+use crate::flow::stream::{StreamSender, StreamSummary};
 
 /// How many times a job may be handed back to its queue before it is answered with an error.
 /// Bounds the hand-backs when the queue itself is going away.

@@ -1,0 +1,22 @@
+//! Layer 3, the pure policies: the rules the actors apply, as plain functions and small state
+//! machines with no actix, no I/O and no clock of their own (callers pass `now`), so each is
+//! unit-tested without a runtime. Change a rule here, not in the actor that applies it.
+//!
+//! - [`pacing`]: the per-model pacer, one lane for calls and one for tokens, that learns the
+//!   quota from throttles and spaces calls under it.
+//! - [`backoff`]: the seed's shared throttle schedule (the brake behind the pacer).
+//! - [`scaling`]: how many workers the pool wants.
+//! - [`retry`]: which failures are retried, and the pause before the retry.
+//! - [`betas`]: which beta flags to drop when Bedrock refuses them.
+//!
+//! Policies still to come belong here too, each in a file of its own (the pacer's burndown, the
+//! tenants' fair scheduler).
+//!
+//! May import: [`crate::flow`] (the data they decide about) and [`crate::backend`] (the
+//! upstream's error vocabulary). Never the operators' view, the actors or the broker.
+
+pub mod backoff;
+pub mod betas;
+pub mod pacing;
+pub mod retry;
+pub mod scaling;
