@@ -28,7 +28,7 @@ use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use serde::Deserialize;
 
-use crate::flow::request::Usage;
+use crate::flow::usage::Usage;
 
 /// Region used when neither the config nor the AWS chain names one.
 pub const FALLBACK_REGION: &str = "us-east-1";

@@ -14,11 +14,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix::Recipient;
+use actix::{Message, Recipient};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::actor::supervisor::Requeue;
 use crate::flow::request::{InferError, InferRequest, InferResult};
 use crate::flow::stream::{StreamSender, StreamSummary};
 
@@ -31,6 +30,13 @@ pub struct Job {
     /// `None` only once the job has been answered or handed back.
     inner: Option<JobInner>,
 }
+
+/// Takes back a job that was dropped before any Bedrock call; it goes to the queue's front.
+/// The job sends it to its supervisor (`home`), which handles it; it lives here, with its
+/// sender, so the data layer never imports an actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Requeue(pub Job);
 
 struct JobInner {
     /// Broker-wide sequence number, for logs.

@@ -14,3 +14,4 @@ pub mod job;
 pub mod request;
 pub mod stream;
 pub mod trace;
+pub mod usage;

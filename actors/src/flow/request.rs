@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flow::trace::RequestTrace;
+use crate::flow::usage::Usage;
 
 /// A request that passed validation, ready to be sent to Bedrock unchanged on every attempt.
 #[derive(Debug, Clone)]
@@ -25,15 +26,6 @@ pub struct InferRequest {
     pub reserved_tokens: u64,
     /// The request's id and what the broker learns about it (shared with the HTTP layer).
     pub trace: RequestTrace,
-}
-
-/// Token counts Bedrock reported for one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    /// Prompt tokens Bedrock counted.
-    pub input_tokens: u64,
-    /// Completion tokens Bedrock generated.
-    pub output_tokens: u64,
 }
 
 /// A successful answer.

@@ -25,7 +25,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::flow::request::{InferError, Usage};
+use crate::flow::request::InferError;
+use crate::flow::usage::Usage;
 
 /// Events that may wait between the worker and the HTTP response: enough to absorb a burst
 /// of small deltas, small enough that a stalled client holds a few KB, not a whole reply.

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::flow::request::Usage;
+use crate::flow::usage::Usage;
 
 /// One request's id and facts; clones share them.
 #[derive(Clone)]

@@ -10,4 +10,5 @@
 
 pub mod activity;
 pub mod metrics;
+pub mod status;
 pub mod summary;

@@ -10,35 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::actor::supervisor::PoolStatus;
-use crate::actor::throttle::{ModelThrottleStatus, PaceStatus};
-use crate::observe::activity::RecentActivity;
 use crate::observe::metrics::{throttle_state, Metrics, OTHER};
-
-/// One model's row.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ModelSummary {
-    /// The model id, or `other` for every model without a label of its own.
-    pub model: String,
-    /// Requests waiting for a worker.
-    pub queued: usize,
-    /// Requests held by workers (waiting for a grant, backing off, or calling).
-    pub jobs_in_flight: usize,
-    /// Bedrock calls sent and not yet answered.
-    pub calls_in_flight: i64,
-    /// `unpaced`, `paced` or `braking` (`null` for `other`).
-    pub state: Option<&'static str>,
-    /// The pacer's rates and the measured quota's bounds (all `null` for `other`; inline in
-    /// the JSON).
-    #[serde(flatten)]
-    pub pace: PaceStatus,
-    /// The brake's consecutive throttles.
-    pub consecutive_throttles: u32,
-    /// The brake's pre-emptive delay for a call now, in ms.
-    pub brake_delay_ms: u64,
-    /// Rates, latencies and the chart (`null` when metrics are off).
-    pub recent: Option<RecentActivity>,
-}
+use crate::observe::status::{ModelSummary, ModelThrottleStatus, PaceStatus, PoolStatus};
 
 impl ModelSummary {
     fn empty(model: &str) -> ModelSummary {

@@ -20,3 +20,4 @@ pub mod betas;
 pub mod pacing;
 pub mod retry;
 pub mod scaling;
+pub mod throttle_policy;

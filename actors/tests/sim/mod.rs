@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use actors::actor::supervisor::queue::{dispatch_cap, wait_for, ADMISSION_HEADROOM};
 use actors::actor::throttle::model::ModelThrottle;
-use actors::actor::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
+use actors::actor::throttle::{CallOutcome, Grant, ThrottleConfig};
 use actors::backend::bedrock::ErrorKind;
 use actors::policy::retry::{RetryDecision, RetryPolicy, ThrottlePause};
+use actors::policy::throttle_policy::ThrottlePolicy;
 use tokio::time::Instant;
 
 /// How the quota is enforced.

@@ -23,11 +23,12 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::actor::supervisor::queue::{ModelLoad, ModelQueues, Removal};
+use crate::actor::supervisor::queue::{ModelQueues, Removal};
 use crate::actor::throttle::RateUpdate;
 use crate::actor::worker::{ClaudeWorker, Retire, RunJob, WorkerDeps};
-use crate::flow::job::Job;
+use crate::flow::job::{Job, Requeue};
 use crate::flow::request::InferError;
+use crate::observe::status::{PoolCounters, PoolStatus, WorkerStatus};
 use crate::policy::scaling::{self, ScalingPolicy, WorkerLoad};
 
 /// Settings of one worker pool.
@@ -84,11 +85,6 @@ impl Default for PoolConfig {
 #[rtype(result = "()")]
 pub struct Enqueue(pub Job);
 
-/// Takes back a job that was dropped before any Bedrock call; it goes to the queue's front.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Requeue(pub Job);
-
 /// A job left a worker.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -116,69 +112,6 @@ pub enum JobEnd {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "PoolStatus")]
 pub struct GetPoolStatus;
-
-/// A pool's state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, MessageResponse)]
-pub struct PoolStatus {
-    /// The pool's worker type.
-    pub worker_type: String,
-    /// Live workers (retiring ones excluded).
-    pub workers: usize,
-    /// Pool bounds.
-    pub min_workers: usize,
-    pub max_workers: usize,
-    /// Calls one worker may hold.
-    pub worker_concurrency: usize,
-    /// Jobs waiting for a worker, over all models.
-    pub queue_depth: usize,
-    /// Most jobs that may wait.
-    pub queue_capacity: usize,
-    /// Jobs held by workers (waiting for a grant, backing off, or calling Bedrock).
-    pub in_flight: usize,
-    /// Per worker: id, jobs held, retiring.
-    pub worker_detail: Vec<WorkerStatus>,
-    /// Per model: queued, in flight, pace, estimated wait.
-    pub models: Vec<ModelLoad>,
-    /// Totals since start.
-    pub counters: PoolCounters,
-}
-
-/// One worker's state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct WorkerStatus {
-    pub id: u64,
-    pub in_flight: usize,
-    pub retiring: bool,
-}
-
-/// Totals since the pool started.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct PoolCounters {
-    /// Jobs admitted into the queue.
-    pub admitted: u64,
-    /// Jobs answered by a worker.
-    pub completed: u64,
-    /// Jobs whose caller left while they waited in the queue (never sent to Bedrock).
-    pub abandoned_in_queue: u64,
-    /// Jobs whose caller left while a worker held them (attempts stopped).
-    pub abandoned_in_flight: u64,
-    /// Jobs whose deadline passed while they waited in the queue.
-    pub expired_in_queue: u64,
-    /// Jobs refused because the queue was full.
-    pub rejected_queue_full: u64,
-    /// Jobs refused on arrival because at their model's pace they could not start in time.
-    pub rejected_deadline: u64,
-    /// Queued jobs answered early (503) when their model's pace meant they could not start in time.
-    pub shed_in_queue: u64,
-    /// Jobs handed back by a failed worker before any call.
-    pub requeued: u64,
-    /// Workers started (replacements included).
-    pub workers_started: u64,
-    /// Workers retired after idling.
-    pub workers_retired: u64,
-    /// Workers found dead or failed and replaced.
-    pub worker_failures: u64,
-}
 
 /// One worker as the supervisor sees it.
 struct WorkerSlot {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::flow::job::Job;
+use crate::observe::status::ModelLoad;
 
 /// Slots a paced model may hold beyond what one second of its pace and its calls in flight need.
 const DISPATCH_SLACK: usize = 4;
@@ -109,21 +110,6 @@ impl ModelQueue {
     fn wait(&self, ahead: usize, pace: f64, now: Instant) -> Duration {
         wait_for(ahead, pace, self.latency, self.resume_at, now)
     }
-}
-
-/// One model's load, for `/status`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ModelLoad {
-    /// Model id.
-    pub model: String,
-    /// Jobs waiting for a worker slot.
-    pub queued: usize,
-    /// Jobs holding worker slots.
-    pub in_flight: usize,
-    /// Calls per second its pace allows (`null` while unpaced).
-    pub paced_calls_per_sec: Option<f64>,
-    /// Estimated wait before a new request's call would start, in ms (`null` while unpaced).
-    pub estimated_wait_ms: Option<u64>,
 }
 
 /// Every model's queue.
@@ -348,7 +334,7 @@ mod tests {
         assert_eq!(dispatch_cap(0.5, Duration::from_secs(5)), 3 + 4);
     }
 
-    use crate::actor::supervisor::Requeue;
+    use crate::flow::job::Requeue;
     use crate::flow::request::{InferRequest, InferResult};
     use actix::prelude::*;
     use tokio::sync::oneshot;

@@ -24,8 +24,6 @@
 pub mod model;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,46 +31,10 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::actor::throttle::model::{Lane, ModelThrottle};
+use crate::observe::status::{ModelThrottleStatus, PaceStatus};
 use crate::policy::backoff::BackoffSchedule;
 use crate::policy::pacing::{Adjustment, PacingConfig};
-
-/// Which throttle policy the broker runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ThrottlePolicy {
-    /// Learned pacing per model, with the seed's brake behind it.
-    #[default]
-    Adaptive,
-    /// The seed's shared pre-emptive backoff alone.
-    Seed,
-    /// No shared throttle: every request backs off alone.
-    None,
-}
-
-impl FromStr for ThrottlePolicy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "adaptive" => Ok(ThrottlePolicy::Adaptive),
-            "seed" => Ok(ThrottlePolicy::Seed),
-            "none" => Ok(ThrottlePolicy::None),
-            other => Err(format!(
-                "unknown throttle policy {other:?}; use adaptive, seed or none"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for ThrottlePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ThrottlePolicy::Adaptive => "adaptive",
-            ThrottlePolicy::Seed => "seed",
-            ThrottlePolicy::None => "none",
-        })
-    }
-}
+use crate::policy::throttle_policy::ThrottlePolicy;
 
 /// Settings of the shared throttle.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,55 +191,6 @@ pub struct Subscribe(pub Recipient<RateUpdate>);
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<ModelThrottleStatus>")]
 pub struct GetThrottleStatus;
-
-/// One model's throttle state, for `/status`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ModelThrottleStatus {
-    /// AWS region.
-    pub region: String,
-    /// Model id.
-    pub model: String,
-    /// The policy in force.
-    pub policy: ThrottlePolicy,
-    /// Throttles since the last success or quiet-window reset.
-    pub consecutive_throttles: u32,
-    /// Pre-emptive delay a call would get now from the brake (un-jittered), in ms.
-    pub current_delay_ms: u64,
-    /// Time since the last throttle, if there was one.
-    pub since_last_throttle_ms: Option<u64>,
-    /// Adaptive: the pacer's rates and the measured quota's bounds (inline in the JSON).
-    #[serde(flatten)]
-    pub pace: PaceStatus,
-    /// Typical latency of a successful call, in ms.
-    pub latency_ms: u64,
-    /// Calls reported so far.
-    pub calls: u64,
-    /// Calls that came back throttled.
-    pub throttled: u64,
-    /// Calls that succeeded.
-    pub succeeded: u64,
-}
-
-/// The adaptive policy's view of one model: the pace it keeps and the quota it measured, in
-/// calls and in tokens per second (each `null` while unpaced or until measured). `/status`
-/// shows it in the throttle's rows and in the per-model summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct PaceStatus {
-    /// Calls per second the pacer allows (`null` while unpaced).
-    pub paced_calls_per_sec: Option<f64>,
-    /// Tokens per second the pacer allows (`null` while unpaced).
-    pub paced_tokens_per_sec: Option<f64>,
-    /// The measured quota's lower bound in calls per second, the highest pace proven
-    /// sustainable (`null` until one is).
-    pub quota_floor_calls_per_sec: Option<f64>,
-    /// The measured quota's upper bound in calls per second, the lowest pace Bedrock
-    /// throttled (`null` until one was).
-    pub quota_ceiling_calls_per_sec: Option<f64>,
-    /// The same lower bound in tokens per second.
-    pub quota_floor_tokens_per_sec: Option<f64>,
-    /// The same upper bound in tokens per second.
-    pub quota_ceiling_tokens_per_sec: Option<f64>,
-}
 
 /// The actor owning every model's throttle state.
 pub struct ThrottleActor {

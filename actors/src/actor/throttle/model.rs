@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::actor::throttle::{CallOutcome, Grant, ThrottleConfig, ThrottlePolicy};
+use crate::actor::throttle::{CallOutcome, Grant, ThrottleConfig};
 use crate::policy::backoff::SharedBrake;
 use crate::policy::pacing::{Adjustment, RateController, Reservation};
+use crate::policy::throttle_policy::ThrottlePolicy;
 
 /// Which pace an adjustment was made to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,8 +36,9 @@ use crate::actor::worker::attempt::{failure_outcome, Attempts};
 use crate::actor::worker::{test_hook, InFlightGuard, WorkerDeps};
 use crate::backend::bedrock::{BedrockError, BedrockStream, ErrorKind};
 use crate::flow::job::{CallMarker, Job};
-use crate::flow::request::{InferError, InferRequest, Usage};
+use crate::flow::request::{InferError, InferRequest};
 use crate::flow::stream::{StreamSender, StreamSummary};
+use crate::flow::usage::Usage;
 
 /// Most events held back before the first content delta; past it they are passed on (the
 /// stream then counts as having sent content). Bedrock sends one or two.

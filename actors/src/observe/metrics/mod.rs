@@ -45,8 +45,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::backend::bedrock::{BedrockError, BedrockReply, ErrorKind};
-use crate::broker::BrokerStatus;
 use crate::observe::activity::{Activity, CallResult, RecentActivity};
+use crate::observe::status::BrokerStatus;
 
 mod snapshot;
 
@@ -1186,9 +1186,10 @@ mod tests {
 
     #[test]
     fn the_snapshot_sums_unlabelled_models_into_other_and_paces_only_labelled_ones() {
-        use crate::actor::supervisor::queue::ModelLoad;
-        use crate::actor::supervisor::{PoolCounters, PoolStatus};
-        use crate::actor::throttle::{ModelThrottleStatus, PaceStatus, ThrottlePolicy};
+        use crate::observe::status::{
+            ModelLoad, ModelThrottleStatus, PaceStatus, PoolCounters, PoolStatus,
+        };
+        use crate::policy::throttle_policy::ThrottlePolicy;
         let metrics = Metrics::new(MetricsConfig::new("us-east-1"));
         metrics.allow_model("m");
         let load = |model: &str, queued, pace, wait| ModelLoad {

@@ -19,8 +19,7 @@ use prometheus_client::metrics::MetricType::{self, Counter as C, Gauge as G};
 use prometheus_client::registry::Unit;
 
 use super::*;
-use crate::actor::supervisor::PoolStatus;
-use crate::actor::throttle::ModelThrottleStatus;
+use crate::observe::status::{ModelThrottleStatus, PoolStatus};
 
 /// One scrape's snapshot of the pools and the throttle.
 #[derive(Debug)]
