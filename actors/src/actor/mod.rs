@@ -1,16 +1,18 @@
-//! Layer 5, the actors, one folder or file per actor with its messages, its parts and its
-//! per-model state:
+//! The actors (layer 5 of 5), one folder or file per actor, each holding the messages it
+//! receives and its own parts:
 //!
-//! - [`router`]: [`router::Router`] takes `Infer` and `InferStream` and picks the pool.
-//! - [`supervisor`]: [`supervisor::SupervisorActor`] owns one pool's queue
-//!   ([`supervisor::queue`]) and workers.
-//! - [`worker`]: [`worker::ClaudeWorker`] runs a job's attempt loop, buffered or streamed.
-//! - [`throttle`]: [`throttle::ThrottleActor`] owns every model's throttle state
+//! - [`router`], the [`router::Router`]: takes `Infer` and `InferStream` and picks the pool.
+//! - [`supervisor`], the [`supervisor::SupervisorActor`]: owns one pool's queue
+//!   ([`supervisor::queue`]) and its workers.
+//! - [`worker`], the [`worker::ClaudeWorker`]: runs a job's attempt loop, buffered or
+//!   streamed.
+//! - [`throttle`], the [`throttle::ThrottleActor`]: owns every model's throttle state
 //!   ([`throttle::model`]).
 //!
-//! A message lives with the actor that receives it. Senders import it from there: the router
-//! sends to a supervisor, a supervisor to its workers, a worker to its supervisor and to the
-//! throttle, the throttle to nobody.
+//! A sender imports the message from the actor that receives it: the router sends to a
+//! supervisor, a supervisor to its workers, a worker to its supervisor and to the throttle,
+//! the throttle to nobody. A supervisor and its workers are the one pair that import each
+//! other (it starts them; they report back to it).
 //!
 //! May import: every layer below, [`crate::flow`], [`crate::backend`], [`crate::policy`] and
 //! [`crate::observe`]. Never the broker.

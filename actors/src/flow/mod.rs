@@ -1,14 +1,17 @@
-//! Layer 1, the data that flows: a validated request and its reply or error, the job that
-//! carries it through the pool and answers it exactly once, a streamed reply's channel, and
-//! the request's trace (its id and what the broker learns about it, shared with the HTTP
-//! layer).
+//! The data that flows (layer 1 of 5, the bottom): a validated request and its reply or
+//! error, the job that carries it through a pool and answers it exactly once, a streamed
+//! reply's channel, the request's trace, and the token usage Bedrock reports.
 //!
-//! - [`request`]: [`request::InferRequest`], [`request::InferReply`], [`request::InferError`].
-//! - [`job`]: [`job::Job`], the only sender of a request's answer.
-//! - [`stream`]: the head, events and terminal item of a streamed reply.
-//! - [`trace`]: [`trace::RequestTrace`].
+//! - [`request`], the request, its reply and its errors ([`request::InferRequest`],
+//!   [`request::InferReply`], [`request::InferError`]).
+//! - [`job`], the admitted request with the only sender of its answer ([`job::Job`]), and
+//!   the message it sends home when dropped unanswered ([`job::Requeue`]).
+//! - [`stream`], the head, events and terminal item of a streamed reply.
+//! - [`trace`], the request's id and what the broker learns about it, shared with the HTTP
+//!   layer ([`trace::RequestTrace`]).
+//! - [`usage`], the token counts of one call ([`usage::Usage`]).
 //!
-//! May import: nothing else in this crate. It is the bottom layer, read by every other.
+//! May import: nothing else in this crate. Every other layer reads it.
 
 pub mod job;
 pub mod request;
