@@ -43,7 +43,7 @@ pub struct TraceFacts {
     pub attempts: u32,
     /// Bedrock's `x-amzn-RequestId` of the last call that got an answer.
     pub bedrock_request_id: Option<String>,
-    /// The error the request ended in (a closed vocabulary, see `crate::observe::metrics::error_type`).
+    /// The error the request ended in (a closed vocabulary, see `observe::metrics::error_type`).
     pub error_type: Option<String>,
     /// From arrival to the first token sent to the client (streams).
     pub time_to_first_token: Option<Duration>,

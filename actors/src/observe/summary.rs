@@ -4,7 +4,7 @@
 //!
 //! `/status` also lists the pools' per-model queues and the throttle's per-model state, keyed
 //! by model id, for every model ever asked for. This view is keyed like the metrics (see
-//! [`crate::observe::metrics`]): models with a label of their own by id, every other model summed into
+//! [`super::metrics`]): models with a label of their own by id, every other model summed into
 //! one `other` row, so it stays small whatever clients send.
 
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! it is non-zero every call to that model first waits `base * 2^(n-1)`, capped at `cap`
 //! (1 s, 2 s, 4 s, 8 s, 16 s, then 32 s with the defaults), with a small random jitter so
 //! workers released together do not call together. The counter resets on a success, or once
-//! `reset_after` (60 s) passes with no throttle. [`crate::actor::throttle::ThrottleActor`] applies it;
+//! `reset_after` (60 s) passes with no throttle. [`crate::ThrottleActor`] applies it;
 //! nothing here sleeps or reads the clock.
 
 use std::time::Duration;

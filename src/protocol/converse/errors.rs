@@ -5,8 +5,8 @@ use crate::protocol::bedrock::declared_exception;
 use crate::protocol::ErrorClass;
 
 /// The ConverseStream exception a mid-stream failure of `class` is sent as (lower camel
-/// case, for [`super::eventstream::exception_frame`]). Only ConverseStream's own exception
-/// members are used (see the module doc).
+/// case, for [`crate::protocol::eventstream::exception_frame`]). Only ConverseStream's own
+/// exception members are used (see the module doc).
 pub fn exception_for(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::InvalidRequest | ErrorClass::RequestTooLarge => "validationException",

@@ -120,7 +120,7 @@ impl ChunkStream {
 
     /// The end of a stream that did not fail: the finish and usage chunks if `message_stop`
     /// did not already send them, then `data: [DONE]`. After a failure send
-    /// [`error_chunk`] instead.
+    /// [`super::error_chunk`] instead.
     pub fn finish(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         self.send_finish(&mut out);

@@ -1,6 +1,6 @@
 //! SupervisorActor: owns one worker type's queue and its pool of workers.
 //!
-//! It admits jobs into a bounded queue (one FIFO per model, see [`crate::actor::supervisor::queue`]), refusing
+//! It admits jobs into a bounded queue (one FIFO per model, see [`queue`]), refusing
 //! at once those that cannot start before their deadline at their model's pace, hands each
 //! to the live worker with the most free call slots (up to `worker_concurrency` each), grows
 //! and shrinks the pool by the pure rules in [`crate::policy::scaling`], and replaces workers that

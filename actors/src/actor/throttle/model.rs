@@ -1,6 +1,6 @@
 //! The throttle state of one (region, model), as a pure state machine: the adaptive pacer's
 //! two lanes (calls and tokens, [`crate::policy::pacing`]) with the seed's brake behind them
-//! ([`crate::policy::backoff`]). [`crate::actor::throttle::ThrottleActor`] keeps one per model and only
+//! ([`crate::policy::backoff`]). [`crate::ThrottleActor`] keeps one per model and only
 //! applies it; the virtual-time simulation (`actors/tests/pacing_simulation.rs`) drives the
 //! very same code. Nothing here sleeps or reads the clock: every call passes `now`.
 //!
