@@ -252,24 +252,26 @@ impl ResponseError for ApiError {
 
 impl ApiError {
     /// The `error_type` this error is counted under in the metrics (see
-    /// `actors::metrics::ERROR_TYPES`).
+    /// `actors::observe::metrics::ERROR_TYPES`).
     pub fn error_type(&self) -> &'static str {
         match self {
             ApiError::Invalid { .. }
             | ApiError::Infer(InferError::UnknownType { .. })
             | ApiError::Infer(InferError::ExceedsQuota { .. }) => "invalid_request",
             ApiError::Infer(InferError::QuotaExhausted { .. }) => {
-                actors::metrics::error_type("ThrottlingException")
+                actors::observe::metrics::error_type("ThrottlingException")
             }
             ApiError::Unauthorized => "unauthorized",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Infer(InferError::Rejected { code, .. }) => actors::metrics::error_type(code),
+            ApiError::Infer(InferError::Rejected { code, .. }) => {
+                actors::observe::metrics::error_type(code)
+            }
             ApiError::Infer(InferError::Failed {
                 code: Some(code), ..
-            }) => actors::metrics::error_type(code),
+            }) => actors::observe::metrics::error_type(code),
             ApiError::Infer(InferError::Failed { code: None, .. }) => "internal",
             ApiError::Infer(InferError::Overloaded { .. }) | ApiError::Unavailable { .. } => {
                 "overloaded"

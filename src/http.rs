@@ -114,7 +114,7 @@ struct InferResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<actors::request::Usage>,
+    usage: Option<actors::flow::usage::Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
     attempts: u32,

@@ -29,8 +29,8 @@
 //!   text or JSON lines;
 //! - [`observe`]: the middleware that gives every request its `x-request-id`, and records
 //!   it in the metrics and the access log when its response ends;
-//! - [`ops`]: the operator's routes, `GET /metrics` (Prometheus, names in `actors::metrics`)
-//!   and `GET /` (the live status page, `status_page.html`);
+//! - [`ops`]: the operator's routes, `GET /metrics` (Prometheus, names in
+//!   `actors::observe::metrics`) and `GET /` (the live status page, `status_page.html`);
 //! - [`emulator`]: a Bedrock Runtime emulator speaking the real wire protocol, used by
 //!   `--emulator`, by the integration tests and by the benchmarks.
 //!

@@ -28,7 +28,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpMessage, HttpRequest};
-use actors::metrics::{Metrics, RequestRecord};
+use actors::observe::metrics::{Metrics, RequestRecord};
 use actors::RequestTrace;
 
 use crate::error::ApiError;

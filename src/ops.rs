@@ -2,8 +2,8 @@
 //!
 //! - `/metrics` needs an API key when keys are configured, unless `--public-metrics`; it
 //!   answers the Prometheus text format, or OpenMetrics when `Accept` asks for it (see
-//!   `actors::metrics`), and 404 with `--disable-metrics`. The actors' state is read with the
-//!   same snapshot `/status` takes, so both always agree.
+//!   `actors::observe::metrics`), and 404 with `--disable-metrics`. The actors' state is read
+//!   with the same snapshot `/status` takes, so both always agree.
 //! - `/` is one self-contained HTML file built into the binary (`status_page.html`: no CDN,
 //!   no build step). It holds no data: its script polls `/status` every second, sending the
 //!   key the user typed (kept in the tab's `sessionStorage`) when keys are configured. So the
@@ -12,7 +12,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::metrics::Format;
+use actors::observe::metrics::Format;
 
 use crate::error::ApiError;
 use crate::http::{actors_did_not_answer, AppState};

@@ -142,7 +142,7 @@ pub async fn start(settings: &Settings) -> io::Result<RunningServer> {
         region: settings.region.clone().or_else(|| {
             emulator
                 .as_ref()
-                .map(|_| actors::bedrock::FALLBACK_REGION.to_string())
+                .map(|_| actors::backend::bedrock::FALLBACK_REGION.to_string())
         }),
         endpoint: emulator
             .as_ref()

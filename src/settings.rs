@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actors::backoff::BackoffSchedule;
-use actors::metrics::{Metrics, MetricsConfig};
-use actors::retry::{RetryPolicy, ThrottlePause};
-use actors::throttle::ThrottlePolicy;
+use actors::observe::metrics::{Metrics, MetricsConfig};
+use actors::policy::backoff::BackoffSchedule;
+use actors::policy::retry::{RetryPolicy, ThrottlePause};
+use actors::policy::throttle_policy::ThrottlePolicy;
 use actors::{BrokerConfig, PoolConfig, ThrottleConfig};
 use clap::Parser;
 

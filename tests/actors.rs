@@ -9,15 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use actors::backoff::BackoffSchedule;
-use actors::bedrock::{BedrockBackend, BedrockConfig};
-use actors::request::{InferError, InferRequest, InferResult};
-use actors::retry::RetryPolicy;
-use actors::supervisor::{CrashWorker, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
-use actors::throttle::{
+use actors::actor::supervisor::{CrashWorker, GetPoolStatus, PoolConfig, SupervisorActor};
+use actors::actor::throttle::{
     Acquire, CallOutcome, GetThrottleStatus, Grant, QuotaKind, Report, ThrottleActor,
-    ThrottleConfig, ThrottlePolicy,
+    ThrottleConfig,
 };
+use actors::backend::bedrock::{BedrockBackend, BedrockConfig};
+use actors::flow::request::{InferError, InferRequest, InferResult};
+use actors::observe::status::PoolStatus;
+use actors::policy::backoff::BackoffSchedule;
+use actors::policy::retry::RetryPolicy;
+use actors::policy::throttle_policy::ThrottlePolicy;
 use actors::{Broker, BrokerConfig, Infer};
 use common::{eventually, MODEL};
 use model_server::emulator::{Emulator, EmulatorConfig, Scripted};

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::bedrock::BedrockBackend;
-use crate::metrics::{Metrics, MetricsConfig};
-use crate::retry::RetryPolicy;
-use crate::router::Router;
-use crate::summary::{summarize, ModelSummary};
-use crate::supervisor::{Abort, Drain, GetPoolStatus, PoolConfig, PoolStatus, SupervisorActor};
-use crate::throttle::{
-    GetThrottleStatus, ModelThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig,
-};
-use crate::worker::WorkerDeps;
+use crate::actor::router::Router;
+use crate::actor::supervisor::{Abort, Drain, GetPoolStatus, PoolConfig, SupervisorActor};
+use crate::actor::throttle::{GetThrottleStatus, Subscribe, ThrottleActor, ThrottleConfig};
+use crate::actor::worker::WorkerDeps;
+use crate::backend::bedrock::BedrockBackend;
+use crate::observe::metrics::{Metrics, MetricsConfig};
+use crate::observe::status::BrokerStatus;
+use crate::observe::summary::summarize;
+use crate::policy::retry::RetryPolicy;
 
 /// Everything the actor system is configured with.
 #[derive(Debug, Clone)]
@@ -38,17 +37,6 @@ pub struct Broker {
     pub pools: BTreeMap<String, Addr<SupervisorActor>>,
     /// The metrics the actors and the HTTP layer record.
     pub metrics: Metrics,
-}
-
-/// The whole broker's state, for `/status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BrokerStatus {
-    /// Each pool's queue and workers.
-    pub pools: Vec<PoolStatus>,
-    /// Each model's throttle state.
-    pub throttle: Vec<ModelThrottleStatus>,
-    /// Per model (bounded like the metrics' labels): queue, pace, brake and recent activity.
-    pub models: Vec<ModelSummary>,
 }
 
 impl Broker {

@@ -12,21 +12,48 @@
 //!  SupervisorActor --RunJob(Job)--> ClaudeWorker
 //!  ClaudeWorker --Acquire{model}--> ThrottleActor --Grant{delay}--> (the worker sleeps the delay)
 //!  ClaudeWorker --InvokeModel or InvokeModelWithResponseStream--> Bedrock Runtime
-//!                (aws-sdk-bedrockruntime, see `bedrock`)
+//!                (aws-sdk-bedrockruntime, see `backend::bedrock`)
 //!  ClaudeWorker --Report{model, outcome}--> ThrottleActor ; --JobDone--> SupervisorActor
 //!  Job::answer -> oneshot -> HTTP handler -> HTTP response
 //!  (a stream: head, events, terminal item -> StreamReceiver -> HTTP handler -> streamed body)
 //! ```
 //!
-//! What operators read is kept beside the actors: [`metrics`] (every Prometheus metric name,
-//! label and bucket, and the recording calls the workers and the HTTP layer make), [`trace`]
-//! (a request's id and what the broker learns about it, shared with the HTTP layer), and
-//! [`activity`] and [`summary`] (the per-model rates and latencies `/status` shows).
+//! ## Layers
 //!
-//! Pure policies live apart from the actors that apply them, so they can be unit-tested
-//! without a runtime: [`backoff`] (the seed's shared throttle schedule), [`scaling`] (how
-//! many workers the pool wants), [`retry`] (which failures are retried, and the pause
-//! before the retry) and [`betas`] (which beta flags to drop when Bedrock refuses them).
+//! The crate is five folders, one per layer, and the broker that wires them. Imports go one
+//! way, down: a file may import its own layer and the layers below it, never one above
+//! (`tests/layers.rs` checks every `crate::` path). Inside `actor/`, an actor imports the
+//! actors it sends messages to; a supervisor and its workers address each other (it starts
+//! them, they report back to it), the one pair that goes both ways.
+//!
+//! ```text
+//!  broker.rs   wires the actors and reads their status
+//!     |
+//!  actor/      router -> supervisor/{mod, queue} <-> worker/{mod, attempt, streaming}
+//!     |        supervisor, worker -> throttle/{mod, model}
+//!  observe/    summary -> metrics/{mod, snapshot} -> status -> activity
+//!     |
+//!  policy/     pacing, backoff, scaling, retry -> betas, throttle_policy
+//!     |
+//!  backend/    bedrock (the calls, and the kinds of their failures)
+//!     |
+//!  flow/       request, job, stream, trace, usage
+//! ```
+//!
+//! - [`flow`], the data that flows: a request, the job that carries it and answers it once, a
+//!   stream's channel, the trace, the token usage. Imports nothing else in the crate.
+//! - [`backend`], the upstream call layer the workers use: Bedrock Runtime and the kinds of
+//!   its failures. Imports `flow`.
+//! - [`policy`], the pure policies, with no actix and no I/O, so each is unit-tested without
+//!   a runtime: pacing, backoff, scaling, retry, betas (and the pacer's burndown and the
+//!   tenants' fair scheduler, when they come). Imports `flow` and `backend`.
+//! - [`observe`], what operators read: the metrics, the recent activity, the per-model
+//!   summary and the status types `/status` shows (which the actors fill in and the metrics
+//!   read, so they sit below both). Imports `flow`, `backend` and `policy`.
+//! - [`actor`], the actors, each with the messages it receives and its own parts: the router,
+//!   the supervisor with its queue, the worker with its attempt loop and streaming, the
+//!   throttle with its per-model state. Imports every layer below.
+//! - [`broker`] starts the actors in order and reads their status. Imports everything.
 //!
 //! # Invariants
 //!
@@ -42,51 +69,35 @@
 //!   answered, never lost.
 //! - A streamed request is answered exactly once too: its caller gets exactly one head
 //!   (committed, or a refusal it can still answer with an HTTP status) and, after a commit,
-//!   exactly one terminal item (done, or failed) after its events; see [`stream`]. Dropping a
+//!   exactly one terminal item (done, or failed) after its events; see [`flow::stream`]. Dropping a
 //!   streamed job is never silent either: uncommitted with no call made, it is re-queued;
 //!   uncommitted after a call, refused with an error; committed and unfinished, ended with a
 //!   `Failed` item, so a stream is never cut off looking complete. A caller that leaves
 //!   (drops its receiver) stops the job's Bedrock stream at once.
 //! - The SDK's own retries are disabled (`RetryConfig::disabled()`): the worker's attempt
 //!   loop, bounded by `max_retries` and the request deadline, is the only retry loop, and
-//!   [`retry`] is the only place that decides what is retried.
+//!   [`policy::retry`] is the only place that decides what is retried.
 
 /// Mailbox capacity of every actor. Senders that use `do_send` ignore it; `send` waits when a
 /// mailbox is this full. Admission is limited by the queue capacity, not by mailboxes.
 pub const MAILBOX_CAPACITY: usize = 1 << 16;
 
-pub mod activity;
-mod attempt;
-pub mod backoff;
-pub mod bedrock;
-pub mod betas;
+pub mod actor;
+pub mod backend;
 pub mod broker;
-pub mod burndown;
-pub mod job;
-pub mod metrics;
-pub mod model_throttle;
-pub mod pacing;
-pub mod queue;
-pub mod request;
-pub mod retry;
-pub mod router;
-pub mod scaling;
-pub mod stream;
-mod streaming;
-pub mod summary;
-pub mod supervisor;
-pub mod throttle;
-pub mod trace;
-pub mod worker;
+pub mod flow;
+pub mod observe;
+pub mod policy;
 
-pub use bedrock::{BedrockBackend, BedrockConfig};
-pub use broker::{Broker, BrokerConfig, BrokerStatus};
-pub use job::Job;
-pub use metrics::Metrics;
-pub use request::{InferError, InferReply, InferRequest, InferResult};
-pub use router::{Infer, InferStream, Router};
-pub use stream::{stream_channel, StreamItem, StreamReceiver, StreamSender, StreamSummary};
-pub use supervisor::{PoolConfig, SupervisorActor};
-pub use throttle::{ThrottleActor, ThrottleConfig};
-pub use trace::RequestTrace;
-pub use worker::ClaudeWorker;
+pub use actor::router::{Infer, InferStream, Router};
+pub use actor::supervisor::{PoolConfig, SupervisorActor};
+pub use actor::throttle::{ThrottleActor, ThrottleConfig};
+pub use actor::worker::ClaudeWorker;
+pub use backend::bedrock::{BedrockBackend, BedrockConfig};
+pub use broker::{Broker, BrokerConfig};
+pub use flow::job::Job;
+pub use flow::request::{InferError, InferReply, InferRequest, InferResult};
+pub use flow::stream::{stream_channel, StreamItem, StreamReceiver, StreamSender, StreamSummary};
+pub use flow::trace::RequestTrace;
+pub use observe::metrics::Metrics;
+pub use observe::status::BrokerStatus;

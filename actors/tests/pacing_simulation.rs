@@ -10,7 +10,7 @@
 
 mod sim;
 
-use actors::throttle::ThrottlePolicy;
+use actors::policy::throttle_policy::ThrottlePolicy;
 use sim::{claude_summary, run, summary, trace, ClaudeCalls, Outcome, Scenario, Shape};
 
 /// Runs `s` with seeds `0..seeds`, printing each run when asked.

@@ -1,7 +1,7 @@
 //! A virtual-time model of the broker in front of a Bedrock quota, driving the real throttle
-//! code: [`actors::model_throttle::ModelThrottle`] (the pacer's lanes and the seed brake), the
-//! retry policy's pauses ([`actors::retry`]) and the queue's admission, dispatch cap and
-//! shedding ([`actors::queue`]). Time is simulated (f64 seconds), so minutes of load run in
+//! code: [`actors::actor::throttle::model::ModelThrottle`] (the pacer's lanes and the seed brake), the
+//! retry policy's pauses ([`actors::policy::retry`]) and the queue's admission, dispatch cap and
+//! shedding ([`actors::actor::supervisor::queue`]). Time is simulated (f64 seconds), so minutes of load run in
 //! milliseconds and every run is reproducible from its seed.
 //!
 //! The world: open-loop arrivals at `k x Q`; each request has a timeout and a retry budget;
@@ -19,11 +19,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use actors::bedrock::ErrorKind;
-use actors::model_throttle::ModelThrottle;
-use actors::queue::{dispatch_cap, wait_for, ADMISSION_HEADROOM};
-use actors::retry::{RetryDecision, RetryPolicy, ThrottlePause};
-use actors::throttle::{CallOutcome, Grant, QuotaKind, ThrottleConfig, ThrottlePolicy};
+use actors::actor::supervisor::queue::{dispatch_cap, wait_for, ADMISSION_HEADROOM};
+use actors::actor::throttle::model::ModelThrottle;
+use actors::actor::throttle::{CallOutcome, Grant, QuotaKind, ThrottleConfig};
+use actors::backend::bedrock::ErrorKind;
+use actors::policy::retry::{RetryDecision, RetryPolicy, ThrottlePause};
+use actors::policy::throttle_policy::ThrottlePolicy;
 use tokio::time::Instant;
 
 /// How the quota is enforced.

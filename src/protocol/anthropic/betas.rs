@@ -7,12 +7,14 @@
 //! Bedrock validates flags per model and refuses a request carrying one it does not accept
 //! with a 400 ValidationException ("invalid beta flag"). What to drop then, and the retry
 //! without them, is decided by the broker's one retry policy, so the rule lives in the actors
-//! crate ([`actors::betas`]) and is re-exported here: [`betas_to_drop`],
+//! crate ([`actors::policy::betas`]) and is re-exported here: [`betas_to_drop`],
 //! [`retry_without_refused_betas`].
 
 use serde_json::{Map, Value};
 
-pub use actors::betas::{betas_to_drop, retry_without_refused_betas, BetaRetry, BODY_FIELD};
+pub use actors::policy::betas::{
+    betas_to_drop, retry_without_refused_betas, BetaRetry, BODY_FIELD,
+};
 
 use crate::protocol::FieldError;
 
@@ -60,7 +62,7 @@ pub fn merge_betas(
 
 /// Writes `flags` as the body's `anthropic_beta`, or removes the field when there is none.
 pub(crate) fn set_betas(fields: &mut Map<String, Value>, flags: Vec<String>) {
-    actors::betas::set_betas(fields, flags)
+    actors::policy::betas::set_betas(fields, flags)
 }
 
 #[cfg(test)]
