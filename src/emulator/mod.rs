@@ -478,3 +478,52 @@ impl Drop for Emulator {
         drop(self.handle.stop(false));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_throttles_are_drawn_at_their_rate_reproducibly() {
+        let draws = |rate: f64, seed: u64| {
+            let shared = Shared::new(EmulatorConfig {
+                stray_throttle_rate: rate,
+                seed,
+                ..EmulatorConfig::default()
+            });
+            let config = shared.config();
+            (0..20_000)
+                .map(|_| shared.stray(&config))
+                .collect::<Vec<_>>()
+        };
+        let count = |v: &[bool]| v.iter().filter(|x| **x).count();
+        assert_eq!(count(&draws(0.0, 1)), 0);
+        assert_eq!(count(&draws(1.0, 1)), 20_000);
+        let a = draws(0.03, 7);
+        assert_eq!(a, draws(0.03, 7), "same seed, same throttles");
+        let (three, ten) = (count(&a), count(&draws(0.1, 7)));
+        assert!((480..720).contains(&three), "{three} of 20,000 at 3%");
+        assert!((1800..2200).contains(&ten), "{ten} of 20,000 at 10%");
+    }
+
+    #[test]
+    fn burndown_is_the_configured_one_else_the_model_familys() {
+        let c = EmulatorConfig::default();
+        assert_eq!(
+            c.burndown_for("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            5.0
+        );
+        assert_eq!(
+            c.burndown_for("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            1.0
+        );
+        let c = EmulatorConfig {
+            burndown: Some(2.0),
+            ..c
+        };
+        assert_eq!(
+            c.burndown_for("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            2.0
+        );
+    }
+}

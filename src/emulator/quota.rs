@@ -1159,6 +1159,101 @@ mod tests {
     }
 
     #[test]
+    fn settlement_charges_output_at_the_burndown_and_may_go_below_zero() {
+        // No refill, 1000 tokens.
+        let c = EmulatorConfig {
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 0.0,
+                burst_tokens: 1000.0,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let (t0, mut s) = started();
+        let z = Duration::ZERO;
+        let l = limits(&c, z);
+        s.refresh(&l, t0, t0);
+        // 100 input + 300 max_tokens reserved; 40 output at burndown 5 = 200: 100 back.
+        let a = s.admit(&l, reservation(100, 300), t0).unwrap();
+        assert_eq!(s.tokens.level, 600.0);
+        let held = Held {
+            id: a,
+            max_tokens: 300,
+            burndown: 5.0,
+        };
+        s.settle(&l, a, held.success(40));
+        assert_eq!(s.tokens.level, 700.0, "charged 100 + 40 x 5 = 300");
+        // 100 output at burndown 5 = 500 > the 300 reserved: 200 more taken, below zero.
+        let b = s.admit(&l, reservation(100, 600), t0).unwrap();
+        assert_eq!(s.tokens.level, 0.0);
+        let held = Held {
+            id: b,
+            max_tokens: 600,
+            burndown: 5.0,
+        };
+        s.settle(&l, b, held.success(200));
+        assert_eq!(
+            s.tokens.level, -400.0,
+            "charged 100 + 1000 = 1100 of a 700 bucket"
+        );
+        assert_eq!(
+            admit_at(&mut s, &c, t0, z, 1.0),
+            Err(Throttle::Tokens),
+            "a debt throttles"
+        );
+        // A failure gives back max_tokens only.
+        assert_eq!(held.failure(), -600.0);
+    }
+
+    #[test]
+    fn daily_quota_counts_charges_and_reservations_in_a_fixed_window() {
+        let c = EmulatorConfig {
+            token_day_quota: Some(TokenDayQuota {
+                tokens: 1000.0,
+                window: ms(10_000),
+            }),
+            ..EmulatorConfig::default()
+        };
+        assert!(c.has_token_quota());
+        let (t0, mut s) = started();
+        let l = limits(&c, Duration::ZERO);
+        s.refresh(&l, t0, t0);
+        assert_eq!(s.admit(&l, 1001.0, t0), Err(Throttle::Daily));
+        assert_eq!(Throttle::Daily.message(), TOO_MANY_TOKENS_PER_DAY);
+        // In flight: 10 input + 590 max reserved.
+        let a = s.admit(&l, reservation(10, 590), t0).unwrap();
+        assert_eq!(
+            s.admit(&l, 401.0, t0),
+            Err(Throttle::Daily),
+            "reservations count"
+        );
+        // Settled at burndown 5 with 20 output: 10 + 100 = 110 charged.
+        s.settle(&l, a, success_delta(590, 20, 5.0));
+        assert_eq!(s.day.used, 110.0);
+        let b = s.admit(&l, 890.0, t0 + ms(5000)).unwrap();
+        assert_eq!(s.admit(&l, 1.0, t0 + ms(5000)), Err(Throttle::Daily));
+        s.settle(&l, b, -800.0);
+        assert_eq!(s.day.used, 200.0);
+        // The day ends at t0 + 10 s (aligned to the quota clock), whenever the calls came.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(9999), 801.0),
+            Err(Throttle::Daily)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(10_000), 1000.0), Ok(()));
+        // The schedule scales it, and the request quotas are checked first.
+        let scaled = EmulatorConfig {
+            quota_schedule: vec![(Duration::ZERO, 0.5)],
+            window_quota: Some(WindowQuota::per_minute(0)),
+            ..c
+        };
+        assert_eq!(limits(&scaled, ms(1)).day.map(|d| d.limit), Some(500.0));
+        let (t0, mut s) = started();
+        assert_eq!(
+            admit_at(&mut s, &scaled, t0, ms(1), 5000.0),
+            Err(Throttle::Requests)
+        );
+    }
+
+    #[test]
     fn schedule_scales_window_tokens() {
         let c = EmulatorConfig {
             token_window_quota: Some(TokenWindowQuota::sliding_per_minute(1000.0)),
