@@ -474,10 +474,12 @@ async fn a_stall_sends_nothing_more_until_the_client_leaves_or_its_time_is_up() 
     assert_eq!(emu.stats().streams_cancelled, 0, "counted as faulted once");
 
     // A timed stall: nothing for its duration, then the connection is cut.
+    // (Timed from before the call: the stall starts when the server has sent the first event,
+    // a little before the client reads it.)
     emu.script(None, vec!["stall@1:0.3".parse().unwrap()]);
+    let stalled = Instant::now();
     let mut out = open(&c, SONNET, &long_body()).await.unwrap();
     assert!(next(&mut out).await.unwrap().is_some());
-    let stalled = Instant::now();
     let end = next(&mut out).await;
     assert!(end.is_err(), "{end:?}");
     assert!(stalled.elapsed() >= Duration::from_millis(300));

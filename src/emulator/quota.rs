@@ -14,9 +14,13 @@
 //!   `burst_tokens` and refills at `tokens_per_minute / 60` per second. Admission reserves
 //!   `input_tokens + max_tokens` (input counted like the reply counts it: `ceil(chars / 4)`
 //!   over the system prompt and every message). A bucket holding less than the reservation
-//!   throttles the call with [`TOO_MANY_TOKENS`]. A successful call gives back
-//!   `max_tokens - output_tokens`; a call that fails after admission (injected fault, client
-//!   gone) gives back `max_tokens` and keeps the input. Refunds are capped at the capacity.
+//!   throttles the call with [`TOO_MANY_TOKENS`]. A successful call is charged
+//!   `input + output x burndown` (see [`charge`]): the difference from its reservation is
+//!   given back or taken (the level may go below zero); a call that fails after admission
+//!   (injected fault, client gone) gives back `max_tokens` and keeps the input. The level is
+//!   capped at the capacity.
+//! - [`TokenDayQuota`], a fixed window in model tokens (the day), with reservation and
+//!   settlement like the token window; throttles with [`TOO_MANY_TOKENS_PER_DAY`].
 //!   A call whose reservation is larger than the capacity can never pass: it is always
 //!   throttled.
 //! - `EmulatorConfig::quota_schedule`, `(offset, factor)` steps: from each offset on, every
@@ -125,7 +129,7 @@ impl WindowQuota {
 /// Window quota in model tokens applied per model id: at most `tokens` per `window` (fixed or
 /// sliding, as for [`WindowQuota`]). Admission reserves `input_tokens + max_tokens` in the
 /// window; when the call ends its share is settled like the token bucket's (a success keeps
-/// input + output tokens, a failure after admission keeps the input). A reservation larger
+/// input + output x burndown, a failure after admission keeps the input). A reservation larger
 /// than `tokens` is always throttled ("Too many tokens"). A schedule factor scales `tokens`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TokenWindowQuota {
@@ -188,8 +192,8 @@ impl TokenDayQuota {
 /// Admission (after body validation) reserves `input_tokens + max_tokens`, input counted like
 /// the reply counts it (`ceil(chars / 4)` over the system prompt and every message). With
 /// fewer tokens in the bucket the call gets `ThrottlingException` `Too many tokens, please
-/// wait before trying again.` and nothing is taken. A success gives back
-/// `max_tokens - output_tokens`; a call failing after admission (injected fault, client gone)
+/// wait before trying again.` and nothing is taken. A success is charged
+/// `input + output x burndown`; a call failing after admission (injected fault, client gone)
 /// gives back `max_tokens` and keeps the input; refunds are capped at the capacity. A call
 /// whose reservation exceeds the capacity is always throttled.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
