@@ -10,7 +10,8 @@ use aws_sdk_bedrockruntime::operation::RequestId;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::Client;
 use model_server::emulator::{
-    Emulator, EmulatorConfig, FaultKind, Quota, Scripted, TokenQuota, WindowQuota,
+    CallDuration, Emulator, EmulatorConfig, FaultKind, Quota, Scripted, TokenDayQuota, TokenQuota,
+    WindowQuota,
 };
 use serde_json::{json, Value};
 
@@ -51,6 +52,7 @@ fn reply_json(out: &InvokeModelOutput) -> Value {
 
 const TOO_MANY_REQUESTS: &str = "Too many requests, please wait before trying again.";
 const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
+const TOO_MANY_TOKENS_PER_DAY: &str = "Too many tokens per day, please wait before trying again.";
 
 /// A one-message body asking for `max_tokens`.
 fn body_max(text: &str, max_tokens: u64) -> Value {
@@ -91,6 +93,18 @@ fn set_config_at(emu: &Emulator, config: EmulatorConfig) -> Instant {
 
 /// Margin added to computed waits (timer slack, loopback round trips).
 const MARGIN: Duration = Duration::from_millis(40);
+
+/// `GET url` as JSON.
+async fn get_json(url: &str) -> Value {
+    awc::Client::default()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
 
 fn status_of(err: &InvokeError) -> u16 {
     err.raw_response()
@@ -820,8 +834,10 @@ async fn token_quota_reserves_max_tokens_and_refunds_the_unused_part() {
         burst_tokens: 300.0,
     };
     let per_sec = quota.tokens_per_minute / 60.0;
+    // Output charged at 1 quota token each (Sonnet 4's own burndown is 5).
     let config = EmulatorConfig {
         token_quota: Some(quota),
+        burndown: Some(1.0),
         ..EmulatorConfig::default()
     };
     let emu = start(config.clone());
@@ -1029,14 +1045,7 @@ async fn quota_modes_over_the_admin_api() {
         .unwrap();
     assert_eq!(res.status(), 200);
     let reply: Value = res.json().await.unwrap();
-    let stats: Value = http
-        .get(format!("{base}/_emulator/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&format!("{base}/_emulator/stats")).await;
     assert_eq!(stats["throttled"], 1);
     assert_eq!(stats["throttled_tokens"], 1);
     assert_eq!(stats["input_tokens"], reply["usage"]["input_tokens"]);
@@ -1097,10 +1106,13 @@ async fn binary_flags_set_the_quota_modes() {
     assert_eq!(cfg["quota_schedule"], json!([[30.0, 0.5], [60.0, 1.0]]));
     assert_eq!(cfg["quota"], Value::Null);
 
-    // --window-secs needs --window-requests; a bad schedule step is refused.
+    // --window-secs needs --window-requests, --day-secs --tokens-per-day; a bad schedule
+    // step or stray rate is refused.
     for args in [
         &["--window-secs", "5"][..],
         &["--quota-schedule", "30=-1"][..],
+        &["--day-secs", "5"][..],
+        &["--stray-throttle-rate", "2"][..],
     ] {
         let out = emulator::binary()
             .args(args)
@@ -1109,4 +1121,199 @@ async fn binary_flags_set_the_quota_modes() {
             .unwrap();
         assert!(!out.status.success(), "{args:?}");
     }
+}
+
+#[actix_web::test]
+async fn three_throttle_messages_answered_at_once_and_counted_apart() {
+    // Every throttle is answered at once, even with a latency.
+    let latency = Duration::from_millis(800);
+    let emu = start(EmulatorConfig {
+        latency,
+        stray_throttle_rate: 1.0,
+        ..EmulatorConfig::default()
+    });
+    let c = client(&emu);
+    let timed = |r: InvokeResult, at: Instant| {
+        assert!(at.elapsed() < latency, "answered after {:?}", at.elapsed());
+        throttle_message(r)
+    };
+
+    // A stray throttle, whatever the quota.
+    let at = Instant::now();
+    let r = invoke(&c, SONNET, &body_max("hi", 10)).await;
+    assert_eq!(timed(r, at), TOO_MANY_REQUESTS);
+
+    // The request window.
+    emu.set_config(EmulatorConfig {
+        latency,
+        window_quota: Some(WindowQuota::per_minute(0)),
+        ..EmulatorConfig::default()
+    });
+    let at = Instant::now();
+    let r = invoke(&c, SONNET, &body_max("hi", 10)).await;
+    assert_eq!(timed(r, at), TOO_MANY_REQUESTS);
+
+    // The token bucket.
+    emu.set_config(EmulatorConfig {
+        latency,
+        token_quota: Some(TokenQuota {
+            tokens_per_minute: 0.0,
+            burst_tokens: 100.0,
+        }),
+        ..EmulatorConfig::default()
+    });
+    let at = Instant::now();
+    let r = invoke(&c, SONNET, &body_max("hi", 500)).await;
+    assert_eq!(timed(r, at), TOO_MANY_TOKENS);
+
+    // The day: 1 input + 40 max_tokens reserved, then charged 1 + output x 5.
+    emu.set_config(EmulatorConfig {
+        token_day_quota: Some(TokenDayQuota {
+            tokens: 300.0,
+            window: Duration::from_secs(3600),
+        }),
+        ..EmulatorConfig::default()
+    });
+    let out = invoke(&c, SONNET, &body_max("hi", 40)).await.expect("fits");
+    let (i, o) = usage(&out);
+    let charged = (i + 5 * o) as f64;
+    assert_eq!(emu.stats().tokens_charged, charged);
+    // What is left of the day is less than 1 + 299.
+    let r = invoke(&c, SONNET, &body_max("hi", 299)).await;
+    assert_eq!(throttle_message(r), TOO_MANY_TOKENS_PER_DAY);
+    let left = 300.0 - charged - 1.0;
+    invoke(&c, SONNET, &body_max("hi", left as u64))
+        .await
+        .expect("exactly what is left of the day fits");
+
+    let s = emu.stats();
+    assert_eq!(
+        (
+            s.throttled,
+            s.throttled_stray,
+            s.throttled_requests,
+            s.throttled_tokens,
+            s.throttled_daily
+        ),
+        (4, 1, 1, 1, 1)
+    );
+    assert_eq!(s.ok, 2);
+
+    // The admin API shows and changes the new fields.
+    let http = awc::Client::default();
+    let url = format!("{}/_emulator/config", emu.endpoint());
+    let mut res = http
+        .post(&url)
+        .send_json(
+            &json!({"token_day_quota": {"tokens": 1000000}, "burndown": 2,
+            "stray_throttle_rate": 0.03,
+            "call_duration": {"median_secs": 5, "spread": 0.5, "tokens_per_sec": 50}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        v["token_day_quota"],
+        json!({"tokens": 1000000.0, "window_secs": 86400.0})
+    );
+    assert_eq!(
+        (v["burndown"].clone(), v["stray_throttle_rate"].clone()),
+        (json!(2.0), json!(0.03))
+    );
+    assert_eq!(
+        v["call_duration"],
+        json!({"median_secs": 5.0, "spread": 0.5, "tokens_per_sec": 50.0})
+    );
+    let stats = get_json(&format!("{}/_emulator/stats", emu.endpoint())).await;
+    assert_eq!(stats["throttled_daily"], 1);
+    assert!(stats["tokens_charged"].as_f64().unwrap() > charged);
+    emu.stop().await;
+}
+
+#[actix_web::test]
+async fn call_duration_sets_the_output_tokens_and_the_time_of_invoke_model() {
+    // Spread 0: every call takes the median, 0.6 s at 50 tokens/s = 30 tokens.
+    let shape = CallDuration {
+        median_secs: 0.6,
+        spread: 0.0,
+        tokens_per_sec: 50.0,
+    };
+    let latency = Duration::from_millis(100);
+    let emu = start(EmulatorConfig {
+        latency,
+        call_duration: Some(shape),
+        ..EmulatorConfig::default()
+    });
+    let c = client(&emu);
+    let at = Instant::now();
+    let out = invoke(&c, SONNET, &body_max("hi", 200)).await.unwrap();
+    let took = at.elapsed();
+    assert!(
+        took >= latency + Duration::from_millis(600),
+        "answered after {took:?}"
+    );
+    let v = reply_json(&out);
+    let (i, o) = usage(&out);
+    assert_eq!(o, 30);
+    assert_eq!(v["stop_reason"], "end_turn");
+    let text = v["content"][0]["text"].as_str().unwrap();
+    assert_eq!(text.chars().count().div_ceil(4), 30, "{text}");
+    assert!(text.starts_with("Emulated reply to 1 turn(s)"), "{text}");
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 0);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 0);
+
+    // Capped at max_tokens, and the call is that much shorter.
+    let at = Instant::now();
+    let out = invoke(&c, SONNET, &body_max("hi", 10)).await.unwrap();
+    assert!(at.elapsed() >= latency + Duration::from_millis(200));
+    assert_eq!(usage(&out).1, 10);
+    assert_eq!(reply_json(&out)["stop_reason"], "max_tokens");
+
+    // Sonnet 4 output is charged 5 quota tokens each.
+    assert_eq!(emu.stats().tokens_charged, (i + 5 * 30 + i + 5 * 10) as f64);
+    emu.stop().await;
+}
+
+#[actix_web::test]
+async fn binary_flags_set_the_claude_shape() {
+    let mut cmd = emulator::binary();
+    cmd.args([
+        "--bind",
+        "127.0.0.1:0",
+        "--duration-median-secs",
+        "5",
+        "--tokens-per-day",
+        "1000000",
+        "--day-secs",
+        "600",
+        "--burndown",
+        "5",
+        "--stray-throttle-rate",
+        "0.03",
+    ]);
+    let cfg = emulator::binary_config(cmd).await;
+    assert_eq!(
+        cfg["call_duration"],
+        json!({"median_secs": 5.0, "spread": 0.5, "tokens_per_sec": 50.0})
+    );
+    assert_eq!(
+        cfg["token_day_quota"],
+        json!({"tokens": 1000000.0, "window_secs": 600.0})
+    );
+    assert_eq!(cfg["burndown"], json!(5.0));
+    assert_eq!(cfg["stray_throttle_rate"], json!(0.03));
+    let plain = emulator::binary_config({
+        let mut cmd = emulator::binary();
+        cmd.args(["--bind", "127.0.0.1:0"]);
+        cmd
+    })
+    .await;
+    assert_eq!(
+        (
+            plain["call_duration"].clone(),
+            plain["token_day_quota"].clone()
+        ),
+        (Value::Null, Value::Null)
+    );
 }

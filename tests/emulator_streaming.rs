@@ -12,7 +12,7 @@ use aws_sdk_bedrockruntime::types::ResponseStream;
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::event_stream::RawMessage;
 use model_server::emulator::{
-    Emulator, EmulatorConfig, EmulatorStats, FaultKind, MidStream, Quota, Scripted,
+    CallDuration, Emulator, EmulatorConfig, EmulatorStats, FaultKind, MidStream, Quota, Scripted,
     StreamException, StreamFault, TokenQuota,
 };
 use model_server::protocol::eventstream::{decode_frame, Frame};
@@ -474,10 +474,12 @@ async fn a_stall_sends_nothing_more_until_the_client_leaves_or_its_time_is_up() 
     assert_eq!(emu.stats().streams_cancelled, 0, "counted as faulted once");
 
     // A timed stall: nothing for its duration, then the connection is cut.
+    // (Timed from before the call: the stall starts when the server has sent the first event,
+    // a little before the client reads it.)
     emu.script(None, vec!["stall@1:0.3".parse().unwrap()]);
+    let stalled = Instant::now();
     let mut out = open(&c, SONNET, &long_body()).await.unwrap();
     assert!(next(&mut out).await.unwrap().is_some());
-    let stalled = Instant::now();
     let end = next(&mut out).await;
     assert!(end.is_err(), "{end:?}");
     assert!(stalled.elapsed() >= Duration::from_millis(300));
@@ -726,12 +728,14 @@ async fn quota_admission_applies_to_streams() {
         b["max_tokens"] = json!(max_tokens);
         b
     };
-    // A completed stream keeps input + output: 1 + max reserved, max - output given back.
+    // A completed stream is charged input + output x 5 (Sonnet 4's burndown): 1 + max
+    // reserved, the difference given back when it ends.
     let events = stream(&c, SONNET, &hi(400)).await;
     let output = events[events.len() - 2]["usage"]["output_tokens"]
         .as_u64()
         .unwrap();
-    let mut level = 1000 - 1 - output;
+    let mut level = 1000 - 1 - 5 * output;
+    assert_eq!(emu.stats().tokens_charged, (1 + 5 * output) as f64);
 
     // A stream that dies gives back max_tokens (keeps the input).
     emu.set_config(EmulatorConfig {
@@ -890,5 +894,39 @@ async fn raw_wire_headers_and_frames() {
     let payload: Value = serde_json::from_slice(payload).unwrap();
     assert_eq!(payload["originalStatusCode"], 500);
     assert!(payload["message"].is_string() && payload["originalMessage"].is_string());
+    emu.stop().await;
+}
+
+#[actix_web::test]
+async fn call_duration_paces_a_stream_to_the_drawn_tokens() {
+    // Spread 0: 0.8 s at 50 tokens/s = 40 tokens, whatever stream_tokens_per_sec says.
+    let emu = start(EmulatorConfig {
+        call_duration: Some(CallDuration {
+            median_secs: 0.8,
+            spread: 0.0,
+            tokens_per_sec: 50.0,
+        }),
+        stream_tokens_per_sec: Some(5000.0),
+        ..EmulatorConfig::default()
+    });
+    let c = client(&emu);
+    let opened = Instant::now();
+    let events = stream(&c, SONNET, &body("hi")).await;
+    let took = opened.elapsed();
+    assert!(took >= Duration::from_millis(760), "lasted {took:?}");
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["usage"]["output_tokens"], 40);
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    let text = assemble(&events)[0]["text"].as_str().unwrap().to_owned();
+    assert_eq!(text.chars().count().div_ceil(4), 40, "{text}");
+    assert!(count(&events, "text_delta") > 3, "the text comes in deltas");
+    // The same body through InvokeModel: the same text.
+    let v = invoke(&c, SONNET, &body("hi")).await;
+    assert_eq!(v["content"][0]["text"], text.as_str());
+    let s = emu.stats();
+    assert_eq!((s.streams_completed, s.output_tokens), (1, 80));
     emu.stop().await;
 }

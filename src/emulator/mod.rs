@@ -19,9 +19,17 @@
 //!   (input: the tool schema's required properties filled with simple values); a text quoting
 //!   the `tool_result` blocks of the last user message; a leading `thinking` block with a
 //!   signature when `thinking.type` is `enabled`. Headers: `x-amzn-RequestId` and
-//!   `X-Amzn-Bedrock-{Input,Output}-Token-Count` (tokens = ceil(chars / 4)).
+//!   `X-Amzn-Bedrock-{Input,Output}-Token-Count` (tokens = ceil(chars / 4)). `usage` also
+//!   reports `cache_creation_input_tokens` and `cache_read_input_tokens`, always 0.
+//!   With [`EmulatorConfig::call_duration`], a call that will succeed draws its generation
+//!   time D from a lognormal of that median and spread (the seeded RNG) and writes
+//!   `n = max(1, round(D x tokens_per_sec))` output tokens, capped at `max_tokens` (then
+//!   `stop_reason: "max_tokens"`): a text reply is the echo extended with deterministic filler
+//!   words (or cut) to exactly `n` tokens, and InvokeModel answers after the latency plus
+//!   `n / tokens_per_sec`. Tool-use, thinking and stop-sequence replies keep their content and
+//!   still take that time.
 //! - `POST /model/{modelId}/invoke-with-response-stream`: the same call, decided the same way
-//!   (steps 1-5 below, the same pre-stream errors), answered after the latency with 200,
+//!   (steps 1-7 below, the same pre-stream errors), answered after the latency with 200,
 //!   `Content-Type: application/vnd.amazon.eventstream`, `x-amzn-RequestId`,
 //!   `X-Amzn-Bedrock-Content-Type: application/json` and one `chunk` frame per Anthropic stream
 //!   event: `message_start`, per block `content_block_start`, deltas of a few words
@@ -29,8 +37,9 @@
 //!   `""`), `content_block_stop`, then `message_delta` and `message_stop` with
 //!   `amazon-bedrock-invocationMetrics`. Content and usage equal InvokeModel's for the same
 //!   body. Frames are written as they are produced, paced by
-//!   [`EmulatorConfig::stream_tokens_per_sec`]; a client that leaves stops the production
-//!   (counted in [`EmulatorStats::streams_cancelled`]).
+//!   [`EmulatorConfig::stream_tokens_per_sec`] (by the drawn call's `tokens_per_sec` with
+//!   `call_duration`, `message_delta` not before its generation time); a client that leaves
+//!   stops the production (counted in [`EmulatorStats::streams_cancelled`]).
 //! - `converse`, `converse-stream` and anything else: 404 `UnknownOperationException` (not
 //!   implemented yet).
 //! - Errors are `{"message": ...}` + `x-amzn-ErrorType: <Name>` + the Bedrock status; no
@@ -39,24 +48,39 @@
 //! # Order of decisions for one call
 //! 1. A scripted outcome queued for this model id, else one queued for any model
 //!    ([`Emulator::script`]); a scripted fault is answered whatever the body; `ok` and a
-//!    mid-stream fault skip steps 2, 4 and 5 (every quota and the injection).
-//! 2. The request quotas, checked without taking anything: the token bucket ([`Quota`]) and the
+//!    mid-stream fault skip steps 2, 3, 5 and 6 (stray throttles, every quota and the
+//!    injection).
+//! 2. A stray throttle with probability [`EmulatorConfig::stray_throttle_rate`] (seeded RNG):
+//!    `ThrottlingException` `Too many requests, please wait before trying again.`
+//!    ([`EmulatorStats::throttled_stray`]).
+//! 3. The request quotas, checked without taking anything: the token bucket ([`Quota`]) and the
 //!    window, fixed or sliding ([`WindowQuota`]). No room in either -> `ThrottlingException`
 //!    `Too many requests, please wait before trying again.`
-//! 3. Body validation (content type, then the body) -> `ValidationException`. An invalid body
+//!    ([`EmulatorStats::throttled_requests`]).
+//! 4. Body validation (content type, then the body) -> `ValidationException`. An invalid body
 //!    takes nothing from any quota.
-//! 4. Admission, all or nothing under one short lock: one call from the request bucket, one
+//! 5. Admission, all or nothing under one short lock: one call from the request bucket, one
 //!    from the window, and a reservation of `input_tokens + max_tokens` from the token quotas
-//!    (bucket [`TokenQuota`], window [`TokenWindowQuota`]). Request quotas out (a concurrent
-//!    call took the last one since step 2) -> `Too many requests, ...`; a token quota short of
-//!    the reservation ->
-//!    `ThrottlingException` `Too many tokens, please wait before trying again.` (counted in
-//!    [`EmulatorStats::throttled_tokens`] too). A throttled call takes nothing.
-//! 5. Random injection by [`EmulatorConfig::error_rates`] then
+//!    (bucket [`TokenQuota`], window [`TokenWindowQuota`], then the day [`TokenDayQuota`]).
+//!    Request quotas out (a concurrent call took the last one since step 3) ->
+//!    `Too many requests, ...`; a token quota short of the reservation ->
+//!    `Too many tokens, please wait before trying again.`
+//!    ([`EmulatorStats::throttled_tokens`]); the day's charges plus the reservations in
+//!    flight plus this one over its tokens ->
+//!    `Too many tokens per day, please wait before trying again.`
+//!    ([`EmulatorStats::throttled_daily`]). Every throttle is a 429 `ThrottlingException`
+//!    answered at once, counted in `throttled`, and takes nothing.
+//! 6. Random injection by [`EmulatorConfig::error_rates`] then
 //!    [`EmulatorConfig::stream_error_rates`] (one draw, seeded by `seed`): a pre-stream fault
 //!    is answered after the latency, then the call's reservation gives back `max_tokens`.
-//! 6. Success after [`EmulatorConfig::latency`]; the reservation gives back
-//!    `max_tokens - output_tokens` (a stream: when its last event is sent). A call dropped
+//! 7. With [`EmulatorConfig::call_duration`], the call's output tokens are drawn.
+//! 8. Success after [`EmulatorConfig::latency`] (plus the generation time with
+//!    `call_duration`). The call is settled Bedrock's way: charged
+//!    `input + cache_write + output x burndown` (cache_write is 0 here), the difference from
+//!    the reservation given back or taken (a bucket may go below zero); a stream settles when
+//!    its last event is sent. Burndown: [`EmulatorConfig::burndown`], else the model family's
+//!    (`actors::policy::burndown::default_burndown`: 5 for Claude 3.7 Sonnet and Claude 4 and later, 1
+//!    before). The charge is summed in [`EmulatorStats::tokens_charged`]. A call dropped
 //!    before it ends (the client went away, a stream's mid-stream fault) gives back
 //!    `max_tokens`.
 //!
@@ -93,7 +117,8 @@
 //!   `max_streams_in_flight`; a completed stream also counts in `ok`).
 //! - `GET /_emulator/config` -> `{"latency_ms", "stream_tokens_per_sec", "quota",
 //!   "window_quota", "token_quota", "token_window_quota", "quota_schedule", "quota_factor",
-//!   "error_rates", "seed", "scripted_pending"}` (`quota_factor`: the schedule factor in force
+//!   "error_rates", "seed", "call_duration", "token_day_quota", "burndown",
+//!   "stray_throttle_rate", "scripted_pending"}` (`quota_factor`: the schedule factor in force
 //!   now; `error_rates` holds both kinds of faults).
 //! - `POST /_emulator/config` with a partial
 //!   `{"latency_ms": 50, "stream_tokens_per_sec": 50 | null,
@@ -102,11 +127,15 @@
 //!   "token_quota": {"tokens_per_minute": 100000, "burst_tokens": 20000} | null,
 //!   "token_window_quota": {"tokens": 100000, "window_secs": 60, "sliding": true} | null,
 //!   "quota_schedule": [[30, 0.5], [60, 1.0]] | null,
-//!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01, "cut@5": 0.02}, "seed": 7}`:
+//!   "error_rates": {"ThrottlingException": 0.1, "hang": 0.01, "cut@5": 0.02}, "seed": 7,
+//!   "call_duration": {"median_secs": 5, "spread": 0.5, "tokens_per_sec": 50} | null,
+//!   "token_day_quota": {"tokens": 1000000, "window_secs": 86400} | null, "burndown": 5 | null,
+//!   "stray_throttle_rate": 0.03}`:
 //!   absent fields are kept, `null` removes a quota (or the schedule, or the pacing),
 //!   `quota_schedule` and `error_rates` replace the whole list. Defaults: `burst` = the rate
 //!   (at least 1), `window_secs` = 60, `sliding` = false, `burst_tokens` =
-//!   `tokens_per_minute / 6`. Schedule steps are `[offset_secs, factor]`. Every accepted patch
+//!   `tokens_per_minute / 6`, `spread` = 0.5, `tokens_per_sec` = 50, the day's `window_secs` =
+//!   86,400. Schedule steps are `[offset_secs, factor]`. Every accepted patch
 //!   restarts the quota clock. Answers the new config; 400 `{"error": ...}` on bad input.
 //! - `POST /_emulator/script` with `{"model": "id" (optional), "outcomes": ["ThrottlingException",
 //!   "ok", "hang", "throttlingException@3", "stall@2:1.5", ...]}`: queues forced outcomes.
@@ -122,6 +151,7 @@
 //! request above `debug`.
 
 mod admin;
+mod duration;
 mod events;
 mod faults;
 mod quota;
@@ -139,10 +169,13 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use duration::CallDuration;
 pub use faults::{
     Fault, FaultKind, MidStream, Scripted, StreamException, StreamFault, UnknownFault,
 };
-pub use quota::{parse_schedule_step, Quota, TokenQuota, TokenWindowQuota, WindowQuota};
+pub use quota::{
+    parse_schedule_step, Quota, TokenDayQuota, TokenQuota, TokenWindowQuota, WindowQuota,
+};
 pub use stats::EmulatorStats;
 
 /// Default listen address of the `bedrock-emulator` binary.
@@ -191,6 +224,15 @@ pub struct EmulatorConfig {
     /// counted from the first event. `None`: no pacing (deltas as fast as the socket takes
     /// them). `latency` still comes before the first event.
     pub stream_tokens_per_sec: Option<f64>,
+    /// Claude-shaped call durations; None = today's behaviour (latency, then the deterministic reply).
+    pub call_duration: Option<CallDuration>,
+    /// Daily token quota (Bedrock's tokens per day); None = unlimited.
+    pub token_day_quota: Option<TokenDayQuota>,
+    /// Quota tokens charged per output token for every model; None = by model family (see
+    /// `actors::policy::burndown::default_burndown`).
+    pub burndown: Option<f64>,
+    /// Fraction of calls throttled at random whatever the quota (Bedrock's stray throttles); 0 = none.
+    pub stray_throttle_rate: f64,
 }
 
 impl EmulatorConfig {
@@ -207,7 +249,16 @@ impl EmulatorConfig {
 
     /// True if a quota in tokens is configured (calls reserve tokens).
     pub fn has_token_quota(&self) -> bool {
-        self.token_quota.is_some() || self.token_window_quota.is_some()
+        self.token_quota.is_some()
+            || self.token_window_quota.is_some()
+            || self.token_day_quota.is_some()
+    }
+
+    /// Quota tokens charged per output token of `model`: [`EmulatorConfig::burndown`], else
+    /// the model family's ([`actors::policy::burndown::default_burndown`]).
+    pub fn burndown_for(&self, model: &str) -> f64 {
+        self.burndown
+            .unwrap_or_else(|| actors::policy::burndown::default_burndown(model))
     }
 
     fn same_quotas(&self, other: &EmulatorConfig) -> bool {
@@ -215,6 +266,7 @@ impl EmulatorConfig {
             && self.window_quota == other.window_quota
             && self.token_quota == other.token_quota
             && self.token_window_quota == other.token_window_quota
+            && self.token_day_quota == other.token_day_quota
             && self.quota_schedule == other.quota_schedule
     }
 }
@@ -269,6 +321,17 @@ impl Shared {
             .iter()
             .map(|&(fault, rate)| (Fault::MidStream(fault), rate));
         faults::pick(&mut lock(&self.rng), before.chain(mid_stream))
+    }
+
+    /// One draw against [`EmulatorConfig::stray_throttle_rate`]: true for a stray throttle.
+    pub(crate) fn stray(&self, config: &EmulatorConfig) -> bool {
+        config.stray_throttle_rate > 0.0 && lock(&self.rng).f64() < config.stray_throttle_rate
+    }
+
+    /// One call's output tokens drawn from its duration shape.
+    pub(crate) fn draw_tokens(&self, shape: &CallDuration) -> u64 {
+        let secs = shape.draw_secs(&mut lock(&self.rng));
+        shape.tokens_in(secs)
     }
 
     pub(crate) fn reset(&self) {
@@ -442,5 +505,54 @@ impl Drop for Emulator {
         self.shared.shutdown.send_replace(true);
         // The command is sent now; the returned future only waits for completion.
         drop(self.handle.stop(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stray_throttles_are_drawn_at_their_rate_reproducibly() {
+        let draws = |rate: f64, seed: u64| {
+            let shared = Shared::new(EmulatorConfig {
+                stray_throttle_rate: rate,
+                seed,
+                ..EmulatorConfig::default()
+            });
+            let config = shared.config();
+            (0..20_000)
+                .map(|_| shared.stray(&config))
+                .collect::<Vec<_>>()
+        };
+        let count = |v: &[bool]| v.iter().filter(|x| **x).count();
+        assert_eq!(count(&draws(0.0, 1)), 0);
+        assert_eq!(count(&draws(1.0, 1)), 20_000);
+        let a = draws(0.03, 7);
+        assert_eq!(a, draws(0.03, 7), "same seed, same throttles");
+        let (three, ten) = (count(&a), count(&draws(0.1, 7)));
+        assert!((480..720).contains(&three), "{three} of 20,000 at 3%");
+        assert!((1800..2200).contains(&ten), "{ten} of 20,000 at 10%");
+    }
+
+    #[test]
+    fn burndown_is_the_configured_one_else_the_model_familys() {
+        let c = EmulatorConfig::default();
+        assert_eq!(
+            c.burndown_for("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            5.0
+        );
+        assert_eq!(
+            c.burndown_for("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            1.0
+        );
+        let c = EmulatorConfig {
+            burndown: Some(2.0),
+            ..c
+        };
+        assert_eq!(
+            c.burndown_for("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            2.0
+        );
     }
 }

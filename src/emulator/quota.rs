@@ -14,9 +14,13 @@
 //!   `burst_tokens` and refills at `tokens_per_minute / 60` per second. Admission reserves
 //!   `input_tokens + max_tokens` (input counted like the reply counts it: `ceil(chars / 4)`
 //!   over the system prompt and every message). A bucket holding less than the reservation
-//!   throttles the call with [`TOO_MANY_TOKENS`]. A successful call gives back
-//!   `max_tokens - output_tokens`; a call that fails after admission (injected fault, client
-//!   gone) gives back `max_tokens` and keeps the input. Refunds are capped at the capacity.
+//!   throttles the call with [`TOO_MANY_TOKENS`]. A successful call is charged
+//!   `input + output x burndown` (see [`charge`]): the difference from its reservation is
+//!   given back or taken (the level may go below zero); a call that fails after admission
+//!   (injected fault, client gone) gives back `max_tokens` and keeps the input. The level is
+//!   capped at the capacity.
+//! - [`TokenDayQuota`], a fixed window in model tokens (the day), with reservation and
+//!   settlement like the token window; throttles with [`TOO_MANY_TOKENS_PER_DAY`].
 //!   A call whose reservation is larger than the capacity can never pass: it is always
 //!   throttled.
 //! - `EmulatorConfig::quota_schedule`, `(offset, factor)` steps: from each offset on, every
@@ -43,8 +47,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{lock, EmulatorConfig};
 
+/// Message of the `ThrottlingException` given by the request quotas (and stray throttles).
+pub(crate) const TOO_MANY_REQUESTS: &str = "Too many requests, please wait before trying again.";
+
 /// Message of the `ThrottlingException` given by the token quota.
 pub(crate) const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
+
+/// Message of the `ThrottlingException` given by the daily token quota.
+pub(crate) const TOO_MANY_TOKENS_PER_DAY: &str =
+    "Too many tokens per day, please wait before trying again.";
 
 /// Token-bucket quota in requests applied per model id; a call takes one. A schedule factor
 /// scales both fields (a scaled `burst` below 1 acts as 1, unless the factor is 0).
@@ -118,7 +129,7 @@ impl WindowQuota {
 /// Window quota in model tokens applied per model id: at most `tokens` per `window` (fixed or
 /// sliding, as for [`WindowQuota`]). Admission reserves `input_tokens + max_tokens` in the
 /// window; when the call ends its share is settled like the token bucket's (a success keeps
-/// input + output tokens, a failure after admission keeps the input). A reservation larger
+/// input + output x burndown, a failure after admission keeps the input). A reservation larger
 /// than `tokens` is always throttled ("Too many tokens"). A schedule factor scales `tokens`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TokenWindowQuota {
@@ -149,14 +160,40 @@ impl TokenWindowQuota {
     }
 }
 
+/// Daily token quota (Bedrock's tokens per day), applied per model id: at most `tokens`
+/// charged per fixed `window` aligned to the quota clock, calls in flight counting their
+/// reservation (`input_tokens + max_tokens`) until they settle. A call that would pass it is
+/// throttled with `Too many tokens per day, please wait before trying again.` A schedule
+/// factor scales `tokens`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenDayQuota {
+    /// Tokens charged per day window.
+    pub tokens: f64,
+    /// The "day": a fixed window aligned to the quota clock (default 86,400 s; tests use seconds).
+    pub window: Duration,
+}
+
+impl TokenDayQuota {
+    /// A real day.
+    pub const DAY: Duration = Duration::from_secs(86_400);
+
+    /// `tokens` per day.
+    pub fn per_day(tokens: f64) -> TokenDayQuota {
+        TokenDayQuota {
+            tokens,
+            window: TokenDayQuota::DAY,
+        }
+    }
+}
+
 /// Tokens-per-minute quota with reservation, applied per model id: a bucket of `burst_tokens`
 /// refilled at `tokens_per_minute / 60` per second.
 ///
 /// Admission (after body validation) reserves `input_tokens + max_tokens`, input counted like
 /// the reply counts it (`ceil(chars / 4)` over the system prompt and every message). With
 /// fewer tokens in the bucket the call gets `ThrottlingException` `Too many tokens, please
-/// wait before trying again.` and nothing is taken. A success gives back
-/// `max_tokens - output_tokens`; a call failing after admission (injected fault, client gone)
+/// wait before trying again.` and nothing is taken. A success is charged
+/// `input + output x burndown`; a call failing after admission (injected fault, client gone)
 /// gives back `max_tokens` and keeps the input; refunds are capped at the capacity. A call
 /// whose reservation exceeds the capacity is always throttled.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,9 +281,16 @@ pub(crate) fn reservation(input_tokens: u64, max_tokens: u64) -> f64 {
     input_tokens as f64 + max_tokens as f64
 }
 
-/// What a successful call gives back to the token quota.
-pub(crate) fn success_refund(max_tokens: u64, output_tokens: u64) -> f64 {
-    max_tokens.saturating_sub(output_tokens) as f64
+/// What a successful call is charged in the token quotas: `input + cache_write + output x
+/// burndown` (the emulator writes no cache).
+pub(crate) fn charge(input_tokens: u64, output_tokens: u64, burndown: f64) -> f64 {
+    input_tokens as f64 + output_tokens as f64 * burndown
+}
+
+/// How much a successful call's charge differs from its reservation (`input + max_tokens`):
+/// negative is given back, positive taken.
+pub(crate) fn success_delta(max_tokens: u64, output_tokens: u64, burndown: f64) -> f64 {
+    output_tokens as f64 * burndown - max_tokens as f64
 }
 
 /// Refill rate and capacity of a bucket at one moment.
@@ -271,6 +315,7 @@ struct Limits {
     window: Option<WindowLimit>,
     tokens: Option<Rate>,
     token_window: Option<WindowLimit>,
+    day: Option<WindowLimit>,
 }
 
 impl Limits {
@@ -301,6 +346,11 @@ impl Limits {
                 limit: non_negative(w.tokens) * factor,
                 window: w.window,
                 sliding: w.sliding,
+            }),
+            day: config.token_day_quota.map(|d| WindowLimit {
+                limit: non_negative(d.tokens) * factor,
+                window: d.window,
+                sliding: false,
             }),
         }
     }
@@ -391,13 +441,13 @@ impl Ledger {
         self.used += amount;
     }
 
-    /// Takes `amount` off entry `id` if it still counts.
-    fn give_back(&mut self, id: u64, amount: f64) {
+    /// Changes entry `id` by `delta` (never below 0) if it still counts.
+    fn adjust(&mut self, id: u64, delta: f64) {
         if let Ok(i) = self.entries.binary_search_by_key(&id, |(e, _, _)| *e) {
             let entry = &mut self.entries[i];
-            let back = amount.min(entry.2);
-            entry.2 -= back;
-            self.used = (self.used - back).max(0.0);
+            let new = (entry.2 + delta).max(0.0);
+            self.used = (self.used + new - entry.2).max(0.0);
+            entry.2 = new;
         }
     }
 }
@@ -409,6 +459,19 @@ pub(crate) enum Throttle {
     Requests,
     /// The token bucket or token window holds less than the reservation ([`TOO_MANY_TOKENS`]).
     Tokens,
+    /// The daily token quota cannot hold the reservation ([`TOO_MANY_TOKENS_PER_DAY`]).
+    Daily,
+}
+
+impl Throttle {
+    /// The `ThrottlingException` message Bedrock gives for this quota.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Throttle::Requests => TOO_MANY_REQUESTS,
+            Throttle::Tokens => TOO_MANY_TOKENS,
+            Throttle::Daily => TOO_MANY_TOKENS_PER_DAY,
+        }
+    }
 }
 
 /// One model id's quota state (each part used only if its quota is configured).
@@ -418,6 +481,7 @@ struct ModelState {
     window: Ledger,
     tokens: Bucket,
     token_window: Ledger,
+    day: Ledger,
     /// Id of the next admitted call (ledger entries are found by it when settled).
     next_id: u64,
 }
@@ -429,6 +493,7 @@ impl ModelState {
             window: Ledger::new(epoch),
             tokens: Bucket::full(now),
             token_window: Ledger::new(epoch),
+            day: Ledger::new(epoch),
             next_id: 0,
         }
     }
@@ -446,6 +511,9 @@ impl ModelState {
         }
         if let Some(window) = limits.token_window {
             self.token_window.refresh(&window, epoch, now);
+        }
+        if let Some(day) = limits.day {
+            self.day.refresh(&day, epoch, now);
         }
     }
 
@@ -470,6 +538,9 @@ impl ModelState {
         {
             return Err(Throttle::Tokens);
         }
+        if limits.day.is_some_and(|d| !self.day.room(&d, reserve)) {
+            return Err(Throttle::Daily);
+        }
         let id = self.next_id;
         self.next_id += 1;
         if limits.requests.is_some() {
@@ -484,16 +555,24 @@ impl ModelState {
         if limits.token_window.is_some() {
             self.token_window.record(id, now, reserve);
         }
+        if limits.day.is_some() {
+            self.day.record(id, now, reserve);
+        }
         Ok(id)
     }
 
-    /// Gives `tokens` of call `id` back to the token quotas (the bucket capped at its capacity).
-    fn refund(&mut self, limits: &Limits, id: u64, tokens: f64) {
+    /// Settles call `id`: takes `delta` more tokens from the token quotas (gives back `-delta`
+    /// when negative). The bucket is capped at its capacity and may go below zero; a window
+    /// changes only while it still counts the call.
+    fn settle(&mut self, limits: &Limits, id: u64, delta: f64) {
         if let Some(rate) = limits.tokens {
-            self.tokens.level = (self.tokens.level + tokens).min(rate.capacity);
+            self.tokens.level = (self.tokens.level - delta).min(rate.capacity);
         }
         if limits.token_window.is_some() {
-            self.token_window.give_back(id, tokens);
+            self.token_window.adjust(id, delta);
+        }
+        if limits.day.is_some() {
+            self.day.adjust(id, delta);
         }
     }
 }
@@ -578,28 +657,44 @@ impl Quotas {
         self.with_model(model, config, |s, l| s.admit(l, reserve, now))
     }
 
-    /// Gives `tokens` of call `id` back to `model`'s token quotas (the bucket capped at its
-    /// capacity; a window only while the call still counts in it).
-    pub(crate) fn refund(&self, model: &str, config: &EmulatorConfig, id: u64, tokens: f64) {
-        if tokens > 0.0 && config.has_token_quota() {
-            self.with_model(model, config, |s, l| s.refund(l, id, tokens));
+    /// Settles call `id` of `model`: takes `delta` more tokens from its token quotas, or gives
+    /// back `-delta` (the bucket capped at its capacity, possibly below zero after a take; a
+    /// window only while the call still counts in it).
+    pub(crate) fn settle(&self, model: &str, config: &EmulatorConfig, id: u64, delta: f64) {
+        if delta != 0.0 && config.has_token_quota() {
+            self.with_model(model, config, |s, l| s.settle(l, id, delta));
         }
     }
 }
 
-/// What the token quotas hold for an admitted call: its id in the quota state and the
-/// `max_tokens` reserved beyond its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the token quotas hold for an admitted call: its id in the quota state, the
+/// `max_tokens` reserved beyond its input, and the burndown its output is charged at.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Held {
     /// The call's id (see [`Quotas::admit`]).
     pub(crate) id: u64,
-    /// What a success gives back the unused part of.
+    /// Reserved beyond the input: replaced by `output x burndown` on success, given back on
+    /// failure.
     pub(crate) max_tokens: u64,
+    /// Quota tokens per output token.
+    pub(crate) burndown: f64,
 }
 
-/// A token reservation held by an admitted call. [`Reservation::settle`] gives back the unused
-/// `max_tokens` of a success; dropping it unsettled (a fault, or the client went away) gives
-/// back all of `max_tokens`.
+impl Held {
+    /// The settlement of a success with `output_tokens` (see [`success_delta`]).
+    pub(crate) fn success(&self, output_tokens: u64) -> f64 {
+        success_delta(self.max_tokens, output_tokens, self.burndown)
+    }
+
+    /// The settlement of a failure after admission: `max_tokens` given back, the input kept.
+    pub(crate) fn failure(&self) -> f64 {
+        -(self.max_tokens as f64)
+    }
+}
+
+/// A token reservation held by an admitted call. [`Reservation::settle`] charges a success
+/// `input + output x burndown`; dropping it unsettled (a fault, or the client went away)
+/// gives back all of `max_tokens`.
 pub(crate) struct Reservation<'a> {
     quotas: &'a Quotas,
     model: &'a str,
@@ -624,21 +719,20 @@ impl<'a> Reservation<'a> {
         }
     }
 
-    /// The call succeeded with `output_tokens`: refunds `max_tokens - output_tokens`.
+    /// The call succeeded with `output_tokens`: charged `input + output x burndown`.
     pub(crate) fn settle(mut self, output_tokens: u64) {
         self.open = false;
-        let refund = success_refund(self.held.max_tokens, output_tokens);
+        let delta = self.held.success(output_tokens);
         self.quotas
-            .refund(self.model, self.config, self.held.id, refund);
+            .settle(self.model, self.config, self.held.id, delta);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.open {
-            let max_tokens = self.held.max_tokens as f64;
             self.quotas
-                .refund(self.model, self.config, self.held.id, max_tokens);
+                .settle(self.model, self.config, self.held.id, self.held.failure());
         }
     }
 }
@@ -768,8 +862,10 @@ mod tests {
     #[test]
     fn reservation_and_refunds() {
         assert_eq!(reservation(3, 100), 103.0);
-        assert_eq!(success_refund(100, 13), 87.0);
-        assert_eq!(success_refund(5, 9), 0.0);
+        assert_eq!(success_delta(100, 13, 1.0), -87.0);
+        assert_eq!(success_delta(100, 13, 5.0), -35.0);
+        assert_eq!(success_delta(5, 9, 1.0), 4.0);
+        assert_eq!(charge(3, 13, 5.0), 68.0);
 
         // 60 tokens/min = 1 token/s, capacity 300.
         let c = EmulatorConfig {
@@ -794,11 +890,11 @@ mod tests {
         );
         assert_eq!(s.tokens.level, 49.0, "a throttle takes nothing");
         // Success with 13 output tokens gives back 237.
-        s.refund(&l, 0, success_refund(250, 13));
+        s.settle(&l, 0, success_delta(250, 13, 1.0));
         assert_eq!(s.tokens.level, 286.0);
         assert_eq!(admit_at(&mut s, &c, t0, z, reservation(1, 250)), Ok(()));
         // A failed call gives back max_tokens and keeps the input.
-        s.refund(&l, 0, 250.0);
+        s.settle(&l, 0, -250.0);
         assert_eq!(s.tokens.level, 285.0);
         // Refill at 1 token/s, and refunds are capped at the capacity.
         assert_eq!(
@@ -806,7 +902,7 @@ mod tests {
             Err(Throttle::Tokens)
         );
         assert_eq!(s.tokens.level, 295.0);
-        s.refund(&l, 0, 1000.0);
+        s.settle(&l, 0, -1000.0);
         assert_eq!(s.tokens.level, 300.0);
     }
 
@@ -978,6 +1074,7 @@ mod tests {
             let held = Held {
                 id: first,
                 max_tokens: 70,
+                burndown: 1.0,
             };
             let r = Reservation::new(&q, "m", &c, held);
             r.settle(10); // gives back 60 -> 80
@@ -987,6 +1084,7 @@ mod tests {
             let held = Held {
                 id: second,
                 max_tokens: 50,
+                burndown: 1.0,
             };
             let _unsettled = Reservation::new(&q, "m", &c, held);
         } // dropped: gives back 50
@@ -1048,20 +1146,115 @@ mod tests {
             let a = s.admit(&l, reservation(10, 590), t0).unwrap();
             assert_eq!(s.admit(&l, 600.0, t0), Err(Throttle::Tokens));
             // The first call used 10 + 40: its share drops to 50, so 600 more fit.
-            s.refund(&l, a, success_refund(590, 40));
+            s.settle(&l, a, success_delta(590, 40, 1.0));
             assert_eq!(s.token_window.used, 50.0);
             let b = s.admit(&l, 600.0, t0 + ms(100)).unwrap();
             // A failed call keeps its input: give back max_tokens only.
-            s.refund(&l, b, 590.0);
+            s.settle(&l, b, -590.0);
             assert_eq!(s.token_window.used, 60.0);
             // At 1.05 s the fixed window has reset; the sliding one still counts the call at
             // 0.1 s (10 tokens) but not the one at 0 s.
             s.refresh(&l, t0, t0 + ms(1050));
             assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
             // Settling a call the window no longer counts changes nothing.
-            s.refund(&l, a, 10.0);
+            s.settle(&l, a, -10.0);
             assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
         }
+    }
+
+    #[test]
+    fn settlement_charges_output_at_the_burndown_and_may_go_below_zero() {
+        // No refill, 1000 tokens.
+        let c = EmulatorConfig {
+            token_quota: Some(TokenQuota {
+                tokens_per_minute: 0.0,
+                burst_tokens: 1000.0,
+            }),
+            ..EmulatorConfig::default()
+        };
+        let (t0, mut s) = started();
+        let z = Duration::ZERO;
+        let l = limits(&c, z);
+        s.refresh(&l, t0, t0);
+        // 100 input + 300 max_tokens reserved; 40 output at burndown 5 = 200: 100 back.
+        let a = s.admit(&l, reservation(100, 300), t0).unwrap();
+        assert_eq!(s.tokens.level, 600.0);
+        let held = Held {
+            id: a,
+            max_tokens: 300,
+            burndown: 5.0,
+        };
+        s.settle(&l, a, held.success(40));
+        assert_eq!(s.tokens.level, 700.0, "charged 100 + 40 x 5 = 300");
+        // 100 output at burndown 5 = 500 > the 300 reserved: 200 more taken, below zero.
+        let b = s.admit(&l, reservation(100, 600), t0).unwrap();
+        assert_eq!(s.tokens.level, 0.0);
+        let held = Held {
+            id: b,
+            max_tokens: 600,
+            burndown: 5.0,
+        };
+        s.settle(&l, b, held.success(200));
+        assert_eq!(
+            s.tokens.level, -400.0,
+            "charged 100 + 1000 = 1100 of a 700 bucket"
+        );
+        assert_eq!(
+            admit_at(&mut s, &c, t0, z, 1.0),
+            Err(Throttle::Tokens),
+            "a debt throttles"
+        );
+        // A failure gives back max_tokens only.
+        assert_eq!(held.failure(), -600.0);
+    }
+
+    #[test]
+    fn daily_quota_counts_charges_and_reservations_in_a_fixed_window() {
+        let c = EmulatorConfig {
+            token_day_quota: Some(TokenDayQuota {
+                tokens: 1000.0,
+                window: ms(10_000),
+            }),
+            ..EmulatorConfig::default()
+        };
+        assert!(c.has_token_quota());
+        let (t0, mut s) = started();
+        let l = limits(&c, Duration::ZERO);
+        s.refresh(&l, t0, t0);
+        assert_eq!(s.admit(&l, 1001.0, t0), Err(Throttle::Daily));
+        assert_eq!(Throttle::Daily.message(), TOO_MANY_TOKENS_PER_DAY);
+        // In flight: 10 input + 590 max reserved.
+        let a = s.admit(&l, reservation(10, 590), t0).unwrap();
+        assert_eq!(
+            s.admit(&l, 401.0, t0),
+            Err(Throttle::Daily),
+            "reservations count"
+        );
+        // Settled at burndown 5 with 20 output: 10 + 100 = 110 charged.
+        s.settle(&l, a, success_delta(590, 20, 5.0));
+        assert_eq!(s.day.used, 110.0);
+        let b = s.admit(&l, 890.0, t0 + ms(5000)).unwrap();
+        assert_eq!(s.admit(&l, 1.0, t0 + ms(5000)), Err(Throttle::Daily));
+        s.settle(&l, b, -800.0);
+        assert_eq!(s.day.used, 200.0);
+        // The day ends at t0 + 10 s (aligned to the quota clock), whenever the calls came.
+        assert_eq!(
+            admit_at(&mut s, &c, t0, ms(9999), 801.0),
+            Err(Throttle::Daily)
+        );
+        assert_eq!(admit_at(&mut s, &c, t0, ms(10_000), 1000.0), Ok(()));
+        // The schedule scales it, and the request quotas are checked first.
+        let scaled = EmulatorConfig {
+            quota_schedule: vec![(Duration::ZERO, 0.5)],
+            window_quota: Some(WindowQuota::per_minute(0)),
+            ..c
+        };
+        assert_eq!(limits(&scaled, ms(1)).day.map(|d| d.limit), Some(500.0));
+        let (t0, mut s) = started();
+        assert_eq!(
+            admit_at(&mut s, &scaled, t0, ms(1), 5000.0),
+            Err(Throttle::Requests)
+        );
     }
 
     #[test]
