@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release --example goodput                          # every scenario, 5 runs (~2.5 h)
 //! cargo run --release --example goodput -- --group per-minute    # the per-minute matrix
+//! cargo run --release --example goodput -- --group claude        # Claude-shaped traffic, 19 scenarios (~1 h)
+//! cargo run --release --example goodput -- --scenarios tpm-200k --runs 1 --seconds 30 --policies none,adaptive
 //! cargo run --release --example goodput -- --scenarios 60rpm-bucket1-x3 --runs 5 --seconds 60
 //! ```
 //!
@@ -25,6 +27,32 @@
 //!   k = 0.5), `change` (Q = 20 halved at 30 s and restored at 60 s, 90 s), `tpm` (60,000
 //!   tokens per minute, 10 s burst, max_tokens 200, k = 2); 60 s, `timeout` 10 s,
 //!   `max_retries` 3.
+//! - claude (Claude-shaped traffic: calls of seconds, prompts of thousands of tokens, the
+//!   output burndown of 5 of Claude Sonnet 4, stray throttles; `examples/support/claude_load.rs`
+//!   makes the requests). Arrivals are Poisson from an RNG seeded by the scenario and the run
+//!   (every policy of a run gets the same arrivals); each call lasts a lognormal time
+//!   (median, spread = standard deviation of its log) writing 50 output tokens a second, at
+//!   most `max_tokens`, after the emulator's 100 ms latency; each request `timeout` 120 s
+//!   (`sparse-*` 60 s) and `max_retries` 10; 180 s (`bursty-*` 120 s).
+//!   - `sparse-{0.1,0.5,2}rps-{stray1,stray3,stray5,clean}`: 0.1, 0.5 or 2 requests/s far
+//!     below a request quota (bucket of 10/s, burst 10) with 1%, 3%, 5% or no calls
+//!     throttled at random (stray throttles, which no pacing removes); calls median 1.5 s,
+//!     spread 0.4; prompts of 200 tokens, `max_tokens` 1,000. Compare the p99 of `-strayN`
+//!     with `-clean`.
+//!   - `tpm-200k`: 200,000 tokens per minute enforced as a bucket holding a minute, prompts
+//!     of 4,000 tokens, `max_tokens` 4,096, calls median 5 s, spread 0.6, at 2x what the
+//!     quota admits (tpm / (input + mean output x 5) calls a minute: 0.6 calls/s).
+//!   - `tpm-100k-cc`: 100,000 TPM, prompts of 1,000 tokens and `max_tokens` 32,000 (Claude
+//!     Code's reservations: three fill the bucket), calls median 6 s, 2x.
+//!   - `tpm-2m`: 2,000,000 TPM, prompts of 50,000 tokens, `max_tokens` 8,000, calls median
+//!     10 s, 2x.
+//!   - `stream-200k`: `tpm-200k` through `POST /v1/messages` with `stream: true` (timeout and
+//!     retries as the `x-modelserver-timeout` and `x-modelserver-max-retries` headers), each
+//!     stream read to its end.
+//!   - `rpm60-long`: 60 requests per minute in a bucket with a burst of one call, calls median
+//!     5 s, spread 0.6, prompts of 200 tokens, `max_tokens` 1,000, 2x.
+//!   - `bursty-tpm`, `bursty-rpm60`: the quotas of `tpm-200k` and `rpm60-long` at 0.2x for
+//!     30 s, 10x for 30 s, 0.2x for 60 s (`--seconds` scales the three phases).
 //!
 //! Measured per run: goodput/Q = successes answered inside the loaded window / T / the quota
 //! in force (a quota's initial burst counts, so a bucket holding a minute reaches above 1);
@@ -34,6 +62,21 @@
 //! sent); 504 = requests that ended at their
 //! deadline (every one was admitted: refusals are 503); how the requests ended. The table
 //! gives, per scenario and policy, the minimum and the median over the runs.
+//!
+//! Measured per Claude-shaped run (the `claude` table; the `RESULT` line has every figure):
+//! quota used by answers = for a token quota, the quota cost (input + cache writes + output x
+//! 5, from each 200 answer's usage: `/infer`'s `usage`, a stream's `message_start` and
+//! `message_delta`) of the requests answered 200 within the loaded span, over the quota of
+//! the span (tpm / 60 x seconds); for a request quota, the calls answered within the span over
+//! the quota's calls in it. A bucket starts full, so a bucket holding a minute can lift this
+//! above 1 (by up to 60 / seconds). Calls throttled = emulator throttles / emulator calls, split
+//! into stray throttles and the quota's (the request, token and daily quotas'); how the
+//! requests sent ended (200, 429 throttled past the retries, 503 refused (with `/v1/messages`'
+//! 529), 504 at the deadline (every one after admission: refusals are 503/529), 500, other; a
+//! stream that answered 200 and then ended with an error event counts under its error's
+//! status, one cut without `message_stop` as lost); lost = no answer; p50 and p99 latency of
+//! the 200 answers from their due time to their last byte (p99 min / median over the runs) and,
+//! for streams, the time to the first `content_block_delta`.
 //!
 //! `RUST_LOG=info` puts the servers' logs in `target/goodput-logs/`.
 
