@@ -61,6 +61,7 @@ pub mod backoff;
 pub mod bedrock;
 pub mod betas;
 pub mod broker;
+pub mod burndown;
 pub mod job;
 pub mod metrics;
 pub mod model_throttle;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use model_server::emulator::{
-    parse_schedule_step, Emulator, EmulatorConfig, Fault, Quota, TokenQuota, TokenWindowQuota,
-    WindowQuota, DEFAULT_BIND,
+    parse_schedule_step, CallDuration, Emulator, EmulatorConfig, Fault, Quota, TokenDayQuota,
+    TokenQuota, TokenWindowQuota, WindowQuota, DEFAULT_BIND,
 };
 
 /// Bedrock Runtime emulator (InvokeModel and InvokeModelWithResponseStream over the real
@@ -141,6 +141,67 @@ struct Args {
     )]
     error_rates: Vec<(Fault, f64)>,
 
+    /// Claude-shaped call durations: each successful call generates for a lognormal time of
+    /// this median (seconds) and writes --output-tokens-per-sec tokens meanwhile.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_DURATION_MEDIAN_SECS",
+        value_name = "S",
+        value_parser = parse_positive_secs
+    )]
+    duration_median_secs: Option<f64>,
+
+    /// Standard deviation of ln(duration) for --duration-median-secs (0: every call takes the
+    /// median).
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_DURATION_SPREAD",
+        value_name = "X",
+        default_value_t = CallDuration::DEFAULT_SPREAD,
+        value_parser = parse_non_negative
+    )]
+    duration_spread: f64,
+
+    /// Output tokens written per second by a call of --duration-median-secs.
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_OUTPUT_TOKENS_PER_SEC",
+        value_name = "N",
+        default_value_t = CallDuration::DEFAULT_TOKENS_PER_SEC,
+        value_parser = parse_positive
+    )]
+    output_tokens_per_sec: f64,
+
+    /// Daily token quota per model id (Bedrock's tokens per day): "Too many tokens per day"
+    /// once the tokens charged in the day plus the reservations in flight would pass N.
+    #[arg(long, env = "BEDROCK_EMULATOR_TOKENS_PER_DAY", value_name = "N", value_parser = parse_non_negative)]
+    tokens_per_day: Option<f64>,
+
+    /// Length of the --tokens-per-day "day" in seconds [default: 86400].
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_DAY_SECS",
+        value_name = "S",
+        requires = "tokens_per_day",
+        value_parser = parse_positive_secs
+    )]
+    day_secs: Option<f64>,
+
+    /// Quota tokens charged per output token for every model [default: by model family, 5
+    /// for Claude 3.7 Sonnet and Claude 4 and later, 1 for older models].
+    #[arg(long, env = "BEDROCK_EMULATOR_BURNDOWN", value_name = "X", value_parser = parse_non_negative)]
+    burndown: Option<f64>,
+
+    /// Fraction of calls throttled at random whatever the quota ("Too many requests").
+    #[arg(
+        long,
+        env = "BEDROCK_EMULATOR_STRAY_THROTTLE_RATE",
+        value_name = "P",
+        default_value_t = 0.0,
+        value_parser = parse_fraction
+    )]
+    stray_throttle_rate: f64,
+
     /// HTTP worker threads (default: the number of CPUs).
     #[arg(long, env = "BEDROCK_EMULATOR_WORKERS")]
     workers: Option<usize>,
@@ -163,6 +224,13 @@ fn parse_rate(s: &str) -> Result<(Fault, f64), String> {
         return Err(format!("fraction must be in 0..=1, got {rate}"));
     }
     Ok((kind, rate))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match parse_non_negative(s)? {
+        x if x <= 1.0 => Ok(x),
+        x => Err(format!("fraction must be in 0..=1, got {x}")),
+    }
 }
 
 fn parse_non_negative(s: &str) -> Result<f64, String> {
@@ -252,6 +320,19 @@ fn main() -> std::io::Result<()> {
         stream_error_rates,
         seed: args.seed,
         stream_tokens_per_sec: args.stream_tokens_per_sec,
+        call_duration: args.duration_median_secs.map(|median_secs| CallDuration {
+            median_secs,
+            spread: args.duration_spread,
+            tokens_per_sec: args.output_tokens_per_sec,
+        }),
+        token_day_quota: args.tokens_per_day.map(|tokens| TokenDayQuota {
+            tokens,
+            window: args
+                .day_secs
+                .map_or(TokenDayQuota::DAY, Duration::from_secs_f64),
+        }),
+        burndown: args.burndown,
+        stray_throttle_rate: args.stray_throttle_rate,
     };
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -262,7 +343,7 @@ fn main() -> std::io::Result<()> {
     actix_rt::System::new().block_on(async move {
         let emulator = Emulator::start(&args.bind, config.clone(), workers)?;
         log::info!(
-            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, stream tokens/s {:?}, quota {:?}, window quota {:?}, token quota {:?}, token window quota {:?}, quota schedule {:?}, error rates {:?}, mid-stream error rates {:?}, seed {})",
+            "Bedrock emulator listening on {} (workers {workers}, latency {:?}, stream tokens/s {:?}, quota {:?}, window quota {:?}, token quota {:?}, token window quota {:?}, quota schedule {:?}, error rates {:?}, mid-stream error rates {:?}, seed {}, call duration {:?}, token day quota {:?}, burndown {:?}, stray throttle rate {})",
             emulator.endpoint(),
             config.latency,
             config.stream_tokens_per_sec,
@@ -273,7 +354,11 @@ fn main() -> std::io::Result<()> {
             config.quota_schedule,
             config.error_rates,
             config.stream_error_rates,
-            config.seed
+            config.seed,
+            config.call_duration,
+            config.token_day_quota,
+            config.burndown,
+            config.stray_throttle_rate
         );
         shutdown_signal().await;
         log::info!("Bedrock emulator stopping");

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{
-    EmulatorConfig, Fault, Quota, Scripted, Shared, TokenQuota, TokenWindowQuota, WindowQuota,
+    CallDuration, EmulatorConfig, Fault, Quota, Scripted, Shared, TokenDayQuota, TokenQuota,
+    TokenWindowQuota, WindowQuota,
 };
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -34,7 +35,8 @@ async fn stats(shared: web::Data<Shared>) -> HttpResponse {
 
 /// The config as JSON: `{"latency_ms", "stream_tokens_per_sec", "quota", "window_quota",
 /// "token_quota", "token_window_quota", "quota_schedule": [[secs, factor], ...],
-/// "quota_factor", "error_rates": {name: fraction}, "seed", "scripted_pending"}`.
+/// "quota_factor", "error_rates": {name: fraction}, "seed", "call_duration",
+/// "token_day_quota", "burndown", "stray_throttle_rate", "scripted_pending"}`.
 /// `error_rates` holds both kinds of faults (`NAME@N` for the mid-stream ones).
 #[derive(Serialize)]
 struct ConfigView {
@@ -49,7 +51,17 @@ struct ConfigView {
     quota_factor: f64,
     error_rates: BTreeMap<String, f64>,
     seed: u64,
+    call_duration: Option<CallDuration>,
+    token_day_quota: Option<TokenDayView>,
+    burndown: Option<f64>,
+    stray_throttle_rate: f64,
     scripted_pending: usize,
+}
+
+#[derive(Serialize)]
+struct TokenDayView {
+    tokens: f64,
+    window_secs: f64,
 }
 
 #[derive(Serialize)]
@@ -100,6 +112,13 @@ fn view(shared: &Shared) -> ConfigView {
             )
             .collect(),
         seed: c.seed,
+        call_duration: c.call_duration,
+        token_day_quota: c.token_day_quota.map(|d| TokenDayView {
+            tokens: d.tokens,
+            window_secs: d.window.as_secs_f64(),
+        }),
+        burndown: c.burndown,
+        stray_throttle_rate: c.stray_throttle_rate,
         scripted_pending: shared.scripts.len(),
     }
 }
@@ -153,6 +172,24 @@ struct TokenPatch {
     burst_tokens: Option<f64>,
 }
 
+/// `call_duration` in a patch: `{"median_secs": S, "spread": X, "tokens_per_sec": N}` (X
+/// defaults to 0.5, N to 50).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallDurationPatch {
+    median_secs: f64,
+    spread: Option<f64>,
+    tokens_per_sec: Option<f64>,
+}
+
+/// `token_day_quota` in a patch: `{"tokens": N, "window_secs": S}` (S defaults to 86,400).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenDayPatch {
+    tokens: f64,
+    window_secs: Option<f64>,
+}
+
 /// Absent field = keep; `null` = remove the quota (or the schedule).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +209,13 @@ struct ConfigPatch {
     quota_schedule: Option<Option<Vec<(f64, f64)>>>,
     error_rates: Option<BTreeMap<String, f64>>,
     seed: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    call_duration: Option<Option<CallDurationPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    token_day_quota: Option<Option<TokenDayPatch>>,
+    #[serde(default, deserialize_with = "present")]
+    burndown: Option<Option<f64>>,
+    stray_throttle_rate: Option<f64>,
 }
 
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -299,7 +343,65 @@ fn apply(patch: ConfigPatch, mut config: EmulatorConfig) -> Result<EmulatorConfi
     if let Some(seed) = patch.seed {
         config.seed = seed;
     }
+    if let Some(duration) = patch.call_duration {
+        config.call_duration = duration.map(call_duration).transpose()?;
+    }
+    if let Some(day) = patch.token_day_quota {
+        config.token_day_quota = match day {
+            None => None,
+            Some(d) => {
+                if !d.tokens.is_finite() || d.tokens < 0.0 {
+                    return Err(format!(
+                        "token_day_quota.tokens must be a number >= 0, got {}",
+                        d.tokens
+                    ));
+                }
+                let secs = d.window_secs.unwrap_or(TokenDayQuota::DAY.as_secs_f64());
+                Some(TokenDayQuota {
+                    tokens: d.tokens,
+                    window: window_length("token_day_quota", Some(secs))?,
+                })
+            }
+        };
+    }
+    if let Some(burndown) = patch.burndown {
+        if let Some(x) = burndown.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+            return Err(format!(
+                "burndown must be a number >= 0 (or null for the model family's), got {x}"
+            ));
+        }
+        config.burndown = burndown;
+    }
+    if let Some(rate) = patch.stray_throttle_rate {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("stray_throttle_rate must be in 0..=1, got {rate}"));
+        }
+        config.stray_throttle_rate = rate;
+    }
     Ok(config)
+}
+
+/// Checks a `call_duration` patch: median and rate > 0, spread >= 0 (all finite).
+fn call_duration(p: CallDurationPatch) -> Result<CallDuration, String> {
+    let d = CallDuration {
+        median_secs: p.median_secs,
+        spread: p.spread.unwrap_or(CallDuration::DEFAULT_SPREAD),
+        tokens_per_sec: p
+            .tokens_per_sec
+            .unwrap_or(CallDuration::DEFAULT_TOKENS_PER_SEC),
+    };
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if positive(d.median_secs)
+        && positive(d.tokens_per_sec)
+        && d.spread.is_finite()
+        && d.spread >= 0.0
+    {
+        Ok(d)
+    } else {
+        Err(format!(
+            "call_duration needs median_secs > 0, spread >= 0 and tokens_per_sec > 0 (finite), got {d:?}"
+        ))
+    }
 }
 
 async fn post_config(shared: web::Data<Shared>, body: Bytes) -> HttpResponse {
@@ -459,6 +561,53 @@ mod tests {
             r#"{"stream_tokens_per_sec": -3}"#,
             r#"{"error_rates": {"cut@x": 0.1}}"#,
             r#"{"error_rates": {"AccessDeniedException@2": 0.1}}"#,
+        ] {
+            assert!(patch(bad, EmulatorConfig::default()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn claude_shape_fields_patch_with_defaults_and_null() {
+        let c = patch(
+            r#"{"call_duration": {"median_secs": 5}, "token_day_quota": {"tokens": 1000000},
+                "burndown": 5, "stray_throttle_rate": 0.03}"#,
+            EmulatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.call_duration,
+            Some(CallDuration {
+                median_secs: 5.0,
+                spread: 0.5,
+                tokens_per_sec: 50.0
+            })
+        );
+        assert_eq!(c.token_day_quota, Some(TokenDayQuota::per_day(1e6)));
+        assert_eq!((c.burndown, c.stray_throttle_rate), (Some(5.0), 0.03));
+        let c = patch(
+            r#"{"call_duration": {"median_secs": 2, "spread": 0, "tokens_per_sec": 10},
+                "token_day_quota": {"tokens": 50, "window_secs": 3}}"#,
+            c,
+        )
+        .unwrap();
+        assert_eq!(c.call_duration.unwrap().spread, 0.0);
+        assert_eq!(c.token_day_quota.unwrap().window, Duration::from_secs(3));
+        assert_eq!(c.burndown, Some(5.0), "absent: kept");
+        let c = patch(
+            r#"{"call_duration": null, "token_day_quota": null, "burndown": null,
+                "stray_throttle_rate": 0}"#,
+            c,
+        )
+        .unwrap();
+        assert_eq!(c, EmulatorConfig::default());
+        for bad in [
+            r#"{"call_duration": {"median_secs": 0}}"#,
+            r#"{"call_duration": {"median_secs": 1, "spread": -1}}"#,
+            r#"{"call_duration": {"median_secs": 1, "tokens_per_sec": 0}}"#,
+            r#"{"token_day_quota": {"tokens": -1}}"#,
+            r#"{"token_day_quota": {"tokens": 1, "window_secs": 0}}"#,
+            r#"{"burndown": -1}"#,
+            r#"{"stray_throttle_rate": 1.5}"#,
         ] {
             assert!(patch(bad, EmulatorConfig::default()).is_err(), "{bad}");
         }

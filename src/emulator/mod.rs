@@ -122,6 +122,7 @@
 //! request above `debug`.
 
 mod admin;
+mod duration;
 mod events;
 mod faults;
 mod quota;
@@ -139,10 +140,13 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
+pub use duration::CallDuration;
 pub use faults::{
     Fault, FaultKind, MidStream, Scripted, StreamException, StreamFault, UnknownFault,
 };
-pub use quota::{parse_schedule_step, Quota, TokenQuota, TokenWindowQuota, WindowQuota};
+pub use quota::{
+    parse_schedule_step, Quota, TokenDayQuota, TokenQuota, TokenWindowQuota, WindowQuota,
+};
 pub use stats::EmulatorStats;
 
 /// Default listen address of the `bedrock-emulator` binary.
@@ -191,6 +195,15 @@ pub struct EmulatorConfig {
     /// counted from the first event. `None`: no pacing (deltas as fast as the socket takes
     /// them). `latency` still comes before the first event.
     pub stream_tokens_per_sec: Option<f64>,
+    /// Claude-shaped call durations; None = today's behaviour (latency, then the deterministic reply).
+    pub call_duration: Option<CallDuration>,
+    /// Daily token quota (Bedrock's tokens per day); None = unlimited.
+    pub token_day_quota: Option<TokenDayQuota>,
+    /// Quota tokens charged per output token for every model; None = by model family (see
+    /// `actors::burndown::default_burndown`).
+    pub burndown: Option<f64>,
+    /// Fraction of calls throttled at random whatever the quota (Bedrock's stray throttles); 0 = none.
+    pub stray_throttle_rate: f64,
 }
 
 impl EmulatorConfig {

@@ -149,6 +149,32 @@ impl TokenWindowQuota {
     }
 }
 
+/// Daily token quota (Bedrock's tokens per day), applied per model id: at most `tokens`
+/// charged per fixed `window` aligned to the quota clock, calls in flight counting their
+/// reservation (`input_tokens + max_tokens`) until they settle. A call that would pass it is
+/// throttled with `Too many tokens per day, please wait before trying again.` A schedule
+/// factor scales `tokens`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenDayQuota {
+    /// Tokens charged per day window.
+    pub tokens: f64,
+    /// The "day": a fixed window aligned to the quota clock (default 86,400 s; tests use seconds).
+    pub window: Duration,
+}
+
+impl TokenDayQuota {
+    /// A real day.
+    pub const DAY: Duration = Duration::from_secs(86_400);
+
+    /// `tokens` per day.
+    pub fn per_day(tokens: f64) -> TokenDayQuota {
+        TokenDayQuota {
+            tokens,
+            window: TokenDayQuota::DAY,
+        }
+    }
+}
+
 /// Tokens-per-minute quota with reservation, applied per model id: a bucket of `burst_tokens`
 /// refilled at `tokens_per_minute / 60` per second.
 ///
