@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use claude_load::{ClaudeRequest, Outcome, Route};
 use model_server::emulator::{
-    Emulator, EmulatorConfig, Quota, TokenQuota, TokenWindowQuota, WindowQuota,
+    CallDuration, Emulator, EmulatorConfig, Quota, TokenQuota, TokenWindowQuota, WindowQuota,
 };
 use model_server::server;
 use model_server::settings::Settings;
@@ -202,8 +202,11 @@ impl Claude {
     }
 }
 
-/// The output burndown of the model the benchmark calls (Claude Sonnet 4: 5).
-const BURNDOWN: f64 = 5.0;
+/// The output burndown of the model the benchmark calls (Claude Sonnet 4: 5), which the
+/// emulator's token quotas charge by default.
+fn burndown() -> f64 {
+    actors::burndown::default_burndown(MODEL)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum QuotaKind {
@@ -302,7 +305,7 @@ fn claude_scenario(name: &str, seconds: Option<u64>) -> Option<Scenario> {
     // A token bucket holding a minute, and the calls a minute it admits at the calls' mean
     // cost (input + output x burndown).
     let tpm = |tpm: f64, max_tokens: u64, claude: Claude| {
-        let cost = claude.prompt_tokens as f64 + claude.mean_output(max_tokens) * BURNDOWN;
+        let cost = claude.prompt_tokens as f64 + claude.mean_output(max_tokens) * burndown();
         let quota = QuotaKind::TokenBucket {
             tpm,
             burst_secs: 60.0,
@@ -851,6 +854,16 @@ fn emulator_config(s: &Scenario, run: u32) -> EmulatorConfig {
             })
         }
     }
+    if let Some(c) = &s.claude {
+        config.call_duration = Some(CallDuration {
+            median_secs: c.median_secs,
+            spread: c.spread,
+            tokens_per_sec: c.tokens_per_sec,
+        });
+        config.stray_throttle_rate = c.stray;
+        // The model's own burndown (`None`), the one `quota_use` charges.
+        config.burndown = None;
+    }
     config
 }
 
@@ -1163,7 +1176,7 @@ fn quota_use(s: &Scenario, ok: &[&Outcome], until: f64) -> (f64, f64) {
     let answered = ok.iter().filter(|x| x.done <= until);
     match &s.quota {
         QuotaKind::TokenBucket { tpm, .. } | QuotaKind::TokenWindow { tpm, .. } => (
-            answered.map(|x| x.usage.quota_cost(BURNDOWN)).sum(),
+            answered.map(|x| x.usage.quota_cost(burndown())).sum(),
             tpm / 60.0 * until,
         ),
         QuotaKind::Window { per_minute, .. } => {
