@@ -624,22 +624,43 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64) {
     (xs[0], xs[xs.len() / 2])
 }
 
-/// One line of the table for the runs of one scenario and policy.
-fn row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
-    let (g_min, g_med) = spread(runs.iter().map(|r| r.goodput_over_q).collect());
-    let (f_min, f_med) = spread(runs.iter().map(|r| r.first_minute_over_q).collect());
+/// What both tables give of the runs of one scenario and policy.
+struct Over<'a> {
+    /// Calls throttled, % (median and max over the runs).
+    t_med: f64,
+    t_max: f64,
+    /// 504s over the runs, and most in a run.
+    late: usize,
+    late_max: usize,
+    lost: usize,
+    /// The median run by goodput (quota used).
+    median: &'a RunResult,
+}
+
+fn over<'a>(runs: &[&'a RunResult]) -> Over<'a> {
     let throttled: Vec<f64> = runs
         .iter()
         .map(|r| 100.0 * r.emulator_throttled as f64 / r.emulator_calls.max(1) as f64)
         .collect();
     let (_, t_med) = spread(throttled.clone());
-    let t_max = throttled.iter().copied().fold(0.0, f64::max);
-    let late: usize = runs.iter().map(|r| r.deadline_504).sum();
-    let late_max = runs.iter().map(|r| r.deadline_504).max().unwrap_or(0);
-    let lost: usize = runs.iter().map(|r| r.lost).sum();
     let mut by_goodput = runs.to_vec();
     by_goodput.sort_by(|a, b| a.goodput_over_q.total_cmp(&b.goodput_over_q));
-    let median = by_goodput[by_goodput.len() / 2];
+    Over {
+        t_med,
+        t_max: throttled.iter().copied().fold(0.0, f64::max),
+        late: runs.iter().map(|r| r.deadline_504).sum(),
+        late_max: runs.iter().map(|r| r.deadline_504).max().unwrap_or(0),
+        lost: runs.iter().map(|r| r.lost).sum(),
+        median: by_goodput[by_goodput.len() / 2],
+    }
+}
+
+/// One line of the table for the runs of one scenario and policy.
+fn row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
+    let (g_min, g_med) = spread(runs.iter().map(|r| r.goodput_over_q).collect());
+    let (f_min, f_med) = spread(runs.iter().map(|r| r.first_minute_over_q).collect());
+    let o = over(runs);
+    let median = o.median;
     format!(
         "| {name} | {policy} | {} | {g_min:.3} / {g_med:.3} | {f_min:.3} / {f_med:.3} | {t_med:.1}% (max {t_max:.1}%) | {late} (max {late_max}) | {lost} | {}/{}/{}/{} | {:.0} / {:.0} |",
         runs.len(),
@@ -649,6 +670,11 @@ fn row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
         median.failed_500,
         median.p50_ms,
         median.p99_ms,
+        t_med = o.t_med,
+        t_max = o.t_max,
+        late = o.late,
+        late_max = o.late_max,
+        lost = o.lost,
     )
 }
 
@@ -658,20 +684,10 @@ fn row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
 /// run's TTFT.
 fn claude_row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
     let (u_min, u_med) = spread(runs.iter().map(|r| r.goodput_over_q).collect());
-    let throttled: Vec<f64> = runs
-        .iter()
-        .map(|r| 100.0 * r.emulator_throttled as f64 / r.emulator_calls.max(1) as f64)
-        .collect();
-    let (_, t_med) = spread(throttled.clone());
-    let t_max = throttled.iter().copied().fold(0.0, f64::max);
-    let late: usize = runs.iter().map(|r| r.deadline_504).sum();
-    let late_max = runs.iter().map(|r| r.deadline_504).max().unwrap_or(0);
-    let lost: usize = runs.iter().map(|r| r.lost).sum();
+    let o = over(runs);
+    let m = o.median;
     let (_, p50_med) = spread(runs.iter().map(|r| r.p50_ms / 1000.0).collect());
     let (p99_min, p99_med) = spread(runs.iter().map(|r| r.p99_ms / 1000.0).collect());
-    let mut by_use = runs.to_vec();
-    by_use.sort_by(|a, b| a.goodput_over_q.total_cmp(&b.goodput_over_q));
-    let m = by_use[by_use.len() / 2];
     let c = m.claude.as_ref().expect("a Claude-shaped run");
     let seconds = |ms: Option<f64>| ms.map_or("-".to_string(), |ms| format!("{:.2}", ms / 1000.0));
     format!(
@@ -688,6 +704,11 @@ fn claude_row(name: &str, policy: &str, runs: &[&RunResult]) -> String {
         m.other_status,
         seconds(c.ttft_p50_ms),
         seconds(c.ttft_p99_ms),
+        t_med = o.t_med,
+        t_max = o.t_max,
+        late = o.late,
+        late_max = o.late_max,
+        lost = o.lost,
     )
 }
 

@@ -167,88 +167,68 @@ pub async fn send(
 ) -> Outcome {
     let mut outcome = Outcome::plain(due, 0.0, NO_ANSWER);
     let limit = Duration::from_secs_f64(request.timeout + 10.0);
-    let exchange = exchange(client, url, request, body, due, start, &mut outcome);
+    let exchange = async {
+        let mut post = client
+            .post(format!("{url}{}", request.path()))
+            .insert_header(("content-type", "application/json"));
+        if request.route == Route::Stream {
+            post = post
+                .insert_header(("x-modelserver-timeout", request.timeout.to_string()))
+                .insert_header(("x-modelserver-max-retries", request.max_retries.to_string()));
+        }
+        let mut response = match post.send_body(body.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("request due at {due:.3} s: no answer: {e}");
+                return;
+            }
+        };
+        let status = response.status().as_u16();
+        if request.route == Route::Infer || status != 200 {
+            match response.body().limit(16 << 20).await {
+                Ok(bytes) => {
+                    outcome.status = status;
+                    if status == 200 {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                            read_usage(&v["usage"], &mut outcome.usage);
+                        }
+                    }
+                }
+                Err(e) => eprintln!("request due at {due:.3} s: body lost: {e}"),
+            }
+            return;
+        }
+        // A stream: server-sent events, `event: NAME` and `data: JSON` separated by blank
+        // lines, read until `message_stop` or `error`.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ended = None;
+        while ended.is_none() {
+            let chunk = match response.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    eprintln!("request due at {due:.3} s: stream cut: {e}");
+                    break;
+                }
+                None => break,
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = find(&buf, b"\n\n") {
+                let event: Vec<u8> = buf.drain(..end + 2).collect();
+                if let Some(status) = on_event(&event, due, start, &mut outcome) {
+                    ended = Some(status);
+                }
+            }
+        }
+        // 200 and then no end is a cut stream (a silent truncation): no answer.
+        outcome.status = ended.unwrap_or(NO_ANSWER);
+        outcome.broken_stream = ended != Some(200);
+    };
     if tokio::time::timeout(limit, exchange).await.is_err() {
         eprintln!("request due at {due:.3} s: no answer within {limit:?}");
         outcome.status = NO_ANSWER;
     }
     outcome.done = start.elapsed().as_secs_f64();
     outcome
-}
-
-async fn exchange(
-    client: &awc::Client,
-    url: &str,
-    request: &ClaudeRequest,
-    body: &Bytes,
-    due: f64,
-    start: Instant,
-    outcome: &mut Outcome,
-) {
-    let mut post = client
-        .post(format!("{url}{}", request.path()))
-        .insert_header(("content-type", "application/json"));
-    if request.route == Route::Stream {
-        post = post
-            .insert_header(("x-modelserver-timeout", request.timeout.to_string()))
-            .insert_header(("x-modelserver-max-retries", request.max_retries.to_string()));
-    }
-    let mut response = match post.send_body(body.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("request due at {due:.3} s: no answer: {e}");
-            return;
-        }
-    };
-    let status = response.status().as_u16();
-    if request.route == Route::Infer || status != 200 {
-        match response.body().limit(16 << 20).await {
-            Ok(bytes) => {
-                outcome.status = status;
-                if status == 200 {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-                        read_usage(&v["usage"], &mut outcome.usage);
-                    }
-                }
-            }
-            Err(e) => eprintln!("request due at {due:.3} s: body lost: {e}"),
-        }
-        return;
-    }
-    // A stream: server-sent events, `event: NAME` and `data: JSON` separated by blank lines.
-    let mut buf: Vec<u8> = Vec::new();
-    let mut ended = None;
-    while let Some(chunk) = response.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("request due at {due:.3} s: stream cut: {e}");
-                break;
-            }
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = find(&buf, b"\n\n") {
-            let event: Vec<u8> = buf.drain(..end + 2).collect();
-            if let Some(status) = on_event(&event, due, start, outcome) {
-                ended = Some(status);
-            }
-        }
-        if ended.is_some() {
-            break;
-        }
-    }
-    match ended {
-        Some(200) => outcome.status = 200,
-        Some(status) => {
-            outcome.status = status;
-            outcome.broken_stream = true;
-        }
-        None => {
-            // 200 and then no end: the stream was cut (a silent truncation).
-            outcome.status = NO_ANSWER;
-            outcome.broken_stream = true;
-        }
-    }
 }
 
 /// Reads one event; `Some(status)` when it ends the stream (200 for `message_stop`, else the
