@@ -206,6 +206,8 @@ pub(crate) fn events(message: &Message) -> Vec<Event> {
             "usage": {
                 "input_tokens": message.usage.input_tokens,
                 "output_tokens": message.usage.output_tokens.min(1),
+                "cache_creation_input_tokens": message.usage.cache_creation_input_tokens,
+                "cache_read_input_tokens": message.usage.cache_read_input_tokens,
             },
         },
     })));
@@ -340,7 +342,8 @@ mod tests {
         assert_eq!(start["stop_reason"], Value::Null);
         assert_eq!(
             start["usage"],
-            json!({"input_tokens": message.usage.input_tokens, "output_tokens": 1})
+            json!({"input_tokens": message.usage.input_tokens, "output_tokens": 1,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0})
         );
 
         let whole = serde_json::to_value(&message).unwrap();

@@ -220,7 +220,16 @@ impl EmulatorConfig {
 
     /// True if a quota in tokens is configured (calls reserve tokens).
     pub fn has_token_quota(&self) -> bool {
-        self.token_quota.is_some() || self.token_window_quota.is_some()
+        self.token_quota.is_some()
+            || self.token_window_quota.is_some()
+            || self.token_day_quota.is_some()
+    }
+
+    /// Quota tokens charged per output token of `model`: [`EmulatorConfig::burndown`], else
+    /// the model family's ([`actors::burndown::default_burndown`]).
+    pub fn burndown_for(&self, model: &str) -> f64 {
+        self.burndown
+            .unwrap_or_else(|| actors::burndown::default_burndown(model))
     }
 
     fn same_quotas(&self, other: &EmulatorConfig) -> bool {
@@ -228,6 +237,7 @@ impl EmulatorConfig {
             && self.window_quota == other.window_quota
             && self.token_quota == other.token_quota
             && self.token_window_quota == other.token_window_quota
+            && self.token_day_quota == other.token_day_quota
             && self.quota_schedule == other.quota_schedule
     }
 }
@@ -282,6 +292,17 @@ impl Shared {
             .iter()
             .map(|&(fault, rate)| (Fault::MidStream(fault), rate));
         faults::pick(&mut lock(&self.rng), before.chain(mid_stream))
+    }
+
+    /// One draw against [`EmulatorConfig::stray_throttle_rate`]: true for a stray throttle.
+    pub(crate) fn stray(&self, config: &EmulatorConfig) -> bool {
+        config.stray_throttle_rate > 0.0 && lock(&self.rng).f64() < config.stray_throttle_rate
+    }
+
+    /// One call's output tokens drawn from its duration shape.
+    pub(crate) fn draw_tokens(&self, shape: &CallDuration) -> u64 {
+        let secs = shape.draw_secs(&mut lock(&self.rng));
+        shape.tokens_in(secs)
     }
 
     pub(crate) fn reset(&self) {

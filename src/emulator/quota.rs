@@ -43,8 +43,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{lock, EmulatorConfig};
 
+/// Message of the `ThrottlingException` given by the request quotas (and stray throttles).
+pub(crate) const TOO_MANY_REQUESTS: &str = "Too many requests, please wait before trying again.";
+
 /// Message of the `ThrottlingException` given by the token quota.
 pub(crate) const TOO_MANY_TOKENS: &str = "Too many tokens, please wait before trying again.";
+
+/// Message of the `ThrottlingException` given by the daily token quota.
+pub(crate) const TOO_MANY_TOKENS_PER_DAY: &str =
+    "Too many tokens per day, please wait before trying again.";
 
 /// Token-bucket quota in requests applied per model id; a call takes one. A schedule factor
 /// scales both fields (a scaled `burst` below 1 acts as 1, unless the factor is 0).
@@ -270,9 +277,16 @@ pub(crate) fn reservation(input_tokens: u64, max_tokens: u64) -> f64 {
     input_tokens as f64 + max_tokens as f64
 }
 
-/// What a successful call gives back to the token quota.
-pub(crate) fn success_refund(max_tokens: u64, output_tokens: u64) -> f64 {
-    max_tokens.saturating_sub(output_tokens) as f64
+/// What a successful call is charged in the token quotas: `input + cache_write + output x
+/// burndown` (the emulator writes no cache).
+pub(crate) fn charge(input_tokens: u64, output_tokens: u64, burndown: f64) -> f64 {
+    input_tokens as f64 + output_tokens as f64 * burndown
+}
+
+/// How much a successful call's charge differs from its reservation (`input + max_tokens`):
+/// negative is given back, positive taken.
+pub(crate) fn success_delta(max_tokens: u64, output_tokens: u64, burndown: f64) -> f64 {
+    output_tokens as f64 * burndown - max_tokens as f64
 }
 
 /// Refill rate and capacity of a bucket at one moment.
@@ -297,6 +311,7 @@ struct Limits {
     window: Option<WindowLimit>,
     tokens: Option<Rate>,
     token_window: Option<WindowLimit>,
+    day: Option<WindowLimit>,
 }
 
 impl Limits {
@@ -327,6 +342,11 @@ impl Limits {
                 limit: non_negative(w.tokens) * factor,
                 window: w.window,
                 sliding: w.sliding,
+            }),
+            day: config.token_day_quota.map(|d| WindowLimit {
+                limit: non_negative(d.tokens) * factor,
+                window: d.window,
+                sliding: false,
             }),
         }
     }
@@ -417,13 +437,13 @@ impl Ledger {
         self.used += amount;
     }
 
-    /// Takes `amount` off entry `id` if it still counts.
-    fn give_back(&mut self, id: u64, amount: f64) {
+    /// Changes entry `id` by `delta` (never below 0) if it still counts.
+    fn adjust(&mut self, id: u64, delta: f64) {
         if let Ok(i) = self.entries.binary_search_by_key(&id, |(e, _, _)| *e) {
             let entry = &mut self.entries[i];
-            let back = amount.min(entry.2);
-            entry.2 -= back;
-            self.used = (self.used - back).max(0.0);
+            let new = (entry.2 + delta).max(0.0);
+            self.used = (self.used + new - entry.2).max(0.0);
+            entry.2 = new;
         }
     }
 }
@@ -435,6 +455,19 @@ pub(crate) enum Throttle {
     Requests,
     /// The token bucket or token window holds less than the reservation ([`TOO_MANY_TOKENS`]).
     Tokens,
+    /// The daily token quota cannot hold the reservation ([`TOO_MANY_TOKENS_PER_DAY`]).
+    Daily,
+}
+
+impl Throttle {
+    /// The `ThrottlingException` message Bedrock gives for this quota.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Throttle::Requests => TOO_MANY_REQUESTS,
+            Throttle::Tokens => TOO_MANY_TOKENS,
+            Throttle::Daily => TOO_MANY_TOKENS_PER_DAY,
+        }
+    }
 }
 
 /// One model id's quota state (each part used only if its quota is configured).
@@ -444,6 +477,7 @@ struct ModelState {
     window: Ledger,
     tokens: Bucket,
     token_window: Ledger,
+    day: Ledger,
     /// Id of the next admitted call (ledger entries are found by it when settled).
     next_id: u64,
 }
@@ -455,6 +489,7 @@ impl ModelState {
             window: Ledger::new(epoch),
             tokens: Bucket::full(now),
             token_window: Ledger::new(epoch),
+            day: Ledger::new(epoch),
             next_id: 0,
         }
     }
@@ -472,6 +507,9 @@ impl ModelState {
         }
         if let Some(window) = limits.token_window {
             self.token_window.refresh(&window, epoch, now);
+        }
+        if let Some(day) = limits.day {
+            self.day.refresh(&day, epoch, now);
         }
     }
 
@@ -496,6 +534,9 @@ impl ModelState {
         {
             return Err(Throttle::Tokens);
         }
+        if limits.day.is_some_and(|d| !self.day.room(&d, reserve)) {
+            return Err(Throttle::Daily);
+        }
         let id = self.next_id;
         self.next_id += 1;
         if limits.requests.is_some() {
@@ -510,16 +551,24 @@ impl ModelState {
         if limits.token_window.is_some() {
             self.token_window.record(id, now, reserve);
         }
+        if limits.day.is_some() {
+            self.day.record(id, now, reserve);
+        }
         Ok(id)
     }
 
-    /// Gives `tokens` of call `id` back to the token quotas (the bucket capped at its capacity).
-    fn refund(&mut self, limits: &Limits, id: u64, tokens: f64) {
+    /// Settles call `id`: takes `delta` more tokens from the token quotas (gives back `-delta`
+    /// when negative). The bucket is capped at its capacity and may go below zero; a window
+    /// changes only while it still counts the call.
+    fn settle(&mut self, limits: &Limits, id: u64, delta: f64) {
         if let Some(rate) = limits.tokens {
-            self.tokens.level = (self.tokens.level + tokens).min(rate.capacity);
+            self.tokens.level = (self.tokens.level - delta).min(rate.capacity);
         }
         if limits.token_window.is_some() {
-            self.token_window.give_back(id, tokens);
+            self.token_window.adjust(id, delta);
+        }
+        if limits.day.is_some() {
+            self.day.adjust(id, delta);
         }
     }
 }
@@ -604,28 +653,44 @@ impl Quotas {
         self.with_model(model, config, |s, l| s.admit(l, reserve, now))
     }
 
-    /// Gives `tokens` of call `id` back to `model`'s token quotas (the bucket capped at its
-    /// capacity; a window only while the call still counts in it).
-    pub(crate) fn refund(&self, model: &str, config: &EmulatorConfig, id: u64, tokens: f64) {
-        if tokens > 0.0 && config.has_token_quota() {
-            self.with_model(model, config, |s, l| s.refund(l, id, tokens));
+    /// Settles call `id` of `model`: takes `delta` more tokens from its token quotas, or gives
+    /// back `-delta` (the bucket capped at its capacity, possibly below zero after a take; a
+    /// window only while the call still counts in it).
+    pub(crate) fn settle(&self, model: &str, config: &EmulatorConfig, id: u64, delta: f64) {
+        if delta != 0.0 && config.has_token_quota() {
+            self.with_model(model, config, |s, l| s.settle(l, id, delta));
         }
     }
 }
 
-/// What the token quotas hold for an admitted call: its id in the quota state and the
-/// `max_tokens` reserved beyond its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the token quotas hold for an admitted call: its id in the quota state, the
+/// `max_tokens` reserved beyond its input, and the burndown its output is charged at.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Held {
     /// The call's id (see [`Quotas::admit`]).
     pub(crate) id: u64,
-    /// What a success gives back the unused part of.
+    /// Reserved beyond the input: replaced by `output x burndown` on success, given back on
+    /// failure.
     pub(crate) max_tokens: u64,
+    /// Quota tokens per output token.
+    pub(crate) burndown: f64,
 }
 
-/// A token reservation held by an admitted call. [`Reservation::settle`] gives back the unused
-/// `max_tokens` of a success; dropping it unsettled (a fault, or the client went away) gives
-/// back all of `max_tokens`.
+impl Held {
+    /// The settlement of a success with `output_tokens` (see [`success_delta`]).
+    pub(crate) fn success(&self, output_tokens: u64) -> f64 {
+        success_delta(self.max_tokens, output_tokens, self.burndown)
+    }
+
+    /// The settlement of a failure after admission: `max_tokens` given back, the input kept.
+    pub(crate) fn failure(&self) -> f64 {
+        -(self.max_tokens as f64)
+    }
+}
+
+/// A token reservation held by an admitted call. [`Reservation::settle`] charges a success
+/// `input + output x burndown`; dropping it unsettled (a fault, or the client went away)
+/// gives back all of `max_tokens`.
 pub(crate) struct Reservation<'a> {
     quotas: &'a Quotas,
     model: &'a str,
@@ -650,21 +715,20 @@ impl<'a> Reservation<'a> {
         }
     }
 
-    /// The call succeeded with `output_tokens`: refunds `max_tokens - output_tokens`.
+    /// The call succeeded with `output_tokens`: charged `input + output x burndown`.
     pub(crate) fn settle(mut self, output_tokens: u64) {
         self.open = false;
-        let refund = success_refund(self.held.max_tokens, output_tokens);
+        let delta = self.held.success(output_tokens);
         self.quotas
-            .refund(self.model, self.config, self.held.id, refund);
+            .settle(self.model, self.config, self.held.id, delta);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.open {
-            let max_tokens = self.held.max_tokens as f64;
             self.quotas
-                .refund(self.model, self.config, self.held.id, max_tokens);
+                .settle(self.model, self.config, self.held.id, self.held.failure());
         }
     }
 }
@@ -794,8 +858,10 @@ mod tests {
     #[test]
     fn reservation_and_refunds() {
         assert_eq!(reservation(3, 100), 103.0);
-        assert_eq!(success_refund(100, 13), 87.0);
-        assert_eq!(success_refund(5, 9), 0.0);
+        assert_eq!(success_delta(100, 13, 1.0), -87.0);
+        assert_eq!(success_delta(100, 13, 5.0), -35.0);
+        assert_eq!(success_delta(5, 9, 1.0), 4.0);
+        assert_eq!(charge(3, 13, 5.0), 68.0);
 
         // 60 tokens/min = 1 token/s, capacity 300.
         let c = EmulatorConfig {
@@ -820,11 +886,11 @@ mod tests {
         );
         assert_eq!(s.tokens.level, 49.0, "a throttle takes nothing");
         // Success with 13 output tokens gives back 237.
-        s.refund(&l, 0, success_refund(250, 13));
+        s.settle(&l, 0, success_delta(250, 13, 1.0));
         assert_eq!(s.tokens.level, 286.0);
         assert_eq!(admit_at(&mut s, &c, t0, z, reservation(1, 250)), Ok(()));
         // A failed call gives back max_tokens and keeps the input.
-        s.refund(&l, 0, 250.0);
+        s.settle(&l, 0, -250.0);
         assert_eq!(s.tokens.level, 285.0);
         // Refill at 1 token/s, and refunds are capped at the capacity.
         assert_eq!(
@@ -832,7 +898,7 @@ mod tests {
             Err(Throttle::Tokens)
         );
         assert_eq!(s.tokens.level, 295.0);
-        s.refund(&l, 0, 1000.0);
+        s.settle(&l, 0, -1000.0);
         assert_eq!(s.tokens.level, 300.0);
     }
 
@@ -1004,6 +1070,7 @@ mod tests {
             let held = Held {
                 id: first,
                 max_tokens: 70,
+                burndown: 1.0,
             };
             let r = Reservation::new(&q, "m", &c, held);
             r.settle(10); // gives back 60 -> 80
@@ -1013,6 +1080,7 @@ mod tests {
             let held = Held {
                 id: second,
                 max_tokens: 50,
+                burndown: 1.0,
             };
             let _unsettled = Reservation::new(&q, "m", &c, held);
         } // dropped: gives back 50
@@ -1074,18 +1142,18 @@ mod tests {
             let a = s.admit(&l, reservation(10, 590), t0).unwrap();
             assert_eq!(s.admit(&l, 600.0, t0), Err(Throttle::Tokens));
             // The first call used 10 + 40: its share drops to 50, so 600 more fit.
-            s.refund(&l, a, success_refund(590, 40));
+            s.settle(&l, a, success_delta(590, 40, 1.0));
             assert_eq!(s.token_window.used, 50.0);
             let b = s.admit(&l, 600.0, t0 + ms(100)).unwrap();
             // A failed call keeps its input: give back max_tokens only.
-            s.refund(&l, b, 590.0);
+            s.settle(&l, b, -590.0);
             assert_eq!(s.token_window.used, 60.0);
             // At 1.05 s the fixed window has reset; the sliding one still counts the call at
             // 0.1 s (10 tokens) but not the one at 0 s.
             s.refresh(&l, t0, t0 + ms(1050));
             assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
             // Settling a call the window no longer counts changes nothing.
-            s.refund(&l, a, 10.0);
+            s.settle(&l, a, -10.0);
             assert_eq!(s.token_window.used, if sliding { 10.0 } else { 0.0 });
         }
     }

@@ -84,6 +84,10 @@ pub(crate) struct Usage {
     pub input_tokens: u64,
     /// Tokens of the generated content.
     pub output_tokens: u64,
+    /// Tokens written to the prompt cache (the emulator caches nothing: 0).
+    pub cache_creation_input_tokens: u64,
+    /// Tokens read from the prompt cache (0).
+    pub cache_read_input_tokens: u64,
 }
 
 /// A whole reply message, as InvokeModel returns it; a stream's events rebuild it.
@@ -363,6 +367,14 @@ fn cut_to(content: Vec<Block>, max_chars: usize) -> Vec<Block> {
 
 /// The whole reply message for `model`.
 pub(crate) fn message(model: &str, request: &Value) -> Message {
+    sized(model, request, None)
+}
+
+/// The whole reply message for `model`; with `output_tokens`, a text-only reply is extended
+/// with filler words (or cut) to exactly that many tokens, capped at `max_tokens`
+/// (`stop_reason: "max_tokens"` then). Replies with a tool call, thinking, or a stop
+/// sequence hit keep their content.
+pub(crate) fn sized(model: &str, request: &Value, output_tokens: Option<u64>) -> Message {
     // 1. What the model writes.
     let mut content = draft(request);
 
@@ -377,13 +389,19 @@ pub(crate) fn message(model: &str, request: &Value) -> Message {
     };
 
     // 3. max_tokens.
-    let max_tokens = request
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::MAX);
+    let max_tokens = max_tokens(request);
+    let drawn = output_tokens;
     let mut output_tokens = tokens_for(content.iter().map(Block::chars).sum());
     let mut stop_sequence = stop_sequence;
-    if output_tokens > max_tokens {
+    if let (Some(n), None, [Block::Text { text }]) = (drawn, &stop_sequence, content.as_mut_slice())
+    {
+        // 3'. A drawn length: exactly `n` tokens, or `max_tokens`.
+        output_tokens = n.min(max_tokens);
+        *text = super::duration::fit_text(text, output_tokens);
+        if n > max_tokens {
+            stop_reason = "max_tokens";
+        }
+    } else if output_tokens > max_tokens {
         let max_chars = usize::try_from(max_tokens.saturating_mul(4)).unwrap_or(usize::MAX);
         content = cut_to(content, max_chars);
         output_tokens = max_tokens;
@@ -402,8 +420,18 @@ pub(crate) fn message(model: &str, request: &Value) -> Message {
         usage: Usage {
             input_tokens: input_tokens(request),
             output_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
         },
     }
+}
+
+/// The request's `max_tokens` (unbounded when absent).
+pub(crate) fn max_tokens(request: &Value) -> u64 {
+    request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX)
 }
 
 /// Input tokens of a request: `ceil(chars / 4)` over the system prompt and every message.
@@ -419,9 +447,13 @@ pub(crate) fn input_tokens(request: &Value) -> u64 {
 
 /// Builds the whole reply for `model` as InvokeModel's body.
 pub(crate) fn build(model: &str, request: &Value) -> Reply {
-    let message = message(model, request);
+    reply_of(&message(model, request))
+}
+
+/// InvokeModel's body and token counts for `message`.
+pub(crate) fn reply_of(message: &Message) -> Reply {
     Reply {
-        body: serde_json::to_vec(&message).unwrap_or_default(),
+        body: serde_json::to_vec(message).unwrap_or_default(),
         input_tokens: message.usage.input_tokens,
         output_tokens: message.usage.output_tokens,
     }
@@ -598,6 +630,46 @@ mod tests {
             vec![Block::Text {
                 text: "Calling the get_weat".into()
             }]
+        );
+    }
+
+    #[test]
+    fn a_drawn_length_is_exact_and_capped_at_max_tokens() {
+        let req = json!({"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+        let m = sized("m", &req, Some(60));
+        assert_eq!((m.usage.output_tokens, m.stop_reason), (60, "end_turn"));
+        let Block::Text { text } = &m.content[0] else {
+            panic!("{:?}", m.content);
+        };
+        assert!(text.starts_with(&reply_text(&req)), "{text}");
+        assert_eq!(tokens_for(text.chars().count()), 60);
+        assert_eq!(
+            sized("m", &req, Some(60)).content,
+            m.content,
+            "deterministic"
+        );
+        // Fewer tokens than the echo: cut.
+        let short = sized("m", &req, Some(2));
+        assert_eq!(
+            short.content,
+            vec![Block::Text {
+                text: "Emulated".into()
+            }]
+        );
+        // More than max_tokens: capped.
+        let capped = sized("m", &req, Some(500));
+        assert_eq!(
+            (capped.usage.output_tokens, capped.stop_reason),
+            (100, "max_tokens")
+        );
+        let body: Value = serde_json::from_slice(&reply_of(&capped).body).unwrap();
+        assert_eq!(body["usage"]["output_tokens"], 100);
+        // A tool call keeps its content.
+        let tool = json!({"max_tokens": 300, "tools": weather_tools(),
+            "tool_choice": {"type": "any"}, "messages": [{"role": "user", "content": "x"}]});
+        assert_eq!(
+            sized("m", &tool, Some(200)).content,
+            message("m", &tool).content
         );
     }
 

@@ -10,6 +10,7 @@ use actix_web::http::header::HeaderMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::quota::Throttle;
 use super::{lock, FaultKind, StreamFault};
 
 /// Name under which calls to operations the emulator does not implement are counted.
@@ -27,6 +28,20 @@ pub struct EmulatorStats {
     /// The part of `throttled` given by the token quota (`Too many tokens, ...`).
     #[serde(default)]
     pub throttled_tokens: u64,
+    /// The part of `throttled` given by the request quotas, bucket or window (`Too many
+    /// requests, ...`; not the stray, scripted or injected ones).
+    #[serde(default)]
+    pub throttled_requests: u64,
+    /// The part of `throttled` given by the daily token quota (`Too many tokens per day, ...`).
+    #[serde(default)]
+    pub throttled_daily: u64,
+    /// The part of `throttled` given by stray throttles ([`super::EmulatorConfig::stray_throttle_rate`]).
+    #[serde(default)]
+    pub throttled_stray: u64,
+    /// Quota tokens charged to the successful replies: `input + cache_write + output x
+    /// burndown` summed (what they used of a token quota once settled).
+    #[serde(default)]
+    pub tokens_charged: f64,
     /// Input tokens of the successful replies (`usage.input_tokens` summed).
     #[serde(default)]
     pub input_tokens: u64,
@@ -86,6 +101,11 @@ pub(crate) struct Counters {
     ok: AtomicU64,
     throttled: AtomicU64,
     throttled_tokens: AtomicU64,
+    throttled_requests: AtomicU64,
+    throttled_daily: AtomicU64,
+    throttled_stray: AtomicU64,
+    /// An `f64`'s bits.
+    tokens_charged: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
     errors: [AtomicU64; SLOTS],
@@ -145,18 +165,35 @@ impl Counters {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Counts a successful reply and its tokens.
-    pub(crate) fn ok(&self, input_tokens: u64, output_tokens: u64) {
+    /// Counts a successful reply, its tokens and what it was charged at `burndown`.
+    pub(crate) fn ok(&self, input_tokens: u64, output_tokens: u64, burndown: f64) {
         self.ok.fetch_add(1, Ordering::Relaxed);
+        let charged = super::quota::charge(input_tokens, output_tokens, burndown);
+        let _ = self
+            .tokens_charged
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + charged).to_bits())
+            });
         self.input_tokens.fetch_add(input_tokens, Ordering::Relaxed);
         self.output_tokens
             .fetch_add(output_tokens, Ordering::Relaxed);
     }
 
-    /// Counts a throttle by the token quota (in `throttled` too).
-    pub(crate) fn throttled_tokens(&self) {
+    /// Counts a throttle by a quota (in `throttled` too).
+    pub(crate) fn throttled_by(&self, throttle: Throttle) {
         self.throttled.fetch_add(1, Ordering::Relaxed);
-        self.throttled_tokens.fetch_add(1, Ordering::Relaxed);
+        let by = match throttle {
+            Throttle::Requests => &self.throttled_requests,
+            Throttle::Tokens => &self.throttled_tokens,
+            Throttle::Daily => &self.throttled_daily,
+        };
+        by.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a stray throttle (in `throttled` too).
+    pub(crate) fn throttled_stray(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        self.throttled_stray.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn fault(&self, kind: FaultKind) {
@@ -179,9 +216,9 @@ impl Counters {
     }
 
     /// A stream sent every event: a success with its tokens.
-    pub(crate) fn stream_completed(&self, input_tokens: u64, output_tokens: u64) {
+    pub(crate) fn stream_completed(&self, input_tokens: u64, output_tokens: u64, burndown: f64) {
         self.streams_completed.fetch_add(1, Ordering::Relaxed);
-        self.ok(input_tokens, output_tokens);
+        self.ok(input_tokens, output_tokens, burndown);
     }
 
     /// A mid-stream fault struck; a `throttlingException` counts as a throttle.
@@ -237,6 +274,10 @@ impl Counters {
             ok: self.ok.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             throttled_tokens: self.throttled_tokens.load(Ordering::Relaxed),
+            throttled_requests: self.throttled_requests.load(Ordering::Relaxed),
+            throttled_daily: self.throttled_daily.load(Ordering::Relaxed),
+            throttled_stray: self.throttled_stray.load(Ordering::Relaxed),
+            tokens_charged: f64::from_bits(self.tokens_charged.load(Ordering::Relaxed)),
             input_tokens: self.input_tokens.load(Ordering::Relaxed),
             output_tokens: self.output_tokens.load(Ordering::Relaxed),
             errors,
@@ -264,7 +305,16 @@ impl Counters {
         self.calls.store(0, Ordering::Relaxed);
         self.ok.store(0, Ordering::Relaxed);
         self.throttled.store(0, Ordering::Relaxed);
-        self.throttled_tokens.store(0, Ordering::Relaxed);
+        for c in [
+            &self.throttled_tokens,
+            &self.throttled_requests,
+            &self.throttled_daily,
+            &self.throttled_stray,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.tokens_charged
+            .store(0.0f64.to_bits(), Ordering::Relaxed);
         self.input_tokens.store(0, Ordering::Relaxed);
         self.output_tokens.store(0, Ordering::Relaxed);
         for e in self.errors.iter().chain(&self.stream_errors) {

@@ -54,27 +54,29 @@ pub(crate) async fn invoke_stream(
     let config = shared.config();
 
     // Steps 1-5, shared with InvokeModel.
-    let (request, reserved, mid_stream) = match wire::decide(req, model, body, &shared, &config) {
-        Decision::Answer(response) => return response,
-        Decision::Fault { kind, reserved } => {
-            let _reservation =
-                reserved.map(|held| quota::Reservation::new(&shared.quotas, model, &config, held));
-            stats.fault(kind);
-            let call = FaultCall {
-                model,
-                body,
-                latency: config.latency,
-                shutdown: &shared.shutdown,
-                streamed: true,
-            };
-            return faults::respond(kind, call).await;
-        }
-        Decision::Serve {
-            request,
-            reserved,
-            mid_stream,
-        } => (request, reserved, mid_stream),
-    };
+    let (request, reserved, mid_stream, drawn_tokens) =
+        match wire::decide(req, model, body, &shared, &config) {
+            Decision::Answer(response) => return response,
+            Decision::Fault { kind, reserved } => {
+                let _reservation = reserved
+                    .map(|held| quota::Reservation::new(&shared.quotas, model, &config, held));
+                stats.fault(kind);
+                let call = FaultCall {
+                    model,
+                    body,
+                    latency: config.latency,
+                    shutdown: &shared.shutdown,
+                    streamed: true,
+                };
+                return faults::respond(kind, call).await;
+            }
+            Decision::Serve {
+                request,
+                reserved,
+                mid_stream,
+                drawn_tokens,
+            } => (request, reserved, mid_stream, drawn_tokens),
+        };
     // Owned, so it can travel with the body; dropped unsettled, it gives back max_tokens.
     let tokens = reserved.map(|held| TokenHold {
         shared: shared.clone(),
@@ -88,12 +90,19 @@ pub(crate) async fn invoke_stream(
     if !config.latency.is_zero() {
         tokio::time::sleep(config.latency).await;
     }
-    let message = reply::message(model, &request);
+    let generation = wire::generation_time(&config, &request, drawn_tokens);
+    let message = reply::sized(model, &request, drawn_tokens);
     let run = Run {
         events: events::events(&message),
         usage: message.usage,
         fault: mid_stream,
-        tokens_per_sec: config.stream_tokens_per_sec,
+        // A drawn length sets the pace of this call.
+        tokens_per_sec: match (config.call_duration, generation) {
+            (Some(shape), Some(_)) => Some(shape.tokens_per_sec),
+            _ => config.stream_tokens_per_sec,
+        },
+        generation,
+        burndown: config.burndown_for(model),
         started,
         tokens,
         outcome: Outcome::start(shared.clone()),
@@ -113,8 +122,14 @@ struct Run {
     usage: Usage,
     /// The fault to strike, if any.
     fault: Option<MidStream>,
-    /// Pacing (`EmulatorConfig::stream_tokens_per_sec`).
+    /// Pacing (`EmulatorConfig::stream_tokens_per_sec`, or the drawn call's
+    /// `call_duration.tokens_per_sec`).
     tokens_per_sec: Option<f64>,
+    /// The drawn generation time: `message_delta` goes out no earlier, counted from the first
+    /// event (a reply that keeps a shorter content still takes it).
+    generation: Option<Duration>,
+    /// Quota tokens per output token (for `tokens_charged`).
+    burndown: f64,
     /// When the request arrived (for the invocation metrics).
     started: Instant,
     /// The token-quota reservation, when a token quota admitted the call.
@@ -131,6 +146,8 @@ async fn produce(run: Run, tx: mpsc::Sender<FrameResult>) {
         usage,
         fault,
         tokens_per_sec,
+        generation,
+        burndown,
         started,
         tokens,
         mut outcome,
@@ -154,6 +171,9 @@ async fn produce(run: Run, tx: mpsc::Sender<FrameResult>) {
             let due = (reply::tokens_for(paced_chars) as f64 / rate).min(MAX_PACED_WAIT_SECS);
             let at = first_event + Duration::try_from_secs_f64(due).unwrap_or_default();
             tokio::time::sleep_until(at.into()).await;
+        }
+        if let Some(generation) = generation.filter(|_| event.json["type"] == "message_delta") {
+            tokio::time::sleep_until((first_event + generation).into()).await;
         }
         // 3. The frame; message_stop carries the invocation metrics.
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -181,7 +201,7 @@ async fn produce(run: Run, tx: mpsc::Sender<FrameResult>) {
     if let Some(tokens) = tokens {
         tokens.settle(usage.output_tokens);
     }
-    outcome.completed(usage);
+    outcome.completed(usage, burndown);
 }
 
 /// Ends the stream with `fault`.
@@ -258,11 +278,11 @@ impl Outcome {
         }
     }
 
-    fn completed(&mut self, usage: Usage) {
+    fn completed(&mut self, usage: Usage, burndown: f64) {
         self.ended = true;
         self.shared
             .stats
-            .stream_completed(usage.input_tokens, usage.output_tokens);
+            .stream_completed(usage.input_tokens, usage.output_tokens, burndown);
     }
 
     fn faulted(&mut self, fault: StreamFault) {
@@ -296,20 +316,19 @@ struct TokenHold {
 impl TokenHold {
     fn settle(mut self, output_tokens: u64) {
         self.open = false;
-        let refund = quota::success_refund(self.held.max_tokens, output_tokens);
+        let delta = self.held.success(output_tokens);
         self.shared
             .quotas
-            .refund(&self.model, &self.config, self.held.id, refund);
+            .settle(&self.model, &self.config, self.held.id, delta);
     }
 }
 
 impl Drop for TokenHold {
     fn drop(&mut self) {
         if self.open {
-            let max_tokens = self.held.max_tokens as f64;
             self.shared
                 .quotas
-                .refund(&self.model, &self.config, self.held.id, max_tokens);
+                .settle(&self.model, &self.config, self.held.id, self.held.failure());
         }
     }
 }

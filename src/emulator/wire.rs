@@ -46,6 +46,15 @@ pub(crate) fn error_response(status: StatusCode, error_type: &str, message: &str
         .body(body)
 }
 
+/// A quota's (or a stray) `ThrottlingException`, answered at once.
+fn throttled(message: &str) -> HttpResponse {
+    error_response(
+        FaultKind::Throttling.status(),
+        FaultKind::Throttling.name(),
+        message,
+    )
+}
+
 fn validation(message: &str) -> HttpResponse {
     error_response(
         StatusCode::BAD_REQUEST,
@@ -164,11 +173,15 @@ pub(crate) enum Decision {
         reserved: Option<quota::Held>,
         /// A fault to strike inside the reply.
         mid_stream: Option<MidStream>,
+        /// Output tokens drawn from [`EmulatorConfig::call_duration`] (before the
+        /// `max_tokens` cap), when set.
+        drawn_tokens: Option<u64>,
     },
 }
 
-/// Steps 1 to 5 of a model call (see the module doc of `emulator`): script, request quotas,
-/// validation, admission, random injection. Synchronous, so a caller holding a reservation
+/// Steps 1 to 6 of a model call (see the module doc of `emulator`): script, stray throttle,
+/// request quotas, validation, admission, random injection, and the draw of the call's
+/// length. Synchronous, so a caller holding a reservation
 /// creates its guard before anything can drop the call.
 pub(crate) fn decide(
     req: &HttpRequest,
@@ -192,19 +205,22 @@ pub(crate) fn decide(
         Some(Scripted::MidStream(fault)) => mid_stream = Some(fault),
         Some(Scripted::Ok) => {}
         None => {
-            // 2. Request quotas, checked without taking anything.
+            // 2. Stray throttle, before any quota.
+            if shared.stray(config) {
+                stats.throttled_stray();
+                return Decision::Answer(throttled(quota::TOO_MANY_REQUESTS));
+            }
+            // 3. Request quotas, checked without taking anything.
             if (config.quota.is_some() || config.window_quota.is_some())
                 && !shared.quotas.has_room(model, config)
             {
-                return Decision::Fault {
-                    kind: FaultKind::Throttling,
-                    reserved: None,
-                };
+                stats.throttled_by(Throttle::Requests);
+                return Decision::Answer(throttled(quota::TOO_MANY_REQUESTS));
             }
         }
     }
 
-    // 3. Validation.
+    // 4. Validation.
     let request = match content_type_ok(req).and_then(|()| validate::anthropic_body(body)) {
         Ok(request) => request,
         Err(message) => {
@@ -213,13 +229,10 @@ pub(crate) fn decide(
         }
     };
 
-    // 4. Admission: every quota at once, all or nothing.
+    // 5. Admission: every quota at once, all or nothing.
     let mut reserved = None;
     if scripted.is_none() && config.has_quota() {
-        let max_tokens = request
-            .get("max_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(u64::MAX);
+        let max_tokens = reply::max_tokens(&request);
         let reserve = if config.has_token_quota() {
             quota::reservation(reply::input_tokens(&request), max_tokens)
         } else {
@@ -228,27 +241,21 @@ pub(crate) fn decide(
         match shared.quotas.admit(model, config, reserve) {
             Ok(id) => {
                 if config.has_token_quota() {
-                    reserved = Some(quota::Held { id, max_tokens });
+                    reserved = Some(quota::Held {
+                        id,
+                        max_tokens,
+                        burndown: config.burndown_for(model),
+                    });
                 }
             }
-            Err(Throttle::Requests) => {
-                return Decision::Fault {
-                    kind: FaultKind::Throttling,
-                    reserved: None,
-                }
-            }
-            Err(Throttle::Tokens) => {
-                stats.throttled_tokens();
-                return Decision::Answer(error_response(
-                    FaultKind::Throttling.status(),
-                    FaultKind::Throttling.name(),
-                    quota::TOO_MANY_TOKENS,
-                ));
+            Err(throttle) => {
+                stats.throttled_by(throttle);
+                return Decision::Answer(throttled(throttle.message()));
             }
         }
     }
 
-    // 5. Random injection.
+    // 6. Random injection.
     if scripted.is_none()
         && (!config.error_rates.is_empty() || !config.stream_error_rates.is_empty())
     {
@@ -258,10 +265,13 @@ pub(crate) fn decide(
             None => {}
         }
     }
+    // 7. The call's length.
+    let drawn_tokens = config.call_duration.map(|d| shared.draw_tokens(&d));
     Decision::Serve {
         request,
         reserved,
         mid_stream,
+        drawn_tokens,
     }
 }
 
@@ -287,7 +297,7 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
     };
 
     // Steps 1-5; an unsettled reservation gives back max_tokens when dropped.
-    let (request, reservation) = match decide(req, model, body, shared, &config) {
+    let (request, reservation, drawn_tokens) = match decide(req, model, body, shared, &config) {
         Decision::Answer(response) => return response,
         Decision::Fault { kind, reserved } => {
             let _reservation = reserved.map(hold);
@@ -306,21 +316,39 @@ async fn invoke(req: &HttpRequest, model: &str, body: &Bytes, shared: &Shared) -
             request,
             reserved,
             mid_stream: None,
-        } => (request, reserved.map(hold)),
+            drawn_tokens,
+        } => (request, reserved.map(hold), drawn_tokens),
     };
 
-    // 6. Success.
-    if !config.latency.is_zero() {
-        tokio::time::sleep(config.latency).await;
+    // 8. Success, after the latency and the generation time.
+    let generation = generation_time(&config, &request, drawn_tokens);
+    let wait = config.latency + generation.unwrap_or_default();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
-    let reply = reply::build(model, &request);
+    let reply = reply::reply_of(&reply::sized(model, &request, drawn_tokens));
     if let Some(reservation) = reservation {
         reservation.settle(reply.output_tokens);
     }
-    stats.ok(reply.input_tokens, reply.output_tokens);
+    stats.ok(
+        reply.input_tokens,
+        reply.output_tokens,
+        config.burndown_for(model),
+    );
     let mut response = success_builder(&reply);
     response.insert_header((INVOCATION_LATENCY, started.elapsed().as_millis() as u64));
     response.body(reply.body)
+}
+
+/// How long a call that drew `drawn_tokens` generates: the time to write them, capped at the
+/// request's `max_tokens`, at the drawn pace.
+pub(crate) fn generation_time(
+    config: &EmulatorConfig,
+    request: &Value,
+    drawn_tokens: Option<u64>,
+) -> Option<std::time::Duration> {
+    let shape = config.call_duration?;
+    Some(shape.time_for(drawn_tokens?.min(reply::max_tokens(request))))
 }
 
 #[cfg(test)]
