@@ -1212,8 +1212,13 @@ fn quota_use(s: &Scenario, ok: &[&Outcome], until: f64) -> (f64, f64) {
     }
 }
 
-/// The emulator's throttles by kind (quota, per day, stray) and the tokens it charged.
+/// The emulator's throttles by kind (the request and token quotas', the daily quota's, stray)
+/// and the tokens it charged.
 fn throttles_by_kind(stats: &model_server::emulator::EmulatorStats) -> (u64, u64, u64, f64) {
-    // TODO(emulator-claude): throttled_daily, throttled_stray, tokens_charged.
-    (stats.throttled, 0, 0, 0.0)
+    (
+        stats.throttled_requests + stats.throttled_tokens,
+        stats.throttled_daily,
+        stats.throttled_stray,
+        stats.tokens_charged,
+    )
 }
