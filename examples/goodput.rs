@@ -2,7 +2,7 @@
 //! several times, reported as distributions.
 //!
 //! ```text
-//! cargo run --release --example goodput                          # every scenario, 5 runs (~2.5 h)
+//! cargo run --release --example goodput                          # per-minute and per-second, 5 runs (~2.5 h)
 //! cargo run --release --example goodput -- --group per-minute    # the per-minute matrix
 //! cargo run --release --example goodput -- --group claude        # Claude-shaped traffic, 19 scenarios (~1 h)
 //! cargo run --release --example goodput -- --scenarios tpm-200k --runs 1 --seconds 30 --policies none,adaptive
@@ -108,7 +108,7 @@ const LATENCY: Duration = Duration::from_millis(100);
 #[derive(Parser, Debug)]
 #[command(about = "Goodput under a Bedrock quota: none vs seed vs adaptive, repeated runs")]
 struct Args {
-    /// Scenario group: per-minute, per-second, or all.
+    /// Scenario group: per-minute, per-second, claude, or all (per-minute and per-second).
     #[arg(long, default_value = "all")]
     group: String,
     /// Scenarios to run (comma-separated names), instead of a group.
