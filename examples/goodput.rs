@@ -205,7 +205,7 @@ impl Claude {
 /// The output burndown of the model the benchmark calls (Claude Sonnet 4: 5), which the
 /// emulator's token quotas charge by default.
 fn burndown() -> f64 {
-    actors::burndown::default_burndown(MODEL)
+    actors::policy::burndown::default_burndown(MODEL)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
