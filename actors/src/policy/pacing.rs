@@ -342,6 +342,10 @@ pub struct RateController {
     paced_since: Instant,
     /// The last caller told to come back (demand was beyond the pace then).
     last_turned_away: Option<Instant>,
+    /// The ceiling is the unpaced start's (the rate calls came back at when throttles first
+    /// showed), not a pace that was throttled: stray throttles can make it, so a pace that
+    /// reaches it climbs on instead of holding below it.
+    ceiling_unconfirmed: bool,
     /// The quota's rate measured at a pace most of whose calls got through, plus its noise:
     /// an upper bound of the quota (see [`Self::quota_bound`]).
     measured_bound: Option<f64>,
@@ -389,6 +393,7 @@ impl RateController {
             last_throttle: None,
             paced_since: now,
             last_turned_away: None,
+            ceiling_unconfirmed: false,
             measured_bound: None,
             epoch: now,
         }
@@ -610,6 +615,7 @@ impl RateController {
             self.retests_failed = (self.retests_failed + 1).min(RETEST_DOUBLINGS);
         }
         self.ceiling = Some(self.ceiling.map_or(rate, |c| c.min(rate)));
+        self.ceiling_unconfirmed = false;
         self.hold_until = None;
         self.climbs = 0;
         // 7. What the calls sent at this pace say: most of them got through means a quota that
@@ -729,6 +735,7 @@ impl RateController {
             return None;
         }
         self.ceiling = Some(returned);
+        self.ceiling_unconfirmed = true;
         self.paced_since = now;
         self.last_throttle = Some(now);
         let to = if succeeded > 0.0 {
@@ -897,8 +904,12 @@ impl RateController {
         self.floor = Some(rate);
         self.drops = 0;
         let step = match self.ceiling {
-            Some(ceiling) if ceiling <= rate => {
-                // The quota grew past the old ceiling: climb again.
+            Some(ceiling)
+                if ceiling <= rate
+                    || (self.ceiling_unconfirmed && ceiling / rate - 1.0 <= cfg.precision) =>
+            {
+                // The quota grew past the old ceiling (or the ceiling was only where the
+                // unpaced start saw throttles, perhaps stray ones): climb again.
                 self.retests_failed = 0;
                 self.ceiling = None;
                 self.climbs = 0;
