@@ -82,8 +82,13 @@ fn per_minute_quotas_of_every_shape_are_kept_busy_with_few_throttles() {
                 // bucket holding a minute of a 30 requests-per-minute quota is a known miss
                 // (6 to 9%: probes pass on the burst it saves while the pace is below it),
                 // bounded here so that it does not grow.
+                // A bucket holding a minute above 30 requests a minute: up to 0.3 points over
+                // the bar (bounded), since the pace starts only once the last 18 s show the
+                // quota, not a cluster of stray throttles.
                 let bar = match (rpm, shape) {
                     (r, Shape::MinuteBucket) if r <= 30.0 => 0.10,
+                    (r, Shape::MinuteBucket) if r <= 60.0 => 0.055,
+                    (_, Shape::MinuteBucket) => 0.035,
                     (r, _) if r <= 60.0 => 0.05,
                     _ => 0.03,
                 };
@@ -372,8 +377,9 @@ fn bedrock_token_quotas_with_long_calls_are_used_like_none_with_few_throttles() 
     let adaptive = claude_runs(&s, ThrottlePolicy::Adaptive, 3);
     for (a, n) in adaptive.iter().zip(&none) {
         let (used_a, used_n) = (a.token_goodput(0, 180, tpm), n.token_goodput(0, 180, tpm));
+        // (Up to 0.05 below none: the pace starts only once the last 18 s show the quota.)
         assert!(
-            used_a >= used_n - 0.03,
+            used_a >= used_n - 0.05,
             "quota used {used_a} against none's {used_n}"
         );
         assert_eq!(a.late_504, 0);
@@ -414,14 +420,14 @@ fn a_requests_quota_with_calls_of_seconds_answers_as_many_as_none() {
 fn stray_throttles_seldom_start_pacing_sparse_callers() {
     // A known miss, bounded here so that it does not grow: over many 3-minute runs of sparse
     // callers (0.5 and 2 requests/s to a quota of 10/s, calls of 1.5 s), a cluster of stray
-    // throttles sometimes passes for a quota (4% of runs at 3% strays and 0.5 requests/s, up
-    // to 38% at 5% strays and 2 requests/s), and the pace it starts, below demand, queues
-    // that run's callers for up to the request's deadline.
+    // throttles sometimes passes for a quota (1 to 2% of runs at 3% strays, 8 to 11% at 5%),
+    // and the pace it starts, below demand, queues that run's callers for up to the
+    // request's deadline. (Judged on the last 6 s alone, it did in 4 to 38% of runs.)
     for (noise, k, most) in [
-        (0.03, 0.05, 12),
-        (0.03, 0.2, 24),
-        (0.05, 0.05, 45),
-        (0.05, 0.2, 85),
+        (0.03, 0.05, 8),
+        (0.03, 0.2, 6),
+        (0.05, 0.05, 22),
+        (0.05, 0.2, 30),
     ] {
         let mut paced = 0;
         for seed in 0..200 {

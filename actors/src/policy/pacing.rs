@@ -155,6 +155,11 @@ const PRIOR_BACKGROUND: f64 = 0.05;
 /// How unlikely under the background the recent throttles must be to count as evidence.
 const EVIDENCE_ODDS: f64 = 0.01;
 
+/// 3 s stretches (18 s) over which the unpaced start also needs throttles beyond the
+/// background: a cluster of stray throttles passes in seconds, a quota that binds keeps
+/// throttling.
+const START_BUCKETS: u64 = 6;
+
 /// Share of the pace that demand must use for a throttle to say the pace is too fast.
 const USED_SHARE: f64 = 0.8;
 
@@ -726,8 +731,11 @@ impl RateController {
         if outcomes == 0 || f64::from(throttles) < START_FRACTION * f64::from(outcomes) {
             return None;
         }
-        // A few throttles among few calls are what Bedrock's stray throttles look like.
-        if !self.beyond_background(now, cfg) {
+        // A few throttles among few calls are what Bedrock's stray throttles look like; a
+        // quota that binds keeps throttling, so the last 18 s show it too.
+        if !self.beyond_background(now, cfg)
+            || !self.beyond_background_over(now, cfg, START_BUCKETS)
+        {
             return None;
         }
         let (returned, succeeded) = self.recent_rates(now, first);
@@ -860,6 +868,19 @@ impl RateController {
             return f64::INFINITY;
         }
         self.units_reserved(now, span) / span.as_secs_f64()
+    }
+
+    /// Whether the throttles of the last `buckets` 3 s stretches are more than the background
+    /// explains (as [`Self::beyond_background`]).
+    fn beyond_background_over(&self, now: Instant, cfg: &PacingConfig, buckets: u64) -> bool {
+        let background = self.background(now, cfg).max(PRIOR_BACKGROUND);
+        let bucket = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
+        let (outcomes, throttles) = self
+            .fractions
+            .iter()
+            .filter(|(b, _, _)| *b + buckets > bucket)
+            .fold((0, 0), |(o, t), (_, bo, bt)| (o + bo, t + bt));
+        binomial_tail(outcomes, throttles, background) < EVIDENCE_ODDS
     }
 
     /// Whether the recent throttles are more than the background (at least
