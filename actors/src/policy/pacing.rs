@@ -41,9 +41,10 @@
 //!   the next slot is one interval away: the quota has nothing left now.
 //! - **Unpaced until the quota shows**: with no evidence of a quota nothing is delayed. Once a
 //!   quarter of the recent outcomes are throttles, and more of them than Bedrock's stray
-//!   throttles explain (a background of at least 5% would throttle that many of them less
-//!   than once in a hundred: one throttle among a sparse caller's few calls never starts
-//!   pacing), the pace starts at half the rate calls were succeeding at (in tokens for the
+//!   throttles explain, over the last 6 s and the last 18 s (a background of at least 5%
+//!   would throttle that many of them less than once in a hundred: one throttle, or a
+//!   passing cluster, among a sparse caller's few calls does not start pacing), the pace
+//!   starts at half the rate calls were succeeding at (in tokens for the
 //!   token lane, even before a success: a throttled call counts at its own size); the rate
 //!   they came back at is the first ceiling. It waits for three call latencies of outcomes,
 //!   but at most 300 ms: with calls of seconds, waiting for their successes let a storm of
