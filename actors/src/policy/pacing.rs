@@ -204,6 +204,9 @@ const GAP_SUCCESSES: usize = 10;
 /// Length of the stretches the background throttle fraction is measured over.
 const BUCKET_SECS: u64 = 3;
 
+/// Stretches that make "the recent outcomes": the current one and the one before (3 to 6 s).
+const RECENT_BUCKETS: u64 = 2;
+
 /// How long reserved slots are kept (longer than any call's feedback delay that matters).
 const SLOTS_KEPT: Duration = Duration::from_secs(30);
 
@@ -599,7 +602,7 @@ impl RateController {
             .last_turned_away
             .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(2));
         let used = turned_away || demand >= USED_SHARE * rate;
-        if !used && !self.beyond_background(now, cfg) {
+        if !used && !self.beyond_background(now, cfg, RECENT_BUCKETS) {
             return None;
         }
         self.last_throttle = Some(now);
@@ -728,14 +731,14 @@ impl RateController {
         if now.saturating_duration_since(first) < latency.min(START_LATENCY) * 3 {
             return None;
         }
-        let (outcomes, throttles) = self.recent_outcomes(now);
+        let (outcomes, throttles) = self.recent_outcomes(now, RECENT_BUCKETS);
         if outcomes == 0 || f64::from(throttles) < START_FRACTION * f64::from(outcomes) {
             return None;
         }
         // A few throttles among few calls are what Bedrock's stray throttles look like; a
         // quota that binds keeps throttling, so the last 18 s show it too.
-        if !self.beyond_background(now, cfg)
-            || !self.beyond_background_over(now, cfg, START_BUCKETS)
+        if !self.beyond_background(now, cfg, RECENT_BUCKETS)
+            || !self.beyond_background(now, cfg, START_BUCKETS)
         {
             return None;
         }
@@ -841,10 +844,8 @@ impl RateController {
 
     /// Pacing stops: demand leaves the pace unused and nothing is throttled.
     fn release(&mut self, now: Instant) -> Option<Adjustment> {
-        match self.unpace(now)? {
-            Adjustment::Unpaced { from } => Some(Adjustment::Released { from }),
-            other => Some(other),
-        }
+        let from = self.forget(now)?;
+        Some(Adjustment::Released { from })
     }
 
     /// Units reserved over the last `span` (at most [`IDLE_RELEASE`]).
@@ -871,30 +872,24 @@ impl RateController {
         self.units_reserved(now, span) / span.as_secs_f64()
     }
 
-    /// Whether the throttles of the last `buckets` 3 s stretches are more than the background
-    /// explains (as [`Self::beyond_background`]).
-    fn beyond_background_over(&self, now: Instant, cfg: &PacingConfig, buckets: u64) -> bool {
+    /// Whether the throttles of the last `buckets` 3 s stretches are more than the
+    /// background (at least [`PRIOR_BACKGROUND`]) explains: at most one chance in
+    /// [`EVIDENCE_ODDS`] that it would throttle that many of their outcomes.
+    fn beyond_background(&self, now: Instant, cfg: &PacingConfig, buckets: u64) -> bool {
         let background = self.background(now, cfg).max(PRIOR_BACKGROUND);
-        let bucket = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
-        let (outcomes, throttles) = self
-            .fractions
-            .iter()
-            .filter(|(b, _, _)| *b + buckets > bucket)
-            .fold((0, 0), |(o, t), (_, bo, bt)| (o + bo, t + bt));
-        binomial_tail(outcomes, throttles, background) < EVIDENCE_ODDS
-    }
-
-    /// Whether the recent throttles are more than the background (at least
-    /// [`PRIOR_BACKGROUND`]) explains: at most one chance in [`EVIDENCE_ODDS`] that it would
-    /// throttle that many of the recent outcomes.
-    fn beyond_background(&self, now: Instant, cfg: &PacingConfig) -> bool {
-        let background = self.background(now, cfg).max(PRIOR_BACKGROUND);
-        let (outcomes, throttles) = self.recent_outcomes(now);
+        let (outcomes, throttles) = self.recent_outcomes(now, buckets);
         binomial_tail(outcomes, throttles, background) < EVIDENCE_ODDS
     }
 
     /// Pacing stops: nothing has succeeded for two windows.
     fn unpace(&mut self, now: Instant) -> Option<Adjustment> {
+        let from = self.forget(now)?;
+        Some(Adjustment::Unpaced { from })
+    }
+
+    /// Back to unpaced, keeping only the outcome history the background and the start read;
+    /// returns the pace there was, if any.
+    fn forget(&mut self, now: Instant) -> Option<f64> {
         let from = self.rate.take()?;
         *self = RateController {
             fractions: std::mem::take(&mut self.fractions),
@@ -902,7 +897,7 @@ impl RateController {
             epoch: self.epoch,
             ..RateController::new(now)
         };
-        Some(Adjustment::Unpaced { from })
+        Some(from)
     }
 
     /// Whether the current pace has run long enough, clean, and used, to be proven.
@@ -1032,12 +1027,13 @@ impl RateController {
         }
     }
 
-    /// Outcomes and throttles over the current and the previous 3 s stretch.
-    fn recent_outcomes(&self, now: Instant) -> (u32, u32) {
+    /// Outcomes and throttles over the last `buckets` 3 s stretches (the current one
+    /// included).
+    fn recent_outcomes(&self, now: Instant, buckets: u64) -> (u32, u32) {
         let bucket = now.saturating_duration_since(self.epoch).as_secs() / BUCKET_SECS;
         self.fractions
             .iter()
-            .filter(|(b, _, _)| *b + 1 >= bucket)
+            .filter(|(b, _, _)| *b + buckets > bucket)
             .fold((0, 0), |(o, t), (_, bo, bt)| (o + bo, t + bt))
     }
 
@@ -1093,7 +1089,7 @@ impl RateController {
         if background <= 0.0 {
             return false;
         }
-        let (outcomes, throttles) = self.recent_outcomes(now);
+        let (outcomes, throttles) = self.recent_outcomes(now, RECENT_BUCKETS);
         let expected = f64::from(outcomes) * background;
         f64::from(throttles) <= expected + 2.0 * expected.sqrt()
     }

@@ -31,7 +31,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::actor::throttle::model::{Lane, ModelThrottle};
-use crate::observe::status::{ModelThrottleStatus, PaceStatus, ThrottledBy};
+use crate::observe::status::{ModelThrottleStatus, PaceStatus};
 use crate::policy::backoff::BackoffSchedule;
 use crate::policy::pacing::{Adjustment, PacingConfig};
 use crate::policy::throttle_policy::ThrottlePolicy;
@@ -166,8 +166,7 @@ pub enum Refusal {
 }
 
 /// Which of Bedrock's quotas refused a call: its ThrottlingException's message says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaKind {
     /// Requests per minute (`Too many requests, ...`, and any other message).
     Requests,
@@ -187,15 +186,6 @@ impl QuotaKind {
             QuotaKind::Tokens
         } else {
             QuotaKind::Requests
-        }
-    }
-
-    /// The name used in metrics and `/status`.
-    pub fn name(self) -> &'static str {
-        match self {
-            QuotaKind::Requests => "requests",
-            QuotaKind::Tokens => "tokens",
-            QuotaKind::TokensPerDay => "tokens_per_day",
         }
     }
 }
@@ -461,7 +451,6 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                 let (calls, throttled, succeeded) = state.counts();
                 let (calls_floor, calls_ceiling) = state.quota_bounds(Lane::Calls);
                 let (tokens_floor, tokens_ceiling) = state.quota_bounds(Lane::Tokens);
-                let [requests, tokens, tokens_per_day] = state.throttled_by();
                 let daily = state.daily();
                 ModelThrottleStatus {
                     region: config.region.clone(),
@@ -485,11 +474,7 @@ impl Handler<GetThrottleStatus> for ThrottleActor {
                     calls,
                     throttled,
                     succeeded,
-                    throttled_by: ThrottledBy {
-                        requests,
-                        tokens,
-                        tokens_per_day,
-                    },
+                    throttled_by: state.throttled_by(),
                     daily_quota_spent: daily.is_some(),
                     daily_quota_probe_in_ms: daily
                         .map(|d| d.probe_at.saturating_duration_since(now).as_millis() as u64),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::actor::throttle::{CallOutcome, Grant, QuotaKind, Refusal, ThrottleConfig};
+use crate::observe::status::ThrottledBy;
 use crate::policy::backoff::SharedBrake;
 use crate::policy::pacing::{Adjustment, RateController, Reservation};
 use crate::policy::throttle_policy::ThrottlePolicy;
@@ -115,7 +116,7 @@ pub struct ModelThrottle {
     /// The next ticket given out.
     next_ticket: u64,
     /// Throttles by the quota that refused, for `/status`.
-    throttled_by: [u64; 3],
+    throttled_by: ThrottledBy,
 }
 
 impl ModelThrottle {
@@ -148,7 +149,7 @@ impl ModelThrottle {
             daily: None,
             line: BTreeMap::new(),
             next_ticket: 0,
-            throttled_by: [0; 3],
+            throttled_by: ThrottledBy::default(),
         }
     }
 
@@ -168,8 +169,8 @@ impl ModelThrottle {
         self.daily
     }
 
-    /// Throttles so far by the quota that refused: requests, tokens, tokens per day.
-    pub fn throttled_by(&self) -> [u64; 3] {
+    /// Throttles so far by the quota that refused them.
+    pub fn throttled_by(&self) -> ThrottledBy {
         self.throttled_by
     }
 
@@ -306,7 +307,7 @@ impl ModelThrottle {
         if let Some(daily) = self.daily.as_mut() {
             daily.probing = true;
         }
-        // 2. The seed's brake, behind the pacer (or alone).
+        // 3. The seed's brake, behind the pacer (or alone).
         let base = self.brake_delay(now, config);
         let brake = if base.is_zero() {
             Duration::ZERO
@@ -419,7 +420,11 @@ impl ModelThrottle {
             }
             CallOutcome::Throttled { quota } => {
                 self.throttled += 1;
-                self.throttled_by[quota as usize] += 1;
+                *match quota {
+                    QuotaKind::Requests => &mut self.throttled_by.requests,
+                    QuotaKind::Tokens => &mut self.throttled_by.tokens,
+                    QuotaKind::TokensPerDay => &mut self.throttled_by.tokens_per_day,
+                } += 1;
                 if quota == QuotaKind::TokensPerDay {
                     // Not paced: nothing but time refills it. Refuse calls until a probe.
                     if paced {

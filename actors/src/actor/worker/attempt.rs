@@ -143,8 +143,9 @@ impl<'a> Attempts<'a> {
                 }
                 Grant::Refused(refusal) => return Err(self.refused(refusal)),
             };
-            let wake_at = Instant::now() + delay;
-            if Instant::now() + starts_in.max(delay) + latency >= self.deadline {
+            let now = Instant::now();
+            let wake_at = now + delay;
+            if now + starts_in.max(delay) + latency >= self.deadline {
                 if let Some(granted_tokens) = slot {
                     self.deps.throttle.do_send(Release {
                         model: self.request.model.clone(),
